@@ -1,0 +1,102 @@
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import tinygrad_nlp.functional as F
+from tinygrad_nlp import ShapeError, Tensor, manual_seed
+from tests.helpers import assert_close, check_both_modes, needs_torch, tensor, to_torch, torch
+
+
+def qkv(rng, B=2, H=3, T=4, D=5):
+    return [tensor(rng, B, H, T, D) for _ in range(3)]
+
+
+def reference(q, k, v, mask=None):
+    s = q @ k.swapaxes(-1, -2) / np.sqrt(q.shape[-1])
+    if mask is not None:
+        s = np.where(mask, s, -np.inf)
+    with np.errstate(invalid="ignore"):
+        s = s - s.max(-1, keepdims=True)
+    p = np.exp(s)
+    return p / p.sum(-1, keepdims=True) @ v
+
+
+def test_no_mask(rng):
+    q, k, v = qkv(rng)
+    check_both_modes(F.scaled_dot_product_attention, [q, k, v])
+    assert_close(F.scaled_dot_product_attention(q, k, v), reference(q.numpy(), k.numpy(), v.numpy()))
+
+
+def test_key_padding_mask_with_fully_masked_row(rng):
+    q, k, v = qkv(rng)
+    mask = np.array([[True, True, False, False], [False, False, False, False]])
+    check_both_modes(lambda q, k, v: F.scaled_dot_product_attention(q, k, v, mask=mask), [q, k, v])
+    out = F.scaled_dot_product_attention(q, k, v, mask=mask)
+    assert_close(out.numpy()[0], reference(q.numpy(), k.numpy(), v.numpy(), mask[:, None, None, :])[0])
+    assert np.all(out.numpy()[1] == 0)  # a row with no visible key attends to nothing
+    out.backward(rng.standard_normal(out.shape))
+    for t in (q, k, v):
+        assert np.all(np.isfinite(t.grad))
+    assert np.all(q.grad[1] == 0) and np.all(k.grad[0, :, 2:] == 0) and np.all(v.grad[0, :, 2:] == 0)
+
+
+def test_causal_and_additive_masks(rng):
+    q, k, v = qkv(rng, B=1, H=2, T=4, D=3)
+    causal = np.tril(np.ones((4, 4), dtype=bool))
+    check_both_modes(lambda q, k, v: F.scaled_dot_product_attention(q, k, v, mask=causal), [q, k, v])
+    additive = rng.standard_normal((1, 2, 4, 4))
+    check_both_modes(lambda q, k, v: F.scaled_dot_product_attention(q, k, v, mask=additive), [q, k, v])
+
+
+def test_dropout_on_probabilities(rng):
+    q, k, v = qkv(rng, B=1, H=2, T=3, D=4)
+
+    def fn(q, k, v):
+        manual_seed(11)
+        return F.scaled_dot_product_attention(q, k, v, dropout_p=0.3)
+
+    check_both_modes(fn, [q, k, v])
+    out_eval = F.scaled_dot_product_attention(q, k, v, dropout_p=0.3, training=False)
+    assert_close(out_eval, reference(q.numpy(), k.numpy(), v.numpy()))
+
+
+def test_shape_errors(rng):
+    q, k, v = qkv(rng)
+    with pytest.raises(ShapeError, match=r"q \(2, 3, 4, 5\), k \(2, 3, 4, 6\)"):
+        F.scaled_dot_product_attention(q, tensor(rng, 2, 3, 4, 6), v)
+    with pytest.raises(ShapeError, match=r"mask of shape \(2, 5\)"):
+        F.scaled_dot_product_attention(q, k, v, mask=np.ones((2, 5), dtype=bool))
+
+
+@given(B=st.integers(1, 3), H=st.integers(1, 3), T=st.integers(1, 5), D=st.integers(1, 4), seed=st.integers(0, 999))
+def test_padding_property(B, H, T, D, seed):
+    """Random padding (including fully padded rows and T=1): finite everywhere, and the
+    output of a query never depends on a masked key."""
+    rng = np.random.default_rng(seed)
+    q, k, v = qkv(rng, B, H, T, D)
+    mask = rng.random((B, T)) < 0.6
+    out = F.scaled_dot_product_attention(q, k, v, mask=mask)
+    out.backward(np.ones(out.shape))
+    for a in (out.data, q.grad, k.grad, v.grad):
+        assert np.all(np.isfinite(a))
+    k2, v2 = k.numpy().copy(), v.numpy().copy()
+    k2[~mask[:, None, :, None].repeat(H, 1).repeat(D, 3)] = 99.0
+    v2[~mask[:, None, :, None].repeat(H, 1).repeat(D, 3)] = -99.0
+    out2 = F.scaled_dot_product_attention(q, Tensor(k2), Tensor(v2), mask=mask)
+    np.testing.assert_allclose(out.numpy(), out2.numpy(), atol=1e-12)
+
+
+@needs_torch
+def test_against_torch(rng):
+    q, k, v = qkv(rng)
+    mask = np.array([[True, True, True, False], [True, False, True, True]])
+    tq, tk, tv = map(to_torch, (q, k, v))
+    out = F.scaled_dot_product_attention(q, k, v, mask=mask)
+    tout = torch.nn.functional.scaled_dot_product_attention(tq, tk, tv, attn_mask=torch.tensor(mask)[:, None, None, :])
+    assert_close(out, tout)
+    g = rng.standard_normal(out.shape)
+    out.backward(g)
+    tout.backward(torch.tensor(g))
+    for a, t in [(q, tq), (k, tk), (v, tv)]:
+        assert_close(a.grad, t.grad, rtol=1e-8, atol=1e-10)

@@ -1,0 +1,86 @@
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import tinygrad_nlp.functional as F
+from tinygrad_nlp import ShapeError, Tensor
+from tests.helpers import assert_close, check_both_modes, needs_torch, tensor, to_torch, torch
+
+BINARY = {"add": F.add, "sub": F.sub, "mul": F.mul, "div": F.div}
+UNARY = {"neg": F.neg, "exp": F.exp, "relu": F.relu, "gelu": F.gelu, "tanh": F.tanh}
+BROADCAST_PAIRS = [((3, 4), (3, 4)), ((2, 3, 4), (4,)), ((3, 1), (1, 5)), ((1,), (2, 3)), ((2, 1, 3), (4, 1))]
+
+
+@pytest.mark.parametrize("name", sorted(BINARY))
+@pytest.mark.parametrize("shapes", BROADCAST_PAIRS)
+def test_binary_gradients_with_broadcasting(name, shapes, rng):
+    a = tensor(rng, *shapes[0])
+    b = Tensor(rng.uniform(0.5, 2.0, shapes[1]) * rng.choice([-1, 1], shapes[1]), requires_grad=True)
+    check_both_modes(BINARY[name], [a, b])
+
+
+@pytest.mark.parametrize("name", sorted(UNARY))
+def test_unary_gradients(name, rng):
+    x = tensor(rng, 3, 5)
+    x.data[np.abs(x.data) < 1e-3] = 0.5  # keep relu away from its kink
+    check_both_modes(UNARY[name], [x])
+
+
+def test_log_and_pow_gradients(rng):
+    x = Tensor(rng.uniform(0.5, 2.0, (3, 4)), requires_grad=True)
+    y = tensor(rng, 3, 4)
+    check_both_modes(F.log, [x])
+    check_both_modes(F.pow, [x, y])
+    check_both_modes(lambda x: x ** 3, [x])
+
+
+def test_operators_match_functions(rng):
+    a, b = tensor(rng, 2, 3), tensor(rng, 2, 3)
+    for op, fn in [(a + b, F.add), (a - b, F.sub), (a * b, F.mul), (a / b, F.div)]:
+        assert_close(op, fn(a, b))
+    assert_close(-a, F.neg(a))
+    assert_close(2.0 - a, 2.0 - a.numpy())
+    assert_close(1.0 / b, 1.0 / b.numpy())
+    assert_close(a ** 2, a.numpy() ** 2)
+    assert_close(a @ b.T, a.numpy() @ b.numpy().T)
+
+
+def test_scalar_keeps_dtype():
+    x = Tensor(np.ones(3, dtype=np.float32))
+    assert (x * 2.5).dtype == np.float32 and (1 - x).dtype == np.float32
+
+
+def test_broadcast_failure_names_both_shapes():
+    with pytest.raises(ShapeError, match=r"Add.*\(2, 3\).*\(4,\)"):
+        F.add(Tensor(np.zeros((2, 3))), Tensor(np.zeros(4)))
+
+
+@given(shape=st.lists(st.integers(1, 4), min_size=1, max_size=3), seed=st.integers(0, 2**16))
+def test_broadcast_gradient_shapes_property(shape, seed):
+    rng = np.random.default_rng(seed)
+    reduced = [1 if rng.random() < 0.5 else n for n in shape][rng.integers(0, len(shape)):]
+    a, b = tensor(rng, *shape), tensor(rng, *reduced)
+    (a * b + a).sum().backward()
+    assert a.grad.shape == a.shape and b.grad.shape == b.shape
+    np.testing.assert_allclose(b.grad.sum(), (a.data * np.ones(np.broadcast_shapes(a.shape, b.shape))).sum())
+
+
+@needs_torch
+@pytest.mark.parametrize("name", sorted(BINARY) + sorted(UNARY) + ["log", "pow"])
+def test_against_torch(name, rng):
+    a = Tensor(rng.uniform(0.5, 2.0, (3, 4)), requires_grad=True)
+    b = tensor(rng, 4)
+    fn = {**BINARY, **UNARY, "log": F.log, "pow": F.pow}[name]
+    torch_fn = {"add": torch.add, "sub": torch.sub, "mul": torch.mul, "div": torch.div, "neg": torch.neg,
+                "exp": torch.exp, "relu": torch.relu, "tanh": torch.tanh, "log": torch.log, "pow": torch.pow,
+                "gelu": lambda x: torch.nn.functional.gelu(x, approximate="tanh")}[name]
+    args = [a, b] if name in BINARY or name == "pow" else [a]
+    targs = [to_torch(t) for t in args]
+    out, tout = fn(*args), torch_fn(*targs)
+    assert_close(out, tout)
+    g = rng.standard_normal(out.shape)
+    out.backward(g)
+    tout.backward(torch.tensor(g))
+    for t, tt in zip(args, targs):
+        assert_close(t.grad, tt.grad)

@@ -1,0 +1,61 @@
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import tinygrad_nlp.functional as F
+from tinygrad_nlp import ShapeError, Tensor
+from tests.helpers import assert_close, check_both_modes, needs_torch, tensor, to_torch, torch
+
+
+@pytest.mark.parametrize("shapes", [((3, 4), (4, 5)), ((2, 3, 4), (4, 2)), ((2, 1, 3, 4), (5, 4, 2)), ((4,), (4, 3)),
+                                    ((3, 4), (4,)), ((2, 3, 3, 5), (2, 3, 5, 3))])
+def test_matmul(shapes, rng):
+    a, b = tensor(rng, *shapes[0]), tensor(rng, *shapes[1])
+    check_both_modes(F.matmul, [a, b])
+    assert_close(a @ b, a.numpy() @ b.numpy())
+
+
+@pytest.mark.parametrize("x_shape", [(5, 3), (2, 4, 3), (1, 1, 3)])
+@pytest.mark.parametrize("bias", [True, False])
+def test_linear(x_shape, bias, rng):
+    x, w = tensor(rng, *x_shape), tensor(rng, 4, 3)
+    inputs = [x, w] + ([tensor(rng, 4)] if bias else [])
+    check_both_modes(F.linear, inputs)
+    expected = x.numpy() @ w.numpy().T + (inputs[2].numpy() if bias else 0)
+    assert_close(F.linear(*inputs), expected)
+
+
+def test_shape_errors_name_both_shapes():
+    with pytest.raises(ShapeError, match=r"linear.*\(2, 5\).*\(4, 3\)"):
+        F.linear(Tensor(np.zeros((2, 5))), Tensor(np.zeros((4, 3))))
+    with pytest.raises(ShapeError, match=r"matmul.*\(2, 5\).*\(4, 3\)"):
+        F.matmul(Tensor(np.zeros((2, 5))), Tensor(np.zeros((4, 3))))
+    with pytest.raises(ShapeError, match=r"bias"):
+        F.linear(Tensor(np.zeros((2, 3))), Tensor(np.zeros((4, 3))), Tensor(np.zeros(3)))
+
+
+@given(n=st.integers(1, 4), i=st.integers(1, 7), o=st.integers(1, 7), seed=st.integers(0, 1000))
+def test_linear_property(n, i, o, seed):
+    rng = np.random.default_rng(seed)
+    x, w, b = tensor(rng, n, i), tensor(rng, o, i), tensor(rng, o)
+    y = F.linear(x, w, b)
+    assert y.shape == (n, o)
+    y.sum().backward()
+    np.testing.assert_allclose(b.grad, np.full(o, n))
+    np.testing.assert_allclose(w.grad, np.tile(x.data.sum(0), (o, 1)))
+
+
+@needs_torch
+def test_against_torch(rng):
+    x, w, b = tensor(rng, 2, 3, 4), tensor(rng, 5, 4), tensor(rng, 5)
+    m = tensor(rng, 2, 5, 3)
+    tx, tw, tb, tm = map(to_torch, (x, w, b, m))
+    out = F.matmul(F.linear(x, w, b), m)
+    tout = torch.nn.functional.linear(tx, tw, tb) @ tm
+    assert_close(out, tout)
+    g = rng.standard_normal(out.shape)
+    out.backward(g)
+    tout.backward(torch.tensor(g))
+    for a, t in [(x, tx), (w, tw), (b, tb), (m, tm)]:
+        assert_close(a.grad, t.grad)

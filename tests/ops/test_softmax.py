@@ -1,0 +1,92 @@
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import tinygrad_nlp.functional as F
+from tinygrad_nlp import ShapeError, Tensor, TokenIdError
+from tests.helpers import assert_close, check_both_modes, needs_torch, tensor, to_torch, torch
+
+
+@pytest.mark.parametrize("shape,axis", [((3, 5), -1), ((2, 3, 4), 1), ((1, 1), -1), ((4,), 0)])
+def test_softmax_and_log_softmax_gradients(shape, axis, rng):
+    x = tensor(rng, *shape)
+    check_both_modes(lambda x: F.softmax(x, axis=axis), [x])
+    check_both_modes(lambda x: F.log_softmax(x, axis=axis), [x])
+
+
+@pytest.mark.parametrize("targets", [[1, -100, 3, 0], [2, 2, 2, 2], [0, -100, -100, -100]])
+def test_cross_entropy_gradients(targets, rng):
+    logits = tensor(rng, 4, 5)
+    check_both_modes(lambda x: F.cross_entropy(x, np.array(targets)), [logits])
+
+
+def test_cross_entropy_custom_ignore_index_and_nd(rng):
+    logits = tensor(rng, 2, 3, 4)
+    targets = np.array([[0, 3, 7], [7, 1, 2]])
+    check_both_modes(lambda x: F.cross_entropy(x, targets, ignore_index=7), [logits])
+
+
+def test_cross_entropy_value(rng):
+    logits = tensor(rng, 4, 5)
+    t = np.array([1, -100, 3, 0])
+    logp = logits.numpy() - np.log(np.exp(logits.numpy()).sum(1, keepdims=True))
+    expected = -(logp[0, 1] + logp[2, 3] + logp[3, 0]) / 3
+    assert abs(F.cross_entropy(logits, t).item() - expected) < 1e-12
+
+
+def test_all_ignored_targets_give_zero_loss_and_gradient(rng):
+    logits = tensor(rng, 3, 4)
+    loss = F.cross_entropy(logits, np.full(3, -100))
+    loss.backward()
+    assert loss.item() == 0.0 and np.all(logits.grad == 0)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_extreme_logits_stay_finite(dtype):
+    x = Tensor(np.array([[1e4, -1e4, 0.0], [-1e4, -1e4, -1e4], [5.0, 5.0, 5.0]], dtype=dtype), requires_grad=True)
+    for fn in (F.softmax, F.log_softmax, lambda x: F.cross_entropy(x, np.array([1, 0, 2]))):
+        x.grad = None
+        out = fn(x)
+        out.backward(np.ones_like(out.data))
+        assert np.all(np.isfinite(out.data)) and np.all(np.isfinite(x.grad))
+    assert abs(F.cross_entropy(x, np.array([0, 0, 0])).item() - (0 + np.log(3) + np.log(3)) / 3) < 1e-5
+
+
+def test_errors():
+    with pytest.raises(ShapeError, match=r"logits \(4, 5\).*targets \(3,\)"):
+        F.cross_entropy(Tensor(np.zeros((4, 5))), np.zeros(3, dtype=int))
+    with pytest.raises(TokenIdError, match=r"target 5 at position \(1,\)"):
+        F.cross_entropy(Tensor(np.zeros((2, 5))), np.array([0, 5]))
+
+
+@given(n=st.integers(1, 6), c=st.integers(1, 7), scale=st.sampled_from([1.0, 100.0, 1e4]), seed=st.integers(0, 999))
+def test_cross_entropy_property(n, c, scale, seed):
+    rng = np.random.default_rng(seed)
+    logits = tensor(rng, n, c, scale=scale)
+    targets = np.where(rng.random(n) < 0.3, -100, rng.integers(0, c, n))
+    loss = F.cross_entropy(logits, targets)
+    loss.backward()
+    assert np.isfinite(loss.item()) and np.all(np.isfinite(logits.grad))
+    np.testing.assert_allclose(logits.grad.sum(axis=1), 0, atol=1e-12)  # softmax - onehot sums to 0
+    assert np.all(logits.grad[targets == -100] == 0)
+    probs = F.softmax(logits).numpy()
+    np.testing.assert_allclose(probs.sum(-1), 1)
+
+
+@needs_torch
+@pytest.mark.parametrize("op", ["softmax", "log_softmax", "cross_entropy"])
+def test_against_torch(op, rng):
+    x = tensor(rng, 6, 5, scale=3)
+    tx = to_torch(x)
+    t = np.array([1, -100, 3, 0, 4, 4])
+    if op == "cross_entropy":
+        out, tout = F.cross_entropy(x, t), torch.nn.functional.cross_entropy(tx, torch.tensor(t))
+        g = np.array(1.7)
+    else:
+        out, tout = getattr(F, op)(x, axis=0), getattr(torch, op)(tx, dim=0)
+        g = rng.standard_normal(out.shape)
+    assert_close(out, tout)
+    out.backward(g)
+    tout.backward(torch.tensor(g))
+    assert_close(x.grad, tx.grad)

@@ -1,0 +1,89 @@
+import numpy as np
+import pytest
+
+import tinygrad_nlp.functional as F
+from tinygrad_nlp import AnomalyError, GraphError, Tensor, detect_anomaly, no_grad
+
+
+def test_attributes():
+    t = Tensor(np.arange(6, dtype=np.float64).reshape(2, 3), requires_grad=True)
+    assert t.shape == (2, 3) and t.dtype == np.float64 and t.device == "cpu" and t.grad is None
+    assert isinstance(t.numpy(), np.ndarray) and t.to("cpu") is t
+    assert Tensor([1.0, 2.0]).dtype == np.float32  # Python floats default to float32
+    assert Tensor(np.array([1, 2])).dtype == np.int64
+    d = t.detach()
+    assert not d.requires_grad and d.data is t.data
+    assert "shape=(2, 3)" in repr(t)
+
+
+def test_gradients_accumulate_for_reused_tensors_and_across_calls():
+    x = Tensor(np.array([2.0, 3.0]), requires_grad=True)
+    (x * x + x).sum().backward()
+    np.testing.assert_array_equal(x.grad, [5.0, 7.0])
+    (x * 1.0).sum().backward()
+    np.testing.assert_array_equal(x.grad, [6.0, 8.0])  # accumulated, not overwritten
+
+
+def test_shared_gradient_arrays_are_not_aliased():
+    a = Tensor(np.ones(3), requires_grad=True)
+    b = Tensor(np.ones(3), requires_grad=True)
+    (a + b).sum().backward()
+    a.grad *= 10
+    np.testing.assert_array_equal(b.grad, [1, 1, 1])
+
+
+def test_explicit_upstream_gradient_and_scalar_requirement():
+    x = Tensor(np.ones((2, 2)), requires_grad=True)
+    y = x * 3.0
+    with pytest.raises(GraphError, match=r"scalar, got shape \(2, 2\)"):
+        y.backward()
+    y.backward(np.array([[1.0, 2.0], [3.0, 4.0]]))
+    np.testing.assert_array_equal(x.grad, [[3, 6], [9, 12]])
+
+
+def test_long_chain_does_not_recurse():
+    x = Tensor(np.array([1.0]), requires_grad=True)
+    y = x
+    for _ in range(10_000):
+        y = y * 1.0001
+    y.sum().backward()
+    np.testing.assert_allclose(x.grad, [1.0001 ** 10_000])
+
+
+def test_graph_is_released_and_second_backward_fails():
+    x = Tensor(np.ones(2), requires_grad=True)
+    y = (x * 2.0).sum()
+    y.backward()
+    with pytest.raises(GraphError, match="already freed"):
+        y.backward()
+    z = (x * 2.0).sum()
+    z.backward(retain_graph=True)
+    z.backward()
+    np.testing.assert_array_equal(x.grad, [6, 6])
+
+
+def test_no_grad_records_nothing():
+    x = Tensor(np.ones(2), requires_grad=True)
+    with no_grad():
+        y = x * 2.0
+    assert not y.requires_grad and y._ctx is None
+
+
+def test_detect_anomaly_names_the_op():
+    x = Tensor(np.array([-1.0, 1.0]), requires_grad=True)
+    with detect_anomaly():
+        with pytest.raises(AnomalyError, match="Log"):
+            F.log(x)
+        y = F.log(Tensor(np.array([0.0, 1.0]) + 1e-300, requires_grad=True) * 1.0)
+        with pytest.raises(AnomalyError, match="gradient computed by (Log|Mul)"):
+            (y * 1e300).sum().backward()
+
+
+def test_diamond_graph(rng):
+    x = Tensor(rng.standard_normal(3), requires_grad=True)
+    a = F.exp(x)
+    b = a * a
+    c = a + b
+    c.sum().backward()
+    e = np.exp(x.data)
+    np.testing.assert_allclose(x.grad, e + 2 * e * e)

@@ -1,0 +1,41 @@
+"""The documented errors. Each subclasses the built-in exception a Python user would
+expect (``ValueError`` for bad shapes, ``IndexError`` for bad ids, ...) and the common
+base ``TinygradNLPError``, so callers can catch either."""
+
+
+class TinygradNLPError(Exception):
+    """Base class of every error this package raises on purpose."""
+
+
+class ShapeError(TinygradNLPError, ValueError):
+    """Shapes that do not fit an op (the message names the op and both shapes)."""
+
+
+class TokenIdError(TinygradNLPError, IndexError):
+    """A token id that is negative, too large for the vocabulary, or not an integer."""
+
+
+class DeviceError(TinygradNLPError, RuntimeError):
+    """An unknown or unavailable device, or NumPy and CuPy arrays mixed in one op."""
+
+
+class GraphError(TinygradNLPError, RuntimeError):
+    """Misuse of autograd: backward on a non-scalar without a gradient, or twice through
+    a graph that was already freed."""
+
+
+class AnomalyError(TinygradNLPError, FloatingPointError):
+    """A NaN or inf produced inside ``detect_anomaly()`` (the message names the op)."""
+
+
+class CheckpointError(TinygradNLPError, ValueError):
+    """A checkpoint or state dict that does not fit the model, or a corrupt file."""
+
+
+class DataError(TinygradNLPError, ValueError):
+    """An empty, unreadable or malformed corpus, vocabulary or CSV."""
+
+
+class GradcheckError(TinygradNLPError, AssertionError):
+    """Analytic and numerical gradients disagree (the message names the input, the worst
+    index and both values)."""

@@ -1,0 +1,42 @@
+"""Inverted dropout. Guide: docs/backward.md#dropout"""
+from __future__ import annotations
+
+from .. import backend
+from ..backend import get_array_module
+from ..tensor import Function
+
+
+def check_p(p: float, what: str = "dropout") -> float:
+    p = float(p)
+    if not 0.0 <= p <= 1.0:
+        raise ValueError(f"{what}: probability p must be in [0, 1], got {p}")
+    return p
+
+
+def keep_mask(xp, shape, p: float, dtype):
+    """A boolean mask, True (kept) with probability 1 - p, from the seeded backend RNG."""
+    return backend.uniform(xp, shape, dtype) >= p
+
+
+class Dropout(Function):
+    """y = x * m / (1 - p), with m_i ~ Bernoulli(1 - p) drawn once in the forward.
+
+    y is linear in x with a fixed diagonal, so dL/dx = g * m / (1 - p). The forward saves
+    the boolean mask (1 byte per element). With p = 1 everything is dropped and y = 0.
+    """
+
+    def __init__(self, p):
+        self.p = check_p(p)
+
+    def forward(self, x):
+        xp = get_array_module(x)
+        self.keep = keep_mask(xp, x.shape, self.p, x.dtype)
+        self.scale = 0.0 if self.p == 1.0 else 1.0 / (1.0 - self.p)
+        y = x * self.keep
+        y *= x.dtype.type(self.scale)
+        return y
+
+    def backward(self, g):
+        gx = g * self.keep
+        gx *= g.dtype.type(self.scale)
+        return gx

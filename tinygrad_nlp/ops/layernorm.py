@@ -1,0 +1,51 @@
+"""Layer normalisation over the last axis. Guide: docs/backward.md#layer-norm"""
+from __future__ import annotations
+
+from ..backend import get_array_module
+from ..errors import ShapeError
+from ..tensor import Function
+
+
+class LayerNorm(Function):
+    """y = xhat * w + b with xhat = (x - mean) * rstd, rstd = 1 / sqrt(var + eps), the
+    mean and (biased) variance taken over the last axis of width D.
+
+    Backward, per row (dxhat = g * w):
+        dL/dx = rstd * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat))
+    the three terms being the direct path, the path through the mean, and the path
+    through the variance. dL/dw = sum over rows of g * xhat, dL/db = sum of g.
+    The forward saves only the per-row mean and rstd (plus a reference to x, which the
+    graph holds anyway); xhat is recomputed in the backward.
+    """
+
+    def __init__(self, eps=1e-5):
+        self.eps = eps
+
+    def forward(self, x, weight, bias):
+        D = x.shape[-1] if x.ndim else 0
+        if x.ndim == 0 or tuple(weight.shape) != (D,) or tuple(bias.shape) != (D,):
+            raise ShapeError(
+                f"layer_norm: input {tuple(x.shape)} normalises over width {D}, but weight is "
+                f"{tuple(weight.shape)} and bias is {tuple(bias.shape)}"
+            )
+        xp = get_array_module(x, weight, bias)
+        mean = x.mean(axis=-1, keepdims=True)
+        centred = x - mean
+        var = (centred * centred).mean(axis=-1, keepdims=True)
+        rstd = 1.0 / xp.sqrt(var + self.eps)
+        self.x, self.weight, self.mean, self.rstd = x, weight, mean, rstd
+        centred *= rstd
+        centred *= weight
+        centred += bias
+        return centred
+
+    def backward(self, g):
+        xhat = (self.x - self.mean) * self.rstd
+        lead = tuple(range(g.ndim - 1))
+        grad_weight = (g * xhat).sum(axis=lead)
+        grad_bias = g.sum(axis=lead)
+        dxhat = g * self.weight
+        grad_x = dxhat - dxhat.mean(axis=-1, keepdims=True)
+        grad_x -= xhat * (dxhat * xhat).mean(axis=-1, keepdims=True)
+        grad_x *= self.rstd
+        return grad_x, grad_weight, grad_bias

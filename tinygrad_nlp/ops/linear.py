@@ -1,0 +1,79 @@
+"""Matrix products: batched ``matmul`` and ``linear`` (x @ W.T + b, W of shape (out, in)).
+Guide: docs/backward.md#linear
+"""
+from __future__ import annotations
+
+from ..backend import get_array_module
+from ..errors import ShapeError
+from ..tensor import Function
+from .elementwise import broadcast_shape, unbroadcast
+
+
+def _swap_last(x):
+    return x.swapaxes(-1, -2)
+
+
+class MatMul(Function):
+    """y = a @ b over the last two axes, broadcasting the leading (batch) axes.
+
+    For one matrix product y = a b, dL/da = g b^T and dL/db = a^T g; batch axes that
+    were broadcast are summed away (``unbroadcast``). 1-D inputs are promoted as NumPy
+    does (a vector on the left is a row, on the right a column) and the promoted axis
+    is removed again from the gradients.
+    """
+
+    def forward(self, a, b):
+        if a.ndim == 0 or b.ndim == 0:
+            raise ShapeError(f"matmul: scalars are not allowed, got shapes {tuple(a.shape)} and {tuple(b.shape)}")
+        if a.shape[-1] != b.shape[-2 if b.ndim > 1 else 0]:
+            raise ShapeError(f"matmul: inner dimensions differ: {tuple(a.shape)} @ {tuple(b.shape)}")
+        if a.ndim > 2 or b.ndim > 2:
+            broadcast_shape("matmul", a.shape[:-2], b.shape[:-2])
+        self.a, self.b = a, b
+        return a @ b
+
+    def backward(self, g):
+        a, b = self.a, self.b
+        a2 = a[None, :] if a.ndim == 1 else a
+        b2 = b[:, None] if b.ndim == 1 else b
+        if a.ndim == 1:
+            g = g[..., None, :]
+        if b.ndim == 1:
+            g = g[..., None]
+        ga = g @ _swap_last(b2)
+        gb = _swap_last(a2) @ g
+        ga = unbroadcast(ga, a2.shape).reshape(a.shape)
+        gb = unbroadcast(gb, b2.shape).reshape(b.shape)
+        return ga, gb
+
+
+class Linear(Function):
+    """y = x W^T + b, with x (..., in), W (out, in), b (out,).
+
+    With the leading axes flattened into rows (X is (N, in), G is (N, out)):
+    dL/dX = G W, dL/dW = G^T X, dL/db = sum of G over rows.
+    """
+
+    def forward(self, x, weight, bias=None):
+        if weight.ndim != 2 or x.ndim == 0 or x.shape[-1] != weight.shape[1]:
+            raise ShapeError(
+                f"linear: input {tuple(x.shape)} does not fit weight {tuple(weight.shape)} "
+                f"(expected input (..., {weight.shape[-1] if weight.ndim else '?'}), weight (out, in))"
+            )
+        if bias is not None and tuple(bias.shape) != (weight.shape[0],):
+            raise ShapeError(f"linear: bias shape {tuple(bias.shape)} does not fit weight {tuple(weight.shape)}")
+        self.x, self.weight, self.has_bias = x, weight, bias is not None
+        x2 = x.reshape(-1, x.shape[-1])
+        y = x2 @ weight.T
+        if bias is not None:
+            y += bias
+        return y.reshape(x.shape[:-1] + (weight.shape[0],))
+
+    def backward(self, g):
+        x2 = self.x.reshape(-1, self.x.shape[-1])
+        g2 = g.reshape(-1, g.shape[-1])
+        gx = (g2 @ self.weight).reshape(self.x.shape)
+        gw = g2.T @ x2
+        if self.has_bias:
+            return gx, gw, g2.sum(axis=0)
+        return gx, gw

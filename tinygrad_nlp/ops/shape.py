@@ -1,0 +1,152 @@
+"""Shape ops and reductions. Each moves or sums values without changing them, so each
+backward moves or spreads the gradient back the same way.
+Guide: docs/backward.md#shape-ops-and-reductions
+"""
+from __future__ import annotations
+
+from ..backend import get_array_module
+from ..errors import ShapeError
+from ..tensor import Function
+
+
+class Reshape(Function):
+    """y = x viewed as ``shape``.  dL/dx = g viewed as x's shape."""
+
+    def __init__(self, shape):
+        self.shape = tuple(int(s) for s in shape)
+
+    def forward(self, x):
+        self.x_shape = x.shape
+        try:
+            return x.reshape(self.shape)
+        except ValueError:
+            raise ShapeError(f"reshape: cannot reshape {tuple(x.shape)} (size {x.size}) into {self.shape}") from None
+
+    def backward(self, g):
+        return g.reshape(self.x_shape)
+
+
+class Transpose(Function):
+    """y = x with axes permuted by ``axes``.  dL/dx = g permuted by the inverse permutation."""
+
+    def __init__(self, axes=None):
+        self.axes = None if axes is None else tuple(int(a) for a in axes)
+
+    def forward(self, x):
+        axes = self.axes if self.axes is not None else tuple(reversed(range(x.ndim)))
+        if len(axes) != x.ndim or sorted(a % max(x.ndim, 1) for a in axes) != list(range(x.ndim)):
+            raise ShapeError(f"transpose: axes {axes} are not a permutation of the {x.ndim} axes of shape {tuple(x.shape)}")
+        self.axes = tuple(a % x.ndim for a in axes)
+        return x.transpose(self.axes)
+
+    def backward(self, g):
+        inverse = [0] * len(self.axes)
+        for i, a in enumerate(self.axes):
+            inverse[a] = i
+        return g.transpose(inverse)
+
+
+def _index_on(xp, index):
+    """Move integer-array parts of an index to the backend ``xp`` (Tensors unwrapped)."""
+    from ..tensor import Tensor
+
+    def convert(part):
+        if isinstance(part, Tensor):
+            part = part.data
+        if hasattr(part, "dtype") and hasattr(part, "shape"):
+            return xp.asarray(part)
+        if isinstance(part, list):
+            return xp.asarray(part)
+        return part
+
+    return tuple(convert(p) for p in index) if isinstance(index, tuple) else convert(index)
+
+
+class GetItem(Function):
+    """y = x[index] (basic slicing or integer-array indexing).
+
+    dL/dx is zero except at the selected places, where g is added; an element selected
+    twice (repeated integer indices) receives both contributions, hence ``add.at``.
+    """
+
+    def __init__(self, index):
+        self.index = index
+
+    def forward(self, x):
+        xp = get_array_module(x)
+        self.index = _index_on(xp, self.index)
+        self.x_shape, self.x_dtype = x.shape, x.dtype
+        try:
+            return x[self.index]
+        except IndexError as e:
+            raise IndexError(f"getitem: index invalid for shape {tuple(x.shape)}: {e}") from None
+
+    def backward(self, g):
+        xp = get_array_module(g)
+        gx = xp.zeros(self.x_shape, dtype=g.dtype)
+        if xp.__name__ == "numpy":
+            xp.add.at(gx, self.index, g)
+        else:
+            import cupyx
+            cupyx.scatter_add(gx, self.index, g)
+        return gx
+
+
+class Concatenate(Function):
+    """y = concatenate(xs, axis).  Each input's gradient is its slice of g along ``axis``."""
+
+    def __init__(self, axis=0):
+        self.axis = axis
+
+    def forward(self, *xs):
+        xp = get_array_module(*xs)
+        self.sizes = [x.shape[self.axis] for x in xs]
+        try:
+            return xp.concatenate(xs, axis=self.axis)
+        except ValueError:
+            raise ShapeError(f"concatenate: shapes {[tuple(x.shape) for x in xs]} do not fit along axis {self.axis}") from None
+
+    def backward(self, g):
+        xp = get_array_module(g)
+        bounds = list(xp.cumsum(xp.asarray(self.sizes))[:-1].tolist()) if len(self.sizes) > 1 else []
+        return tuple(xp.split(g, bounds, axis=self.axis))
+
+
+def _normalise_axis(axis, ndim):
+    if axis is None:
+        return tuple(range(ndim))
+    axes = (axis,) if isinstance(axis, int) else tuple(axis)
+    return tuple(a % ndim for a in axes)
+
+
+class Sum(Function):
+    """y = x summed over ``axis``.  Every summed element has derivative 1, so dL/dx is g
+    broadcast back over the summed axes."""
+
+    def __init__(self, axis=None, keepdims=False):
+        self.axis, self.keepdims = axis, keepdims
+
+    def forward(self, x):
+        self.x_shape = x.shape
+        self.axes = _normalise_axis(self.axis, x.ndim)
+        return x.sum(axis=self.axes, keepdims=self.keepdims)
+
+    def backward(self, g):
+        xp = get_array_module(g)
+        if not self.keepdims:
+            g = g.reshape([1 if i in self.axes else n for i, n in enumerate(self.x_shape)])
+        return xp.broadcast_to(g, self.x_shape)
+
+
+class Mean(Sum):
+    """y = mean of x over ``axis`` = sum / n.  dL/dx = g / n broadcast back."""
+
+    def forward(self, x):
+        y = super().forward(x)
+        self.count = 1
+        for a in self.axes:
+            self.count *= x.shape[a]
+        return y / max(self.count, 1)
+
+    def backward(self, g):
+        return super().backward(g / max(self.count, 1))
