@@ -1,0 +1,110 @@
+"""Checkpoints: model (+ optimizer) state in one ``.npz``, written atomically.
+
+Layout of the archive: ``model/<param name>`` arrays, ``optim/<i>/<buffer>`` arrays, and
+``__meta__``, a JSON string with the model's class and config, the optimizer's
+hyper-parameters, any ``extra`` values, and a SHA-256 checksum of every array, which
+``load`` verifies, so a truncated or corrupted file is reported, never half-loaded.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import zipfile
+
+import numpy as np
+
+from .errors import CheckpointError
+
+FORMAT_VERSION = 1
+
+
+def _checksum(arrays: dict) -> str:
+    digest = hashlib.sha256()
+    for key in sorted(arrays):
+        a = np.ascontiguousarray(arrays[key])
+        digest.update(key.encode())
+        digest.update(str(a.dtype).encode() + str(a.shape).encode())
+        digest.update(a.tobytes())
+    return digest.hexdigest()
+
+
+def save(path, model, optimizer=None, **extra) -> None:
+    """Write ``model`` (and ``optimizer``) to ``path`` via a temporary file in the same
+    folder and an atomic rename: an interrupted save leaves the previous file intact.
+    ``extra`` values must be JSON-serialisable (step, seed, RNG state, ...)."""
+    path = os.fspath(path)
+    arrays = {f"model/{k}": v for k, v in model.state_dict().items()}
+    meta = {"format": FORMAT_VERSION, "model_class": type(model).__name__,
+            "config": getattr(model, "config", None), "extra": extra, "optimizer": None}
+    if optimizer is not None:
+        state = optimizer.state_dict()
+        for i, buffers in enumerate(state.pop("state")):
+            for name, value in buffers.items():
+                arrays[f"optim/{i}/{name}"] = value
+        state["n_params"] = len(optimizer.params)
+        meta["optimizer"] = state
+    meta["checksum"] = _checksum(arrays)
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npz", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, __meta__=np.array(json.dumps(meta)), **arrays)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def read(path):
+    """(meta, arrays) of a checkpoint, verified; CheckpointError if missing or corrupt."""
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise CheckpointError(f"checkpoint {path!r} does not exist")
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            arrays = {k: archive[k] for k in archive.files}
+        meta = json.loads(str(arrays.pop("__meta__")))
+    except (zipfile.BadZipFile, ValueError, KeyError, OSError, EOFError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"checkpoint {path!r} is truncated or corrupt ({type(e).__name__}: {e})") from None
+    if _checksum(arrays) != meta.get("checksum"):
+        raise CheckpointError(f"checkpoint {path!r} failed its checksum: the file is corrupt")
+    return meta, arrays
+
+
+def load(path, model, optimizer=None) -> dict:
+    """Load a checkpoint into ``model`` (any device) and ``optimizer``; return its
+    ``extra`` values. A different architecture raises CheckpointError naming the first
+    mismatched parameter and both shapes."""
+    meta, arrays = read(path)
+    if meta["model_class"] != type(model).__name__:
+        raise CheckpointError(f"checkpoint {os.fspath(path)!r} holds a {meta['model_class']}, not a {type(model).__name__}")
+    model.load_state_dict({k[len("model/"):]: v for k, v in arrays.items() if k.startswith("model/")})
+    if optimizer is not None:
+        state = meta.get("optimizer")
+        if state is None:
+            raise CheckpointError(f"checkpoint {os.fspath(path)!r} has no optimizer state")
+        buffers = [{} for _ in range(state["n_params"])]
+        for key, value in arrays.items():
+            if key.startswith("optim/"):
+                _, i, name = key.split("/", 2)
+                buffers[int(i)][name] = value
+        optimizer.load_state_dict(dict(state, state=buffers))
+    return meta.get("extra", {})
+
+
+def load_model(path, device: str = "cpu"):
+    """Rebuild the model a checkpoint was saved from (class and config) and load it."""
+    from .models import MODELS
+    meta, _ = read(path)
+    cls = MODELS.get(meta["model_class"])
+    if cls is None or not meta.get("config"):
+        raise CheckpointError(f"checkpoint {os.fspath(path)!r}: cannot rebuild model class {meta['model_class']!r}")
+    model = cls(**meta["config"])
+    load(path, model)
+    return model.to(device) if device != "cpu" else model

@@ -1,0 +1,57 @@
+"""BERT-style masked-language model (the MLM tutorial's architecture)."""
+from __future__ import annotations
+
+from .. import backend
+from .. import functional as F
+from ..errors import ShapeError
+from ..tensor import Tensor
+from ..nn import Embedding, LayerNorm, Linear, Module, PositionalEncoding, TransformerEncoder
+
+
+class MaskedLanguageModel(Module):
+    """Embedding + sinusoidal positions -> pre-norm encoder -> final LayerNorm ->
+    bias-free LM head over the vocabulary.
+
+    ``model(ids)`` gives logits (B, T, V) for every position. ``model.loss(ids,
+    targets)`` gives the same mean cross-entropy but computes the head only at the
+    positions that are scored (about 15% in MLM training), which saves most of the
+    (B*T, D) x (D, V) product and its backward.
+    """
+
+    def __init__(self, vocab_size: int, d_model: int = 128, n_heads: int = 8, d_ff: int = 512, n_layers: int = 8,
+                 max_len: int = 20, dropout: float = 0.1, tie_weights: bool = False, activation: str = "relu"):
+        self.config = dict(vocab_size=vocab_size, d_model=d_model, n_heads=n_heads, d_ff=d_ff, n_layers=n_layers,
+                           max_len=max_len, dropout=dropout, tie_weights=tie_weights, activation=activation)
+        self.embedding = Embedding(vocab_size, d_model)
+        self.positions = PositionalEncoding(d_model, max_len)
+        self.encoder = TransformerEncoder(n_layers, d_model, n_heads, d_ff, dropout, norm_first=True,
+                                          activation=activation)
+        self.norm = LayerNorm(d_model)
+        self.head = Linear(d_model, vocab_size, bias=False)
+        if tie_weights:
+            self.head.weight = self.embedding.weight
+
+    def hidden(self, ids):
+        """Final (B, T, d_model) states, after the last LayerNorm."""
+        if getattr(ids, "ndim", 0) != 2:
+            raise ShapeError(f"MaskedLanguageModel: ids must be (batch, seq_len), got shape {getattr(ids, 'shape', None)}")
+        x = self.positions(self.embedding(ids))
+        return self.norm(self.encoder(x))
+
+    def forward(self, ids):
+        return self.head(self.hidden(ids))
+
+    def loss(self, ids, targets, ignore_index: int = -100):
+        """Mean cross-entropy over the targets that are not ``ignore_index``; equal in
+        value and gradients to ``F.cross_entropy(model(ids).reshape(-1, V),
+        targets.reshape(-1))``, with the head applied to the scored positions only."""
+        ids = ids.data if isinstance(ids, Tensor) else ids
+        targets = targets.data if isinstance(targets, Tensor) else targets
+        if tuple(targets.shape) != tuple(ids.shape):
+            raise ShapeError(f"MaskedLanguageModel.loss: targets {tuple(targets.shape)} do not match ids {tuple(ids.shape)}")
+        h = self.hidden(ids)
+        xp = backend.get_array_module(h.data, targets)
+        flat_targets = targets.reshape(-1)
+        scored = xp.flatnonzero(flat_targets != ignore_index)
+        h_scored = h.reshape(-1, h.shape[-1])[scored]
+        return F.cross_entropy(self.head(h_scored), flat_targets[scored], ignore_index=ignore_index)

@@ -1,0 +1,7 @@
+"""Layers built from the functional ops."""
+from .layers import Dropout, Embedding, LayerNorm, Linear, PositionalEncoding, sinusoid_table
+from .module import Module, ModuleList, Parameter
+from .transformer import FeedForward, MultiHeadAttention, TransformerEncoder, TransformerEncoderLayer
+
+__all__ = ["Module", "ModuleList", "Parameter", "Linear", "Embedding", "LayerNorm", "Dropout", "PositionalEncoding",
+           "sinusoid_table", "MultiHeadAttention", "FeedForward", "TransformerEncoderLayer", "TransformerEncoder"]

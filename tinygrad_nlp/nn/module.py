@@ -1,0 +1,180 @@
+"""Module and Parameter: the bookkeeping that turns functions into layers."""
+from __future__ import annotations
+
+from collections import OrderedDict
+
+import numpy as np
+
+from .. import backend
+from ..errors import CheckpointError
+from ..tensor import Tensor
+
+
+class Parameter(Tensor):
+    """A Tensor that a Module owns and an optimizer updates (requires_grad by default)."""
+
+    def __init__(self, data, requires_grad: bool = True):
+        super().__init__(data, requires_grad=requires_grad)
+
+    def __repr__(self):
+        return "Parameter" + super().__repr__()[len("Tensor"):]
+
+
+class Module:
+    """Base class of layers and models.
+
+    Attributes that are Parameters, Modules or ModuleLists are found by walking
+    ``vars(self)`` in the order they were assigned; ``register_buffer`` keeps arrays
+    that move with the module but are not trained (the positional-encoding table).
+    """
+
+    training = True
+
+    def __call__(self, *args, **kwargs):
+        return self.forward(*args, **kwargs)
+
+    def forward(self, *args, **kwargs):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    # -- traversal -----------------------------------------------------------------
+    def named_children(self):
+        for name, value in vars(self).items():
+            if isinstance(value, Module):
+                yield name, value
+
+    def named_parameters(self, prefix: str = ""):
+        """(dotted name, Parameter) pairs, each shared Parameter once."""
+        seen = set()
+        for name, p in self._named_parameters(prefix):
+            if id(p) not in seen:
+                seen.add(id(p))
+                yield name, p
+
+    def _named_parameters(self, prefix):
+        for name, value in vars(self).items():
+            if isinstance(value, Parameter):
+                yield prefix + name, value
+            elif isinstance(value, Module):
+                yield from value._named_parameters(prefix + name + ".")
+
+    def parameters(self):
+        return [p for _, p in self.named_parameters()]
+
+    def modules(self):
+        yield self
+        for _, child in self.named_children():
+            yield from child.modules()
+
+    def register_buffer(self, name: str, array) -> None:
+        if "_buffers" not in vars(self):
+            self._buffers = OrderedDict()
+        self._buffers[name] = array
+
+    def num_parameters(self) -> int:
+        return sum(p.size for p in self.parameters())
+
+    # -- state ---------------------------------------------------------------------------
+    def state_dict(self) -> "OrderedDict[str, np.ndarray]":
+        """{dotted name: host (NumPy) copy of the parameter}."""
+        return OrderedDict((name, backend.asnumpy(p.data).copy()) for name, p in self.named_parameters())
+
+    def load_state_dict(self, state: dict, strict: bool = True) -> None:
+        """Copy ``state`` into the parameters in place (keeping their device and dtype).
+
+        Raises CheckpointError naming the first missing, unexpected or mismatched entry.
+        """
+        params = OrderedDict(self.named_parameters())
+        for name, p in params.items():
+            if name not in state:
+                if strict:
+                    raise CheckpointError(f"load_state_dict: parameter {name!r} {p.shape} is missing from the state dict")
+                continue
+            value = state[name]
+            if tuple(value.shape) != p.shape:
+                raise CheckpointError(
+                    f"load_state_dict: parameter {name!r} has shape {p.shape} in the model but "
+                    f"{tuple(value.shape)} in the state dict (a checkpoint from another architecture?)"
+                )
+        if strict:
+            unexpected = [k for k in state if k not in params]
+            if unexpected:
+                raise CheckpointError(f"load_state_dict: unexpected entry {unexpected[0]!r} {tuple(state[unexpected[0]].shape)} "
+                                      "not in the model (a checkpoint from another architecture?)")
+        for name, p in params.items():
+            if name in state:
+                xp = backend.get_array_module(p.data)
+                p.data[...] = xp.asarray(backend.asnumpy(state[name]) if xp is np else state[name], dtype=p.dtype)
+
+    # -- modes and devices -----------------------------------------------------------
+    def train(self, mode: bool = True) -> "Module":
+        for m in self.modules():
+            m.training = mode
+        return self
+
+    def eval(self) -> "Module":
+        return self.train(False)
+
+    def to(self, device: str | None = None, dtype=None) -> "Module":
+        """Move every parameter and buffer to ``device`` and/or cast floating ones to
+        ``dtype``, in place (the Parameter objects stay the same, so an optimizer
+        built before keeps working only if it is built after the move)."""
+        for m in self.modules():
+            for p in [v for v in vars(m).values() if isinstance(v, Parameter)]:
+                data = p.data if device is None else backend.to_device(p.data, device)
+                p.data = data if dtype is None else data.astype(dtype)
+                p.grad = None
+            for name, buf in list(getattr(m, "_buffers", {}).items()):
+                buf = buf if device is None else backend.to_device(buf, device)
+                m._buffers[name] = buf if dtype is None else buf.astype(dtype)
+        return self
+
+    @property
+    def device(self) -> str:
+        params = self.parameters()
+        return params[0].device if params else "cpu"
+
+    @property
+    def dtype(self):
+        params = self.parameters()
+        return params[0].dtype if params else np.float32
+
+    def zero_grad(self) -> None:
+        for p in self.parameters():
+            p.grad = None
+
+    # -- display -----------------------------------------------------------------------
+    def extra_repr(self) -> str:
+        return ""
+
+    def __repr__(self):
+        children = list(self.named_children())
+        head = f"{type(self).__name__}({self.extra_repr()}"
+        if not children:
+            return head + ")"
+        lines = [head]
+        for name, child in children:
+            body = repr(child).replace("\n", "\n  ")
+            lines.append(f"  ({name}): {body}")
+        return "\n".join(lines) + "\n)"
+
+
+class ModuleList(Module):
+    """A list of modules whose parameters are named ``0.``, ``1.``, ..."""
+
+    def __init__(self, modules=()):
+        self._items = []
+        for m in modules:
+            self.append(m)
+
+    def append(self, module: Module) -> None:
+        setattr(self, str(len(self._items)), module)
+        self._items.append(module)
+
+    def __iter__(self):
+        return iter(self._items)
+
+    def __len__(self):
+        return len(self._items)
+
+    def __getitem__(self, i):
+        return self._items[i]

@@ -1,0 +1,102 @@
+"""Transformer encoder blocks, written as the tutorials' PyTorch code reads."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .. import functional as F
+from ..errors import ShapeError
+from .layers import Dropout, LayerNorm, Linear, _uniform
+from .module import Module, ModuleList, Parameter
+
+
+class MultiHeadAttention(Module):
+    """Self-attention with one fused QKV projection (d -> 3d) and an output projection.
+
+    Initialisation as PyTorch's ``nn.MultiheadAttention``: the QKV weight is
+    Xavier-uniform over the (3d, d) matrix with zero bias; the output projection has
+    ``nn.Linear``'s weight and a zero bias.
+    """
+
+    def __init__(self, d_model: int, n_heads: int, dropout: float = 0.0):
+        if d_model % n_heads:
+            raise ShapeError(f"MultiHeadAttention: d_model={d_model} is not divisible by n_heads={n_heads}")
+        self.d_model, self.n_heads, self.dropout = d_model, n_heads, dropout
+        self.qkv = Linear(d_model, 3 * d_model)
+        self.qkv.weight = Parameter(_uniform(math.sqrt(6.0 / (4 * d_model)), (3 * d_model, d_model)))
+        self.qkv.bias = Parameter(np.zeros(3 * d_model, dtype=np.float32))
+        self.out = Linear(d_model, d_model)
+        self.out.bias = Parameter(np.zeros(d_model, dtype=np.float32))
+
+    def forward(self, x, mask=None):
+        """x (B, T, d_model); mask an optional (B, T) key-padding mask, True = real token."""
+        B, T, D = x.shape
+        H = self.n_heads
+        qkv = self.qkv(x).reshape(B, T, 3, H, D // H).permute(2, 0, 3, 1, 4)  # (3, B, H, T, Dh)
+        q, k, v = qkv[0], qkv[1], qkv[2]
+        heads = F.scaled_dot_product_attention(q, k, v, mask=mask, dropout_p=self.dropout, training=self.training)
+        return self.out(heads.permute(0, 2, 1, 3).reshape(B, T, D))
+
+    def extra_repr(self):
+        return f"d_model={self.d_model}, n_heads={self.n_heads}, dropout={self.dropout}"
+
+
+class FeedForward(Module):
+    """linear2(dropout(activation(linear1(x)))), as PyTorch's encoder layer."""
+
+    def __init__(self, d_model: int, d_ff: int, dropout: float = 0.0, activation: str = "relu"):
+        if activation not in ("relu", "gelu"):
+            raise ValueError(f"FeedForward: activation must be 'relu' or 'gelu', got {activation!r}")
+        self.activation = activation
+        self.linear1 = Linear(d_model, d_ff)
+        self.dropout = Dropout(dropout)
+        self.linear2 = Linear(d_ff, d_model)
+
+    def forward(self, x):
+        act = F.relu if self.activation == "relu" else F.gelu
+        return self.linear2(self.dropout(act(self.linear1(x))))
+
+    def extra_repr(self):
+        return f"activation={self.activation!r}"
+
+
+class TransformerEncoderLayer(Module):
+    """One encoder block.
+
+    pre-norm  (``norm_first=True``):  x = x + drop(mha(norm1(x))); x = x + drop(ff(norm2(x)))
+    post-norm (``norm_first=False``): x = norm1(x + drop(mha(x))); x = norm2(x + drop(ff(x)))
+    """
+
+    def __init__(self, d_model: int, n_heads: int, d_ff: int, dropout: float = 0.1, norm_first: bool = True,
+                 activation: str = "relu"):
+        self.norm_first = norm_first
+        self.self_attn = MultiHeadAttention(d_model, n_heads, dropout)
+        self.ff = FeedForward(d_model, d_ff, dropout, activation)
+        self.norm1, self.norm2 = LayerNorm(d_model), LayerNorm(d_model)
+        self.dropout1, self.dropout2 = Dropout(dropout), Dropout(dropout)
+
+    def forward(self, x, mask=None):
+        if self.norm_first:
+            x = x + self.dropout1(self.self_attn(self.norm1(x), mask))
+            return x + self.dropout2(self.ff(self.norm2(x)))
+        x = self.norm1(x + self.dropout1(self.self_attn(x, mask)))
+        return self.norm2(x + self.dropout2(self.ff(x)))
+
+    def extra_repr(self):
+        return f"norm_first={self.norm_first}"
+
+
+class TransformerEncoder(Module):
+    """A stack of ``n_layers`` identical (but separately initialised) encoder layers."""
+
+    def __init__(self, n_layers: int, d_model: int, n_heads: int, d_ff: int, dropout: float = 0.1,
+                 norm_first: bool = True, activation: str = "relu"):
+        self.layers = ModuleList(
+            TransformerEncoderLayer(d_model, n_heads, d_ff, dropout, norm_first, activation) for _ in range(n_layers)
+        )
+
+    def forward(self, x, mask=None):
+        for layer in self.layers:
+            x = layer(x, mask)
+        return x

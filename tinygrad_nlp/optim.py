@@ -1,0 +1,214 @@
+"""Optimizers (SGD, Adam, AdamW), gradient clipping and learning-rate schedules.
+
+Updates are made in place with ``out=`` arguments and per-parameter buffers allocated
+once, so a step allocates no new parameter-sized arrays beyond one scratch buffer
+per parameter (reused every step).
+"""
+from __future__ import annotations
+
+import math
+
+
+from . import backend
+from .errors import CheckpointError
+
+
+_SCRATCH = ("scratch", "decayed_grad")  # per-step work buffers, not state
+
+
+class Optimizer:
+    def __init__(self, params, lr: float):
+        self.params = [p for p in params]
+        if not self.params:
+            raise ValueError(f"{type(self).__name__}: got no parameters to optimize (an empty parameter list)")
+        if lr < 0:
+            raise ValueError(f"{type(self).__name__}: learning rate must be >= 0, got {lr}")
+        self.lr = float(lr)
+        self.step_count = 0
+        self.state = [dict() for _ in self.params]
+
+    def zero_grad(self) -> None:
+        for p in self.params:
+            p.grad = None
+
+    def step(self) -> None:
+        self.step_count += 1
+        for p, state in zip(self.params, self.state):
+            if p.grad is not None:
+                self._update(p.data, p.grad, state)
+
+    def _buffer(self, state, name, like):
+        if name not in state:
+            xp = backend.get_array_module(like)
+            state[name] = xp.zeros_like(like)
+        return state[name]
+
+    def state_dict(self) -> dict:
+        """Hyper-parameters and per-parameter buffers (as host arrays)."""
+        return {
+            "type": type(self).__name__,
+            "lr": self.lr,
+            "step_count": self.step_count,
+            "state": [{k: backend.asnumpy(v).copy() for k, v in s.items() if k not in _SCRATCH} for s in self.state],
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        if state.get("type") != type(self).__name__:
+            raise CheckpointError(f"optimizer state is for {state.get('type')}, not {type(self).__name__}")
+        if len(state["state"]) != len(self.params):
+            raise CheckpointError(
+                f"optimizer state has {len(state['state'])} parameters, the optimizer has {len(self.params)}")
+        self.lr = float(state["lr"])
+        self.step_count = int(state["step_count"])
+        for i, (p, s) in enumerate(zip(self.params, state["state"])):
+            xp = backend.get_array_module(p.data)
+            for name, value in s.items():
+                if tuple(value.shape) != p.shape:
+                    raise CheckpointError(f"optimizer buffer {name!r} of parameter {i} has shape "
+                                          f"{tuple(value.shape)}, the parameter {p.shape}")
+            self.state[i] = {k: xp.asarray(v, dtype=p.dtype).copy() for k, v in s.items()}
+
+
+class SGD(Optimizer):
+    """p -= lr * b with b = momentum * b + (g + weight_decay * p) (PyTorch's SGD, no
+    dampening; b = g when momentum is 0)."""
+
+    def __init__(self, params, lr: float, momentum: float = 0.0, weight_decay: float = 0.0):
+        super().__init__(params, lr)
+        self.momentum, self.weight_decay = momentum, weight_decay
+
+    def _update(self, p, g, state):
+        xp = backend.get_array_module(p, g)
+        if self.weight_decay:
+            decayed = self._buffer(state, "decayed_grad", p)
+            xp.multiply(p, self.weight_decay, out=decayed)
+            decayed += g
+            g = decayed
+        if self.momentum:
+            if "momentum" not in state:
+                state["momentum"] = g.copy()
+            else:
+                state["momentum"] *= self.momentum
+                state["momentum"] += g
+            g = state["momentum"]
+        step = self._buffer(state, "scratch", p)
+        xp.multiply(g, self.lr, out=step)
+        p -= step
+
+
+class Adam(Optimizer):
+    """Adam (Kingma & Ba), as PyTorch's ``torch.optim.Adam``: weight decay is L2, added
+    to the gradient; m and v are bias-corrected:
+        g += wd * p;  m = b1 m + (1 - b1) g;  v = b2 v + (1 - b2) g^2
+        p -= lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps)
+    """
+
+    decoupled = False
+
+    def __init__(self, params, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8, weight_decay: float = 0.0):
+        super().__init__(params, lr)
+        self.betas, self.eps, self.weight_decay = tuple(betas), eps, weight_decay
+
+    def _update(self, p, g, state):
+        xp = backend.get_array_module(p, g)
+        b1, b2 = self.betas
+        t = self.step_count
+        m = self._buffer(state, "exp_avg", p)
+        v = self._buffer(state, "exp_avg_sq", p)
+        scratch = self._buffer(state, "scratch", p)
+        if self.weight_decay and self.decoupled:
+            p *= 1 - self.lr * self.weight_decay
+        elif self.weight_decay:
+            decayed = self._buffer(state, "decayed_grad", p)
+            xp.multiply(p, self.weight_decay, out=decayed)
+            decayed += g
+            g = decayed
+        m *= b1
+        xp.multiply(g, 1 - b1, out=scratch)
+        m += scratch
+        v *= b2
+        xp.multiply(g, g, out=scratch)
+        scratch *= 1 - b2
+        v += scratch
+        xp.sqrt(v, out=scratch)
+        scratch *= 1.0 / math.sqrt(1 - b2 ** t)
+        scratch += self.eps
+        xp.divide(m, scratch, out=scratch)
+        scratch *= self.lr / (1 - b1 ** t)
+        p -= scratch
+
+
+class AdamW(Adam):
+    """Adam with decoupled weight decay (Loshchilov & Hutter), as ``torch.optim.AdamW``:
+    p *= 1 - lr * wd before the Adam update (default wd 0.01)."""
+
+    decoupled = True
+
+    def __init__(self, params, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8, weight_decay: float = 0.01):
+        super().__init__(params, lr, betas, eps, weight_decay)
+
+
+def clip_grad_norm(params, max_norm: float) -> float:
+    """Scale all gradients in place so their joint L2 norm is at most ``max_norm``;
+    return the norm before clipping."""
+    grads = [p.grad for p in params if p.grad is not None]
+    if not grads:
+        return 0.0
+    xp = backend.get_array_module(grads[0])
+    total = math.sqrt(sum(float(xp.vdot(g.ravel(), g.ravel())) for g in grads))
+    if total > max_norm:
+        scale = max_norm / (total + 1e-6)
+        for g in grads:
+            g *= scale
+    return total
+
+
+# -- learning-rate schedules: functions of the step (0-based) giving a factor of the base lr
+def constant_schedule():
+    return lambda step: 1.0
+
+
+def linear_schedule(warmup: int, total: int):
+    """Linear warm-up over ``warmup`` steps to the base rate, then linear decay to 0 at ``total``."""
+    def factor(step):
+        if warmup and step < warmup:
+            return (step + 1) / warmup
+        return max(0.0, (total - step) / max(1, total - warmup))
+    return factor
+
+
+def cosine_schedule(warmup: int, total: int, min_factor: float = 0.0):
+    """Linear warm-up, then a cosine decay from 1 to ``min_factor`` at ``total``."""
+    def factor(step):
+        if warmup and step < warmup:
+            return (step + 1) / warmup
+        progress = min(1.0, (step - warmup) / max(1, total - warmup))
+        return min_factor + (1 - min_factor) * 0.5 * (1 + math.cos(math.pi * progress))
+    return factor
+
+
+def warmup_schedule(warmup: int):
+    """Linear warm-up, then constant."""
+    return lambda step: min(1.0, (step + 1) / warmup) if warmup else 1.0
+
+
+class LRScheduler:
+    """Sets ``optimizer.lr = base_lr * factor(step)``; call ``step()`` after each
+    optimizer step. ``factor`` is one of the schedules above."""
+
+    def __init__(self, optimizer: Optimizer, factor):
+        self.optimizer, self.factor = optimizer, factor
+        self.base_lr = optimizer.lr
+        self.last_step = 0
+        optimizer.lr = self.base_lr * factor(0)
+
+    def step(self) -> None:
+        self.last_step += 1
+        self.optimizer.lr = self.base_lr * self.factor(self.last_step)
+
+    def state_dict(self):
+        return {"base_lr": self.base_lr, "last_step": self.last_step}
+
+    def load_state_dict(self, state):
+        self.base_lr, self.last_step = state["base_lr"], state["last_step"]
+        self.optimizer.lr = self.base_lr * self.factor(self.last_step)
