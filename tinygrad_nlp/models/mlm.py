@@ -29,13 +29,21 @@ class MaskedLanguageModel(Module):
         self.norm = LayerNorm(d_model)
         self.head = Linear(d_model, vocab_size, bias=False)
         if tie_weights:
+            # One table serves as input and output. N(0, 1) rows would make the initial
+            # logits ~sqrt(d_model) large, so as in the original Transformer the shared
+            # table starts at N(0, 1/d_model) and is scaled by sqrt(d_model) on input.
+            self.embedding.weight.data *= d_model ** -0.5
             self.head.weight = self.embedding.weight
+        self.input_scale = d_model ** 0.5 if tie_weights else 1.0
 
     def hidden(self, ids):
         """Final (B, T, d_model) states, after the last LayerNorm."""
         if getattr(ids, "ndim", 0) != 2:
             raise ShapeError(f"MaskedLanguageModel: ids must be (batch, seq_len), got shape {getattr(ids, 'shape', None)}")
-        x = self.positions(self.embedding(ids))
+        x = self.embedding(ids)
+        if self.input_scale != 1.0:
+            x = x * self.input_scale
+        x = self.positions(x)
         return self.norm(self.encoder(x))
 
     def forward(self, ids):

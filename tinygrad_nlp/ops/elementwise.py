@@ -150,11 +150,11 @@ class ReLU(Function):
 
     def forward(self, x):
         xp = get_array_module(x)
-        self.positive = x > 0
-        return xp.where(self.positive, x, 0).astype(x.dtype, copy=False)
+        self.y = xp.maximum(x, 0)
+        return self.y
 
     def backward(self, g):
-        return g * self.positive
+        return g * (self.y > 0)
 
 
 _GELU_C = math.sqrt(2.0 / math.pi)

@@ -4,7 +4,7 @@ Guide: docs/backward.md#shape-ops-and-reductions
 """
 from __future__ import annotations
 
-from ..backend import get_array_module
+from ..backend import get_array_module, scatter_add_rows
 from ..errors import ShapeError
 from ..tensor import Function
 
@@ -83,6 +83,17 @@ class GetItem(Function):
 
     def backward(self, g):
         xp = get_array_module(g)
+        parts = self.index if isinstance(self.index, tuple) else (self.index,)
+        arrays = [p for p in parts if hasattr(p, "shape")]
+        if not arrays:  # basic indexing selects each element at most once
+            gx = xp.zeros(self.x_shape, dtype=g.dtype)
+            gx[self.index] = g
+            return gx
+        if len(parts) == 1 and arrays[0].ndim == 1 and arrays[0].dtype != bool:
+            # rows picked by one integer array: the sorted segment sum of the embedding
+            rows = scatter_add_rows(self.x_shape[0], arrays[0] % max(self.x_shape[0], 1),
+                                    g.reshape(g.shape[0], -1))
+            return rows.reshape(self.x_shape)
         gx = xp.zeros(self.x_shape, dtype=g.dtype)
         if xp.__name__ == "numpy":
             xp.add.at(gx, self.index, g)

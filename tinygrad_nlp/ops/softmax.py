@@ -13,7 +13,8 @@ def _stable_exp(x, axis):
     """exp(x - max(x)) and the max, along ``axis``."""
     xp = get_array_module(x)
     shift = x.max(axis=axis, keepdims=True)
-    return xp.exp(x - shift), shift
+    e = x - shift
+    return xp.exp(e, out=e), shift
 
 
 class Softmax(Function):

@@ -1,0 +1,9 @@
+"""Tokenizer, vocabulary, corpora, MLM masking/batching and labelled-review loaders."""
+from .corpus import read_lines, read_text
+from .generated import WORD_CLASSES, sentiment_corpus, word_class_corpus, word_class_of
+from .mlm import MLMBatcher, encode_stream, mask_tokens
+from .tokenizer import CLS, MASK, PAD, PUNCTUATION, SEP, SPECIALS, UNK, Vocab, tokenize
+
+__all__ = ["read_lines", "read_text", "WORD_CLASSES", "sentiment_corpus", "word_class_corpus", "word_class_of",
+           "MLMBatcher", "encode_stream", "mask_tokens", "CLS", "MASK", "PAD", "PUNCTUATION", "SEP", "SPECIALS",
+           "UNK", "Vocab", "tokenize"]

@@ -1,0 +1,70 @@
+"""The tutorial's word tokenizer and a frequency-ranked vocabulary."""
+from __future__ import annotations
+
+import os
+from collections import Counter
+
+import numpy as np
+
+from ..errors import DataError
+
+PUNCTUATION = ',?;.:/*!+-()[]{}"\'&'
+_SPACED = str.maketrans({c: f" {c} " for c in PUNCTUATION})
+
+PAD, UNK, MASK, CLS, SEP = "<pad>", "<unk>", "<mask>", "[CLS]", "[SEP]"
+SPECIALS = (PAD, UNK, MASK, CLS, SEP)
+
+
+def tokenize(text: str) -> list[str]:
+    """Lower-case, put spaces around each of ``,?;.:/*!+-()[]{}"'&``, split on whitespace."""
+    return text.lower().translate(_SPACED).split()
+
+
+class Vocab:
+    """Token <-> id. Ids 0..4 are the special tokens <pad>, <unk>, <mask>, [CLS], [SEP];
+    then the most frequent tokens, most frequent first (ties in first-seen order)."""
+
+    def __init__(self, tokens):
+        self.itos = list(tokens)
+        if tuple(self.itos[: len(SPECIALS)]) != SPECIALS:
+            raise DataError(f"vocabulary must start with the special tokens {SPECIALS}, got {self.itos[:5]}")
+        self.stoi = {t: i for i, t in enumerate(self.itos)}
+        if len(self.stoi) != len(self.itos):
+            raise DataError("vocabulary has duplicate tokens")
+        self.pad_id, self.unk_id, self.mask_id, self.cls_id, self.sep_id = range(len(SPECIALS))
+
+    @classmethod
+    def build(cls, sentences, max_size: int | None = None) -> "Vocab":
+        """From tokenised sentences; ``max_size`` counts the special tokens too."""
+        if max_size is not None and max_size <= len(SPECIALS):
+            raise DataError(f"vocabulary size {max_size} leaves no room for words: the {len(SPECIALS)} special tokens "
+                            f"{SPECIALS} need {len(SPECIALS)} of it (use at least {len(SPECIALS) + 1})")
+        counts = Counter(t for s in sentences for t in s)
+        for s in SPECIALS:
+            counts.pop(s, None)
+        words = [w for w, _ in counts.most_common(None if max_size is None else max_size - len(SPECIALS))]
+        return cls(list(SPECIALS) + words)
+
+    def __len__(self):
+        return len(self.itos)
+
+    def __contains__(self, token):
+        return token in self.stoi
+
+    def encode(self, tokens) -> np.ndarray:
+        get, unk = self.stoi.get, self.unk_id
+        return np.fromiter((get(t, unk) for t in tokens), dtype=np.int64, count=len(tokens))
+
+    def decode(self, ids) -> list[str]:
+        return [self.itos[int(i)] for i in ids]
+
+    def save(self, path) -> None:
+        with open(path, "w", encoding="utf-8") as f:
+            f.write("\n".join(self.itos) + "\n")
+
+    @classmethod
+    def load(cls, path) -> "Vocab":
+        if not os.path.exists(path):
+            raise DataError(f"vocabulary file {os.fspath(path)!r} does not exist")
+        with open(path, encoding="utf-8") as f:
+            return cls([line.rstrip("\n") for line in f if line.rstrip("\n")])
