@@ -31,7 +31,7 @@ def read_lines(path) -> list[str]:
         files = [path]
     lines = []
     for f in files:
-        lines.extend(line.strip() for line in read_text(f).splitlines() if line.strip())
+        lines.extend(line.strip() for line in read_text(f).split("\n") if line.strip())
     if not lines:
         raise DataError(f"corpus {path!r} is empty (no non-blank lines)")
     return lines
