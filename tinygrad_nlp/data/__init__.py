@@ -7,3 +7,6 @@ from .tokenizer import CLS, MASK, PAD, PUNCTUATION, SEP, SPECIALS, UNK, Vocab, t
 __all__ = ["read_lines", "read_text", "WORD_CLASSES", "sentiment_corpus", "word_class_corpus", "word_class_of",
            "MLMBatcher", "encode_stream", "mask_tokens", "CLS", "MASK", "PAD", "PUNCTUATION", "SEP", "SPECIALS",
            "UNK", "Vocab", "tokenize"]
+from .reviews import balanced_split, clean_html, download_imdb, encode_reviews, load_aclimdb, load_csv  # noqa: E402
+
+__all__ += ["balanced_split", "clean_html", "download_imdb", "encode_reviews", "load_aclimdb", "load_csv"]

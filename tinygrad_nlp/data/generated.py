@@ -7,9 +7,9 @@ visible through the contexts it appears in, so a masked-language model that lear
 good embeddings puts words of one class next to each other.
 
 ``sentiment_corpus``: short reviews made of clauses with positive/negative words,
-intensifiers and negation ("not good", "never boring"); the label is the majority
-polarity of the clauses *after* negation, so counting words cannot reach full
-accuracy: the encoder has to read "not" next to the adjective.
+intensifiers and negation ("not good", "never boring"); the label is the polarity of
+its clauses *after* negation, so counting words cannot reach full accuracy: the
+encoder has to read "not" next to the adjective.
 """
 from __future__ import annotations
 
@@ -90,18 +90,20 @@ def _clause(rng):
 
 def sentiment_corpus(n_reviews: int = 4000, seed: int = 0):
     """(texts, labels) with labels 1 = positive, 0 = negative, exact by construction.
-    Each review has 1 or 3 clauses (an odd number, so there is no tie)."""
+
+    A review has one or two clauses that agree in polarity after negation ("the plot was
+    not boring and the cast was great" is positive), so about half of all adjectives
+    appear negated and a bag of words cannot tell "good" from "not good"."""
     rng = np.random.default_rng(seed)
     texts, labels = [], []
     for _ in range(n_reviews):
-        n_clauses = 1 if rng.random() < 0.3 else 3
-        words, total = [], 0
-        for i in range(n_clauses):
-            clause, polarity = _clause(rng)
-            if i:
-                words.append(["and", ",", "but", "; also"][rng.integers(4)])
-            words.extend(clause)
-            total += polarity
+        words, polarity = _clause(rng)
+        if rng.random() < 0.5:
+            while True:
+                second, second_polarity = _clause(rng)
+                if second_polarity == polarity:
+                    break
+            words = words + [["and", ",", "; also"][rng.integers(3)]] + second
         texts.append(" ".join(words) + " .")
-        labels.append(int(total > 0))
+        labels.append(int(polarity > 0))
     return texts, np.array(labels, dtype=np.int64)
