@@ -1,0 +1,166 @@
+"""Time one full training step (forward, loss, backward, Adam) of a tutorial's model.
+
+    python benchmarks/train_step.py --config mlm --device cpu --torch
+    python benchmarks/train_step.py --config classifier --device cpu --torch
+
+mlm: batch 128, sequence 20, width 128, 8 heads, 8 pre-norm layers, feed-forward 512,
+vocabulary 40,000, dropout 0.1, 15% of positions scored.
+classifier: batch 32, sequence 256, width 256, 4 heads, 4 post-norm layers, feed-forward
+512, vocabulary 30,522, dropout 0.4.
+With --torch the same model runs in PyTorch eager mode in the same process, alternating
+with ours; for mlm PyTorch is timed both as the tutorial writes it (LM head on every
+position) and with the head on the scored positions only.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import sys
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+import tinygrad_nlp.functional as F  # noqa: E402
+from tinygrad_nlp import backend, manual_seed  # noqa: E402
+from tinygrad_nlp.models import MaskedLanguageModel, TextClassifier  # noqa: E402
+from tinygrad_nlp.optim import Adam  # noqa: E402
+
+CONFIGS = {
+    "mlm": dict(batch=128, seq=20, d=128, heads=8, layers=8, ff=512, vocab=40000, dropout=0.1, norm_first=True),
+    "classifier": dict(batch=32, seq=256, d=256, heads=4, layers=4, ff=512, vocab=30522, dropout=0.4, norm_first=False),
+}
+
+
+def flops_per_step(c, scored):
+    """Matrix-multiply FLOPs of forward + backward (3x forward)."""
+    n = c["batch"] * c["seq"]
+    per_layer = 2 * n * (c["d"] * 3 * c["d"] + c["d"] * c["d"] + 2 * c["d"] * c["ff"]) + 4 * n * c["seq"] * c["d"]
+    head = 2 * scored * c["d"] * (c["vocab"] if c is CONFIGS["mlm"] else 2)
+    return 3 * (c["layers"] * per_layer + head)
+
+
+def matmul_peak(xp, device):
+    a = xp.asarray(np.random.default_rng(0).standard_normal((2048, 2048), dtype=np.float32))
+    best = float("inf")
+    for _ in range(5):
+        t = time.perf_counter()
+        a @ a
+        if device == "cuda":
+            xp.cuda.Device().synchronize()
+        best = min(best, time.perf_counter() - t)
+    return 2 * 2048 ** 3 / best / 1e9
+
+
+def ours(c, device, name):
+    manual_seed(0)
+    rng = np.random.default_rng(0)
+    xp = backend.xp_for(device)
+    ids = xp.asarray(rng.integers(5, c["vocab"], (c["batch"], c["seq"])))
+    if name == "mlm":
+        model = MaskedLanguageModel(c["vocab"], c["d"], c["heads"], c["ff"], c["layers"], c["seq"], c["dropout"])
+        targets = xp.asarray(np.where(rng.random((c["batch"], c["seq"])) < 0.15, backend.asnumpy(ids), -100))
+        loss_fn = lambda: model.loss(ids, targets)  # noqa: E731
+    else:
+        model = TextClassifier(c["vocab"], 2, c["d"], c["heads"], c["ff"], c["layers"], c["seq"], c["dropout"])
+        mask = xp.asarray(np.arange(c["seq"])[None] < rng.integers(c["seq"] // 2, c["seq"] + 1, (c["batch"], 1)))
+        labels = xp.asarray(rng.integers(0, 2, c["batch"]))
+        loss_fn = lambda: F.cross_entropy(model(ids, mask), labels)  # noqa: E731
+    model.to(device)
+    opt = Adam(model.parameters(), lr=1e-4)
+
+    def step():
+        opt.zero_grad()
+        loss_fn().backward()
+        opt.step()
+        if device == "cuda":
+            xp.cuda.Device().synchronize()
+    return step
+
+
+def torch_step(c, device, name, full_head):
+    import torch
+    torch.manual_seed(0)
+    dev = "cuda" if device == "cuda" else "cpu"
+    layer = torch.nn.TransformerEncoderLayer(c["d"], c["heads"], c["ff"], c["dropout"], batch_first=True,
+                                             norm_first=c["norm_first"])
+    encoder = torch.nn.TransformerEncoder(layer, c["layers"], enable_nested_tensor=False)
+    emb = torch.nn.Embedding(c["vocab"], c["d"])
+    head = torch.nn.Linear(c["d"], c["vocab"] if name == "mlm" else 2, bias=name != "mlm")
+    norm = torch.nn.LayerNorm(c["d"])
+    modules = torch.nn.ModuleList([emb, encoder, head, norm]).to(dev)
+    opt = torch.optim.Adam(modules.parameters(), lr=1e-4)
+    rng = np.random.default_rng(0)
+    ids = torch.tensor(rng.integers(5, c["vocab"], (c["batch"], c["seq"])), device=dev)
+    pe = torch.zeros(c["seq"], c["d"], device=dev)
+    targets = torch.tensor(np.where(rng.random((c["batch"], c["seq"])) < 0.15, ids.cpu().numpy(), -100), device=dev)
+    scored = (targets.reshape(-1) != -100).nonzero().squeeze(1)
+    pad = torch.tensor(np.arange(c["seq"])[None] >= rng.integers(c["seq"] // 2, c["seq"] + 1, (c["batch"], 1)),
+                       device=dev)
+    labels = torch.tensor(rng.integers(0, 2, c["batch"]), device=dev)
+
+    def step():
+        opt.zero_grad()
+        x = emb(ids) + pe
+        if name == "mlm":
+            h = norm(encoder(x))
+            if full_head:
+                loss = torch.nn.functional.cross_entropy(head(h).reshape(-1, c["vocab"]), targets.reshape(-1))
+            else:
+                loss = torch.nn.functional.cross_entropy(head(h.reshape(-1, c["d"])[scored]), targets.reshape(-1)[scored])
+        else:
+            loss = torch.nn.functional.cross_entropy(head(encoder(x, src_key_padding_mask=pad)[:, 0]), labels)
+        loss.backward()
+        opt.step()
+        if dev == "cuda":
+            torch.cuda.synchronize()
+    return step
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", choices=sorted(CONFIGS), default="mlm", help="which tutorial's model (mlm)")
+    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="backend (cpu)")
+    p.add_argument("--torch", action="store_true", help="also time PyTorch eager in the same process")
+    p.add_argument("--repeats", type=int, default=10, help="timed steps per contender after warm-up (10)")
+    p.add_argument("--warmup", type=int, default=3, help="untimed warm-up steps (3)")
+    args = p.parse_args(argv)
+    backend.check_device(args.device)
+    c = CONFIGS[args.config]
+    contenders = {"tinygrad_nlp": ours(c, args.device, args.config)}
+    if args.torch:
+        import torch
+        if args.config == "mlm":
+            contenders["torch (head on all positions)"] = torch_step(c, args.device, args.config, True)
+            contenders["torch (head on scored only)"] = torch_step(c, args.device, args.config, False)
+        else:
+            contenders["torch"] = torch_step(c, args.device, args.config, True)
+    for step in contenders.values():
+        for _ in range(args.warmup):
+            step()
+    times = {k: [] for k in contenders}
+    for _ in range(args.repeats):  # alternate, so drift in machine load hits every contender alike
+        for k, step in contenders.items():
+            t = time.perf_counter()
+            step()
+            times[k].append(time.perf_counter() - t)
+    xp = backend.xp_for(args.device)
+    peak = matmul_peak(xp, args.device)
+    scored = int(0.15 * c["batch"] * c["seq"]) if args.config == "mlm" else c["batch"]
+    flops = flops_per_step(c, scored)
+    tokens = c["batch"] * c["seq"]
+    print(f"{args.config} training step on {args.device}: {c}")
+    print(f"matmul peak (2048^2 float32): {peak:.1f} GFLOP/s; step matmul work {flops / 1e9:.2f} GFLOP (head on scored positions)")
+    ref = np.median(times["tinygrad_nlp"])
+    print(f"{'contender':34} {'median ms':>10} {'tokens/s':>10} {'GFLOP/s':>8} {'% peak':>7} {'ours/this':>9}")
+    for k, ts in times.items():
+        m = np.median(ts)
+        gflops = flops / m / 1e9
+        print(f"{k:34} {m * 1000:10.1f} {tokens / m:10,.0f} {gflops:8.1f} {100 * gflops / peak:6.1f}% {ref / m:9.2f}")
+    print(f"peak resident memory of this process (all contenders): {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
+
+
+if __name__ == "__main__":
+    main()
