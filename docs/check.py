@@ -42,10 +42,13 @@ def cases(rng):
         "linear": (F.linear, [t(rng, 2, 3, 4), t(rng, 5, 4), t(rng, 5)]),
         "softmax": (F.softmax, [t(rng, 3, 5)]),
         "cross_entropy": (lambda x: F.cross_entropy(x, targets), [t(rng, 4, 5)]),
+        "linear_cross_entropy": (lambda x, w, b: F.linear_cross_entropy(x, w, targets, bias=b),
+                                 [t(rng, 4, 3), t(rng, 5, 3), t(rng, 5)]),
         "layer_norm": (F.layer_norm, [t(rng, 3, 6), t(rng, 6), t(rng, 6)]),
         "dropout": (dropped, [t(rng, 4, 5)]),
         "attention": (lambda q, k, v: F.scaled_dot_product_attention(q, k, v, mask=mask), [t(rng, 2, 2, 4, 3)] +
                       [t(rng, 2, 2, 4, 3), t(rng, 2, 2, 4, 3)]),
+        "self_attention": (lambda x: F.self_attention(x, 2, mask=mask[:, :3]), [t(rng, 2, 3, 12)]),
         "encoder_pre_norm": (pre, [t(rng, 1, 3, 6)] + pre_params),
         "encoder_post_norm": (post, [t(rng, 1, 3, 6)] + post_params),
     }

@@ -14,8 +14,9 @@ def test_worked_numbers_match_the_code():
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-@pytest.mark.parametrize("name", ["embedding", "linear", "softmax", "cross_entropy", "layer_norm", "dropout",
-                                  "attention", "encoder_pre_norm", "encoder_post_norm"])
+@pytest.mark.parametrize("name", ["embedding", "linear", "softmax", "cross_entropy",
+                                  "linear_cross_entropy", "layer_norm", "dropout", "attention",
+                                  "self_attention", "encoder_pre_norm", "encoder_post_norm"])
 def test_check_commands_print_what_the_guide_says(name):
     result = subprocess.run([sys.executable, os.path.join(ROOT, "docs", "check.py"), name],
                             capture_output=True, text=True)

@@ -22,7 +22,7 @@ def quadratic_grads(rng, n_steps, shapes):
 @needs_torch
 @pytest.mark.parametrize("name,kwargs", CONFIGS)
 def test_matches_torch_for_five_steps(name, kwargs, rng):
-    shapes = [(3, 4), (4,)]
+    shapes = [(3, 4), (4,), (300, 250)]  # the last is updated in several chunks
     init = [rng.standard_normal(s) for s in shapes]
     ours = [Parameter(a.copy()) for a in init]
     theirs = [torch.tensor(a.copy(), requires_grad=True) for a in init]
@@ -88,3 +88,24 @@ def test_schedules():
 def test_no_parameters_is_an_error():
     with pytest.raises(ValueError, match="no parameters"):
         Adam([])
+
+
+def test_chunked_update_equals_whole_array_update(rng, monkeypatch):
+    """Adam's cache-sized chunks (contiguous arrays), the whole-array path (a transposed
+    gradient) and float32 parameters all give the same step."""
+    from tinygrad_nlp import optim
+    data = rng.standard_normal((50, 40)).astype(np.float32)
+    grads = [rng.standard_normal((40, 50)).astype(np.float32).T for _ in range(3)]  # not contiguous
+    results = []
+    for chunk in (64, 1 << 20):
+        monkeypatch.setattr(optim, "_CHUNK", chunk)
+        for contiguous in (True, False):
+            p = Parameter(data.copy())
+            opt = Adam([p], lr=0.01, weight_decay=0.1)
+            for g in grads:
+                p.grad = np.ascontiguousarray(g) if contiguous else g
+                opt.step()
+            results.append(p.data)
+    for r in results[1:]:
+        np.testing.assert_allclose(r, results[0], rtol=1e-6, atol=1e-7)
+    assert results[0].dtype == np.float32 and not np.allclose(results[0], data)

@@ -6,6 +6,8 @@ moves arrays between devices (``to_device``) and draws random numbers (``rng``).
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from .errors import DeviceError
@@ -203,3 +205,36 @@ def _scatter_add_rows_cuda(out, indices, values):
     _segment_sum_kernel(cp.ascontiguousarray(values), order, starts, ends, D, sums)
     out[sorted_ids[starts]] = sums
     return out
+
+
+# -- a reusable work buffer --------------------------------------------------------------
+# The first write to a freshly allocated large NumPy array page-faults every 4 KiB; for
+# the MLM head's (scored positions x 40,000) float32 logits that costs about as much as
+# the matrix product that fills them. Ops that own such a buffer from forward to
+# backward take it here and hand it back when done. CuPy keeps its own memory pool.
+_spare = {}
+
+
+def take_buffer(xp, shape, dtype):
+    """An uninitialised C-contiguous array of ``shape``, reusing the spare one of this
+    dtype when it is large enough (sizes vary from batch to batch, so a quarter more
+    than asked is allocated)."""
+    dtype = xp.dtype(dtype)
+    n = math.prod(shape)
+    if xp is not np:
+        return xp.empty(shape, dtype=dtype)
+    spare = _spare.pop(dtype.str, None)
+    if spare is None or spare.size < n:
+        spare = np.empty(n + n // 4, dtype=dtype)
+    return spare[:n].reshape(shape)
+
+
+def give_back_buffer(array) -> None:
+    """Return an array from ``take_buffer``; the caller must hold no other reference to it."""
+    base = array
+    while isinstance(base, np.ndarray) and base.base is not None:
+        base = base.base
+    if isinstance(base, np.ndarray) and base.ndim == 1 and base.flags.c_contiguous:
+        current = _spare.get(base.dtype.str)
+        if current is None or current.size < base.size:
+            _spare[base.dtype.str] = base

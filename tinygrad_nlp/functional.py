@@ -20,7 +20,8 @@ __all__ = [
     "add", "sub", "mul", "div", "neg", "pow", "exp", "log", "relu", "gelu", "tanh",
     "reshape", "transpose", "permute", "getitem", "concatenate", "sum", "mean",
     "matmul", "linear", "embedding", "softmax", "log_softmax", "cross_entropy",
-    "layer_norm", "dropout", "scaled_dot_product_attention",
+    "linear_cross_entropy",
+    "layer_norm", "dropout", "scaled_dot_product_attention", "self_attention",
 ]
 
 
@@ -152,6 +153,14 @@ def cross_entropy(logits, targets, ignore_index=-100):
     return _softmax.CrossEntropy(_raw(targets), ignore_index)(_tensor(logits))
 
 
+def linear_cross_entropy(x, weight, targets, bias=None, ignore_index=-100):
+    """``cross_entropy(linear(x, weight, bias), targets)`` as one op: x (N, in), weight
+    (C, in), targets (N,). Same value and gradients, with one (N, C) buffer instead of
+    three (for a language-model head over a large vocabulary)."""
+    args = (_tensor(x), _tensor(weight)) + ((_tensor(bias),) if bias is not None else ())
+    return _softmax.LinearCrossEntropy(_raw(targets), ignore_index)(*args)
+
+
 def layer_norm(x, weight, bias, eps=1e-5):
     """Normalise over the last axis, then scale by ``weight`` and shift by ``bias``."""
     return _layernorm.LayerNorm(eps)(_tensor(x), _tensor(weight), _tensor(bias))
@@ -175,3 +184,12 @@ def scaled_dot_product_attention(q, k, v, mask=None, dropout_p=0.0, training=Tru
     gradients). ``dropout_p`` drops attention probabilities when ``training``.
     """
     return _attention.ScaledDotProductAttention(_raw(mask), dropout_p, training)(_tensor(q), _tensor(k), _tensor(v))
+
+
+def self_attention(qkv, n_heads, mask=None, dropout_p=0.0, training=True):
+    """Multi-head self-attention from a fused QKV projection ``qkv`` (B, T, 3 * D), laid
+    out as (B, T, [q|k|v], n_heads, D / n_heads): the heads' outputs side by side,
+    (B, T, D). Equal to splitting q, k, v into heads, ``scaled_dot_product_attention``
+    with the same ``mask`` and dropout, and merging the heads; faster, and with one
+    gradient buffer."""
+    return _attention.PackedSelfAttention(n_heads, _raw(mask), dropout_p, training)(_tensor(qkv))

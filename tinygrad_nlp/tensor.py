@@ -61,6 +61,9 @@ class Function:
 
     inputs: tuple = ()
     freed = False
+    # True while the last backward through this node runs (no retain_graph): the graph
+    # is freed right after, so backward may overwrite arrays its forward saved.
+    last_use = False
 
     def forward(self, *arrays):  # pragma: no cover - abstract
         raise NotImplementedError
@@ -195,6 +198,7 @@ class Tensor:
                     f"backward through a graph that was already freed (at {fn.name}); "
                     "pass retain_graph=True to the first backward() to go through it twice"
                 )
+            fn.last_use = not retain_graph
             input_grads = fn.backward(g)
             if not isinstance(input_grads, tuple):
                 input_grads = (input_grads,)

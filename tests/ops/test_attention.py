@@ -100,3 +100,55 @@ def test_against_torch(rng):
     tout.backward(torch.tensor(g))
     for a, t in [(q, tq), (k, tk), (v, tv)]:
         assert_close(a.grad, t.grad, rtol=1e-8, atol=1e-10)
+
+
+def split_heads_reference(qkv, n_heads, **kwargs):
+    """self_attention spelled out with getitem/permute/reshape and the 4-D attention op."""
+    B, T, width = qkv.shape
+    D = width // 3
+    heads = qkv.reshape(B, T, 3, n_heads, D // n_heads).permute(2, 0, 3, 1, 4)
+    out = F.scaled_dot_product_attention(heads[0], heads[1], heads[2], **kwargs)
+    return out.permute(0, 2, 1, 3).reshape(B, T, D)
+
+
+@pytest.mark.parametrize("mask", [None, np.array([[True, True, False], [False, False, False]])])
+def test_self_attention_gradients(mask, rng):
+    qkv = tensor(rng, 2, 3, 12)
+    check_both_modes(lambda x: F.self_attention(x, 2, mask=mask), [qkv])
+
+
+def test_self_attention_with_dropout_gradients(rng):
+    qkv = tensor(rng, 1, 4, 6)
+
+    def fn(x):
+        manual_seed(3)
+        return F.self_attention(x, 1, dropout_p=0.4)
+
+    check_both_modes(fn, [qkv])
+
+
+@given(B=st.integers(1, 3), T=st.integers(1, 5), H=st.integers(1, 3), Dh=st.integers(1, 3),
+       padded=st.booleans(), p=st.sampled_from([0.0, 0.5]), seed=st.integers(0, 999))
+def test_self_attention_equals_split_heads(B, T, H, Dh, padded, p, seed):
+    rng = np.random.default_rng(seed)
+    qkv = tensor(rng, B, T, 3 * H * Dh)
+    mask = rng.random((B, T)) < 0.6 if padded else None
+    if padded:
+        mask[0] = False  # one example fully padded
+    g = rng.standard_normal((B, T, H * Dh))
+    results = []
+    for fn in (lambda x: F.self_attention(x, H, mask=mask, dropout_p=p), lambda x: split_heads_reference(x, H, mask=mask, dropout_p=p)):
+        manual_seed(seed)
+        qkv.grad = None
+        out = fn(qkv)
+        out.backward(g)
+        results.append((out.numpy(), qkv.grad))
+    assert_close(results[0][0], results[1][0])
+    assert_close(results[0][1], results[1][1])
+
+
+def test_self_attention_shape_errors():
+    with pytest.raises(ShapeError, match=r"self_attention: input \(2, 3, 10\) must be \(B, T, 3 \* n_heads \* head_dim\) with n_heads=2"):
+        F.self_attention(Tensor(np.zeros((2, 3, 10))), 2)
+    with pytest.raises(ShapeError, match=r"self_attention: input \(3, 12\)"):
+        F.self_attention(Tensor(np.zeros((3, 12))), 2)

@@ -4,7 +4,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import tinygrad_nlp.functional as F
-from tinygrad_nlp import ShapeError, Tensor, TokenIdError
+from tinygrad_nlp import ShapeError, Tensor, TokenIdError, no_grad
 from tests.helpers import assert_close, check_both_modes, needs_torch, tensor, to_torch, torch
 
 
@@ -90,3 +90,90 @@ def test_against_torch(op, rng):
     out.backward(g)
     tout.backward(torch.tensor(g))
     assert_close(x.grad, tx.grad)
+
+
+@pytest.mark.parametrize("with_bias", [False, True])
+@pytest.mark.parametrize("targets", [[1, -100, 3, 0], [-100, -100, -100, -100]])
+def test_linear_cross_entropy_gradients(with_bias, targets, rng):
+    x, w, b = tensor(rng, 4, 3), tensor(rng, 6, 3), tensor(rng, 6)
+    t = np.array(targets)
+    if with_bias:
+        check_both_modes(lambda x, w, b: F.linear_cross_entropy(x, w, t, bias=b), [x, w, b])
+    else:
+        check_both_modes(lambda x, w: F.linear_cross_entropy(x, w, t), [x, w])
+
+
+@given(n=st.integers(1, 9), d=st.integers(1, 5), c=st.integers(1, 9), bias=st.booleans(), seed=st.integers(0, 999))
+def test_linear_cross_entropy_equals_linear_then_cross_entropy(n, d, c, bias, seed):
+    rng = np.random.default_rng(seed)
+    x, w, b = tensor(rng, n, d), tensor(rng, c, d), tensor(rng, c)
+    t = np.where(rng.random(n) < 0.3, -100, rng.integers(0, c, n))
+    fused = F.linear_cross_entropy(x, w, t, bias=b if bias else None)
+    fused.backward(np.array(0.7))
+    grads = [p.grad for p in (x, w, b)]
+    for p in (x, w, b):
+        p.grad = None
+    plain = F.cross_entropy(F.linear(x, w, b if bias else None), t)
+    plain.backward(np.array(0.7))
+    assert_close(fused, plain)
+    for g, p in zip(grads, (x, w, b)):
+        if bias or p is not b:
+            assert_close(g, p.grad)
+
+
+def test_linear_cross_entropy_buffers_of_live_graphs_stay_apart(rng):
+    """Two losses alive at once, a retained graph and a no-grad forward: each backward
+    gives the gradients of its own inputs."""
+    w = tensor(rng, 7, 4)
+    xs = [tensor(rng, 5, 4) for _ in range(2)]
+    t = rng.integers(0, 7, 5)
+    expected = []
+    for x in xs:
+        F.cross_entropy(F.linear(x, w), t).backward()
+        expected.append(x.grad)
+        x.grad = None
+    w.grad = None
+    first, second = (F.linear_cross_entropy(x, w, t) for x in xs)
+    with no_grad():
+        F.linear_cross_entropy(xs[0] * 3.0, w, t)
+    second.backward(retain_graph=True)
+    second.backward()
+    first.backward()
+    assert_close(xs[0].grad, expected[0])
+    assert_close(xs[1].grad, 2 * expected[1])
+
+
+def test_linear_cross_entropy_errors():
+    with pytest.raises(ShapeError, match=r"linear_cross_entropy: input \(4, 3\) does not fit weight \(6, 2\)"):
+        F.linear_cross_entropy(Tensor(np.zeros((4, 3))), Tensor(np.zeros((6, 2))), np.zeros(4, dtype=int))
+    with pytest.raises(ShapeError, match=r"targets \(3,\) do not fit input \(4, 3\)"):
+        F.linear_cross_entropy(Tensor(np.zeros((4, 3))), Tensor(np.zeros((6, 3))), np.zeros(3, dtype=int))
+    with pytest.raises(TokenIdError, match=r"target 6 at position \(2,\) is out of range for 6 classes"):
+        F.linear_cross_entropy(Tensor(np.zeros((4, 3))), Tensor(np.zeros((6, 3))), np.array([0, 1, 6, 2]))
+
+
+def test_large_rows_go_through_in_cache_sized_blocks(rng, monkeypatch):
+    """The blocked softmax of cross_entropy (taken when rows exceed the block size)
+    agrees with the one-pass formula."""
+    from tinygrad_nlp.ops import softmax as softmax_ops
+    monkeypatch.setattr(softmax_ops, "_BLOCK_BYTES", 64)  # blocks of 1 row here
+    logits = tensor(rng, 5, 9, scale=30)
+    t = np.array([0, 8, -100, 3, 3])
+    loss = F.cross_entropy(logits, t)
+    logp = logits.numpy() - np.log(np.exp(logits.numpy() - 90).sum(1, keepdims=True)) - 90
+    assert abs(loss.item() + logp[[0, 1, 3, 4], [0, 8, 3, 3]].mean()) < 1e-12
+    check_both_modes(lambda x: F.cross_entropy(x, t), [logits])
+
+
+@needs_torch
+def test_linear_cross_entropy_against_torch(rng):
+    x, w, b = tensor(rng, 6, 4), tensor(rng, 9, 4), tensor(rng, 9)
+    t = np.array([1, -100, 8, 0, 4, 4])
+    tx, tw, tb = to_torch(x), to_torch(w), to_torch(b)
+    out = F.linear_cross_entropy(x, w, t, bias=b)
+    tout = torch.nn.functional.cross_entropy(torch.nn.functional.linear(tx, tw, tb), torch.tensor(t))
+    assert_close(out, tout)
+    out.backward()
+    tout.backward()
+    for a, ta in ((x, tx), (w, tw), (b, tb)):
+        assert_close(a.grad, ta.grad)

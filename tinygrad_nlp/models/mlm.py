@@ -62,4 +62,4 @@ class MaskedLanguageModel(Module):
         flat_targets = targets.reshape(-1)
         scored = xp.flatnonzero(flat_targets != ignore_index)
         h_scored = h.reshape(-1, h.shape[-1])[scored]
-        return F.cross_entropy(self.head(h_scored), flat_targets[scored], ignore_index=ignore_index)
+        return F.linear_cross_entropy(h_scored, self.head.weight, flat_targets[scored], self.head.bias, ignore_index)

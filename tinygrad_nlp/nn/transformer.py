@@ -31,12 +31,8 @@ class MultiHeadAttention(Module):
 
     def forward(self, x, mask=None):
         """x (B, T, d_model); mask an optional (B, T) key-padding mask, True = real token."""
-        B, T, D = x.shape
-        H = self.n_heads
-        qkv = self.qkv(x).reshape(B, T, 3, H, D // H).permute(2, 0, 3, 1, 4)  # (3, B, H, T, Dh)
-        q, k, v = qkv[0], qkv[1], qkv[2]
-        heads = F.scaled_dot_product_attention(q, k, v, mask=mask, dropout_p=self.dropout, training=self.training)
-        return self.out(heads.permute(0, 2, 1, 3).reshape(B, T, D))
+        heads = F.self_attention(self.qkv(x), self.n_heads, mask=mask, dropout_p=self.dropout, training=self.training)
+        return self.out(heads)
 
     def extra_repr(self):
         return f"d_model={self.d_model}, n_heads={self.n_heads}, dropout={self.dropout}"

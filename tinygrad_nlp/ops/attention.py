@@ -8,6 +8,7 @@ import math
 from ..backend import get_array_module
 from ..errors import ShapeError
 from ..tensor import Function
+from . import rowwise
 from .dropout import check_p, keep_mask
 from .elementwise import broadcast_shape
 
@@ -71,12 +72,12 @@ class ScaledDotProductAttention(Function):
                 scores = xp.where(mask, scores, -xp.inf).astype(q.dtype, copy=False)
             else:
                 scores = scores + mask.astype(q.dtype, copy=False)
-        row_max = scores.max(axis=-1, keepdims=True)
+        row_max = rowwise.row_max(scores)
         if self.mask is not None:
             row_max = xp.where(xp.isfinite(row_max), row_max, 0)
         scores -= row_max
         probs = xp.exp(scores, out=scores)
-        denom = probs.sum(axis=-1, keepdims=True)
+        denom = rowwise.row_sum(probs)
         if self.mask is not None:
             denom[denom == 0] = 1  # all-masked rows stay all-zero
         probs /= denom
@@ -85,8 +86,8 @@ class ScaledDotProductAttention(Function):
         if self.training and self.dropout_p > 0:
             self.keep = keep_mask(xp, probs.shape, self.dropout_p, probs.dtype)
             self.drop_scale = 0.0 if self.dropout_p == 1 else 1.0 / (1.0 - self.dropout_p)
-            probs = probs * self.keep
-            probs *= q.dtype.type(self.drop_scale)
+            probs = probs * q.dtype.type(self.drop_scale)
+            probs *= self.keep
         self.dropped = probs
         return probs @ v
 
@@ -98,9 +99,48 @@ class ScaledDotProductAttention(Function):
             dp *= self.keep
             dp *= dp.dtype.type(self.drop_scale)
         ds = dp
-        ds -= (dp * p).sum(axis=-1, keepdims=True)
+        ds -= rowwise.row_sum(dp * p)
         ds *= p
         ds *= ds.dtype.type(self.scale)
         grad_q = ds @ k
         grad_k = ds.swapaxes(-1, -2) @ q
         return grad_q, grad_k, grad_v
+
+
+class PackedSelfAttention(ScaledDotProductAttention):
+    """Multi-head self-attention read from the fused QKV projection.
+
+    Input (B, T, 3 * D) with D = H * Dh, laid out as (B, T, [q|k|v], H, Dh) (PyTorch's
+    ``in_proj`` order); output (B, T, D), the heads side by side. The same function as
+    splitting the input into q, k, v of shape (B, H, T, Dh), ``scaled_dot_product_attention``
+    and merging the heads, whose backward this reuses: the input gradient is the three
+    head gradients written into one (B, T, 3, H, Dh) buffer. Splitting with three
+    ``getitem`` ops instead would give each a zero-filled (B, T, 3 * D) gradient to add
+    up, four times the memory traffic.
+    """
+
+    def __init__(self, n_heads, mask=None, dropout_p=0.0, training=True):
+        super().__init__(mask, dropout_p, training)
+        self.n_heads = int(n_heads)
+
+    def forward(self, qkv):
+        H = self.n_heads
+        if qkv.ndim != 3 or H < 1 or qkv.shape[-1] % (3 * H):
+            raise ShapeError(
+                f"self_attention: input {tuple(qkv.shape)} must be (B, T, 3 * n_heads * head_dim) "
+                f"with n_heads={H}"
+            )
+        B, T, width = qkv.shape
+        q, k, v = qkv.reshape(B, T, 3, H, width // (3 * H)).transpose(2, 0, 3, 1, 4)
+        out = super().forward(q, k, v)  # (B, H, T, Dh)
+        return out.transpose(0, 2, 1, 3).reshape(B, T, width // 3)
+
+    def backward(self, g):
+        xp = get_array_module(g)
+        B, T, D = g.shape
+        H = self.n_heads
+        heads_grad = g.reshape(B, T, H, D // H).transpose(0, 2, 1, 3)
+        grad = xp.empty((B, T, 3, H, D // H), dtype=g.dtype)
+        for i, gi in enumerate(super().backward(heads_grad)):
+            grad[:, :, i] = gi.transpose(0, 2, 1, 3)
+        return grad.reshape(B, T, 3 * D)

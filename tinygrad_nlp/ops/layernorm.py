@@ -4,6 +4,7 @@ from __future__ import annotations
 from ..backend import get_array_module
 from ..errors import ShapeError
 from ..tensor import Function
+from .rowwise import leading_sum, row_mean
 
 
 class LayerNorm(Function):
@@ -29,9 +30,9 @@ class LayerNorm(Function):
                 f"{tuple(weight.shape)} and bias is {tuple(bias.shape)}"
             )
         xp = get_array_module(x, weight, bias)
-        mean = x.mean(axis=-1, keepdims=True)
+        mean = row_mean(x)
         centred = x - mean
-        var = (centred * centred).mean(axis=-1, keepdims=True)
+        var = row_mean(xp.square(centred))
         rstd = 1.0 / xp.sqrt(var + self.eps)
         self.x, self.weight, self.mean, self.rstd = x, weight, mean, rstd
         centred *= rstd
@@ -40,12 +41,20 @@ class LayerNorm(Function):
         return centred
 
     def backward(self, g):
-        xhat = (self.x - self.mean) * self.rstd
-        lead = tuple(range(g.ndim - 1))
-        grad_weight = (g * xhat).sum(axis=lead)
-        grad_bias = g.sum(axis=lead)
-        dxhat = g * self.weight
-        grad_x = dxhat - dxhat.mean(axis=-1, keepdims=True)
-        grad_x -= xhat * (dxhat * xhat).mean(axis=-1, keepdims=True)
+        # mean(dxhat) = g @ w / D and mean(dxhat * xhat) = (g * xhat) @ w / D: two
+        # matrix-vector products instead of two more (N, D) temporaries
+        w = self.weight
+        xhat = self.x - self.mean
+        xhat *= self.rstd
+        g_xhat = g * xhat
+        grad_weight = leading_sum(g_xhat)
+        grad_bias = leading_sum(g)
+        w_mean = w / w.shape[0]
+        mean_dxhat = (g @ w_mean)[..., None]
+        mean_dxhat_xhat = (g_xhat @ w_mean)[..., None]
+        grad_x = g * w
+        grad_x -= mean_dxhat
+        xhat *= mean_dxhat_xhat
+        grad_x -= xhat
         grad_x *= self.rstd
         return grad_x, grad_weight, grad_bias

@@ -7,6 +7,7 @@ from ..backend import get_array_module
 from ..errors import ShapeError
 from ..tensor import Function
 from .elementwise import broadcast_shape, unbroadcast
+from .rowwise import leading_sum
 
 
 def _swap_last(x):
@@ -75,5 +76,5 @@ class Linear(Function):
         gx = (g2 @ self.weight).reshape(self.x.shape)
         gw = g2.T @ x2
         if self.has_bias:
-            return gx, gw, g2.sum(axis=0)
+            return gx, gw, leading_sum(g2)
         return gx, gw
