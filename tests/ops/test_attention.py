@@ -152,3 +152,30 @@ def test_self_attention_shape_errors():
         F.self_attention(Tensor(np.zeros((2, 3, 10))), 2)
     with pytest.raises(ShapeError, match=r"self_attention: input \(3, 12\)"):
         F.self_attention(Tensor(np.zeros((3, 12))), 2)
+
+
+@pytest.mark.parametrize("mask_kind", ["none", "padding", "square_2d", "causal_4d", "additive"])
+def test_blocks_of_the_batch_give_the_same_result(mask_kind, rng, monkeypatch):
+    """Forward and backward in blocks of one example (as at the classifier's shapes)
+    equal the single-block computation. A 2-D boolean (B, Tk) mask is a key-padding mask,
+    as documented, even when it is square."""
+    from tinygrad_nlp.ops import attention
+    q, k, v = qkv(rng, B=4, H=2, T=4, D=3)
+    mask = {"none": None, "padding": rng.random((4, 4)) < 0.7, "square_2d": np.tril(np.ones((4, 4), dtype=bool)),
+            "causal_4d": np.tril(np.ones((1, 1, 4, 4), dtype=bool)), "additive": rng.standard_normal((4, 1, 4, 4))}[mask_kind]
+    g = rng.standard_normal((4, 2, 4, 3))
+    results = []
+    for block_bytes in (1 << 18, 1):
+        monkeypatch.setattr(attention, "_BLOCK_BYTES", block_bytes)
+        manual_seed(5)
+        for t in (q, k, v):
+            t.grad = None
+        out = F.scaled_dot_product_attention(q, k, v, mask=mask, dropout_p=0.2)
+        out.backward(g)
+        results.append([out.numpy()] + [t.grad for t in (q, k, v)])
+    for a, b in zip(*results):
+        assert_close(a, b)
+    if mask_kind == "square_2d":
+        manual_seed(5)
+        ref = F.scaled_dot_product_attention(q, k, v, mask=mask[:, None, None, :], dropout_p=0.2)
+        assert_close(results[0][0], ref)

@@ -13,6 +13,10 @@ from .dropout import check_p, keep_mask
 from .elementwise import broadcast_shape
 
 
+# Score blocks of about this many bytes stay in the L2 cache through the softmax passes.
+_BLOCK_BYTES = 1 << 18
+
+
 def expand_mask(mask, q_shape, k_shape):
     """A mask as an array broadcastable to (B, H, Tq, Tk).
 
@@ -46,7 +50,9 @@ class ScaledDotProductAttention(Function):
     Masked keys have P = 0, so their dS is 0 and they pass no gradient to Q or K.
     A query row whose keys are *all* masked attends to nothing: its P row is all zeros,
     so its output is 0 and every gradient through it is 0 (finite, never NaN).
-    The forward saves P (and the dropout mask), never the raw scores.
+    The forward saves P (and the dropout mask), never the raw scores, and P' is
+    recomputed from them. Both passes go through the batch in blocks whose scores fit
+    in the cache.
     """
 
     def __init__(self, mask=None, dropout_p=0.0, training=True):
@@ -63,47 +69,75 @@ class ScaledDotProductAttention(Function):
                 "(B, H, Tq, Dh), (B, H, Tk, Dh), (B, H, Tk, Dv)"
             )
         self.q, self.k, self.v = q, k, v
-        self.scale = 1.0 / math.sqrt(q.shape[-1])
-        scores = q @ k.swapaxes(-1, -2)
-        scores *= q.dtype.type(self.scale)
-        if self.mask is not None:
-            mask = expand_mask(self.mask, q.shape, k.shape)
-            if mask.dtype == bool:
-                scores = xp.where(mask, scores, -xp.inf).astype(q.dtype, copy=False)
-            else:
-                scores = scores + mask.astype(q.dtype, copy=False)
-        row_max = rowwise.row_max(scores)
-        if self.mask is not None:
-            row_max = xp.where(xp.isfinite(row_max), row_max, 0)
-        scores -= row_max
-        probs = xp.exp(scores, out=scores)
-        denom = rowwise.row_sum(probs)
-        if self.mask is not None:
-            denom[denom == 0] = 1  # all-masked rows stay all-zero
-        probs /= denom
-        self.probs = probs
+        self.scale = q.dtype.type(1.0 / math.sqrt(q.shape[-1]))
+        B, H, Tq, _ = q.shape
+        Tk = k.shape[2]
+        if Tk == 0:
+            raise ShapeError(f"scaled_dot_product_attention: k {tuple(k.shape)} has no keys to attend to")
+        mask = None if self.mask is None else expand_mask(self.mask, q.shape, k.shape)
+        if mask is not None:
+            mask = mask.reshape((1,) * (4 - mask.ndim) + tuple(mask.shape))
         self.keep = None
         if self.training and self.dropout_p > 0:
-            self.keep = keep_mask(xp, probs.shape, self.dropout_p, probs.dtype)
-            self.drop_scale = 0.0 if self.dropout_p == 1 else 1.0 / (1.0 - self.dropout_p)
-            probs = probs * q.dtype.type(self.drop_scale)
-            probs *= self.keep
-        self.dropped = probs
-        return probs @ v
+            self.keep = keep_mask(xp, (B, H, Tq, Tk), self.dropout_p, q.dtype)
+            self.drop_scale = q.dtype.type(0.0 if self.dropout_p == 1 else 1.0 / (1.0 - self.dropout_p))
+        self.probs = xp.empty((B, H, Tq, Tk), dtype=q.dtype)
+        out = xp.empty((B, H, Tq, v.shape[3]), dtype=q.dtype)
+        for b in self._blocks(xp):
+            probs = self.probs[b]
+            xp.matmul(q[b], k[b].swapaxes(-1, -2), out=probs)
+            probs *= self.scale
+            if mask is not None:
+                block_mask = mask[b] if mask.shape[0] > 1 else mask
+                if block_mask.dtype == bool:
+                    xp.copyto(probs, -xp.inf, where=~block_mask)
+                else:
+                    probs += block_mask.astype(q.dtype, copy=False)
+            row_max = rowwise.row_max(probs)
+            if mask is not None:
+                row_max[~xp.isfinite(row_max)] = 0
+            probs -= row_max
+            xp.exp(probs, out=probs)
+            denom = rowwise.row_sum(probs)
+            if mask is not None:
+                denom[denom == 0] = 1  # all-masked rows stay all-zero
+            probs /= denom
+            xp.matmul(self._dropped(probs, b), v[b], out=out[b])
+        return out
+
+    def _blocks(self, xp):
+        """Slices of the batch axis whose (H, Tq, Tk) score blocks fill about
+        ``_BLOCK_BYTES``: every elementwise pass over the scores then runs in the cache
+        (on the CPU; on the GPU one block is the whole batch)."""
+        B, H, Tq, Tk = self.probs.shape
+        per_example = max(1, H * Tq * Tk * self.probs.itemsize)
+        step = B if xp.__name__ != "numpy" else max(1, _BLOCK_BYTES // per_example)
+        return [slice(start, start + step) for start in range(0, B, step)]
+
+    def _dropped(self, probs, b):
+        """P' = dropout(P) for the batch slice ``b`` (a new array), or P itself."""
+        if self.keep is None:
+            return probs
+        dropped = probs * self.drop_scale
+        dropped *= self.keep[b]
+        return dropped
 
     def backward(self, g):
-        p, q, k, v = self.probs, self.q, self.k, self.v
-        grad_v = self.dropped.swapaxes(-1, -2) @ g
-        dp = g @ v.swapaxes(-1, -2)
-        if self.keep is not None:
-            dp *= self.keep
-            dp *= dp.dtype.type(self.drop_scale)
-        ds = dp
-        ds -= rowwise.row_sum(dp * p)
-        ds *= p
-        ds *= ds.dtype.type(self.scale)
-        grad_q = ds @ k
-        grad_k = ds.swapaxes(-1, -2) @ q
+        xp = get_array_module(g)
+        q, k, v = self.q, self.k, self.v
+        grad_q, grad_k, grad_v = (xp.empty(a.shape, dtype=g.dtype) for a in (q, k, v))
+        for b in self._blocks(xp):
+            p = self.probs[b]
+            xp.matmul(self._dropped(p, b).swapaxes(-1, -2), g[b], out=grad_v[b])
+            ds = g[b] @ v[b].swapaxes(-1, -2)  # dL/dP'
+            if self.keep is not None:
+                ds *= self.keep[b]
+                ds *= self.drop_scale
+            ds -= rowwise.row_sum(ds * p)
+            ds *= p
+            ds *= self.scale
+            xp.matmul(ds, k[b], out=grad_q[b])
+            xp.matmul(ds.swapaxes(-1, -2), q[b], out=grad_k[b])
         return grad_q, grad_k, grad_v
 
 
