@@ -119,6 +119,65 @@ def torch_step(c, device, name, full_head):
     return step
 
 
+def _proc_status_mib(field):
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024
+    raise OSError(field)
+
+
+def measure_memory(c, device, config, name, steps):
+    """Run one contender alone (in a fresh process) and return its step memory (MiB):
+    the peak during ``steps`` training steps minus the memory held after the model was
+    built, which covers gradients, optimizer state and activations."""
+    makers = {"tinygrad_nlp": lambda: ours(c, device, config),
+              "torch (head on all positions)": lambda: torch_step(c, device, config, True),
+              "torch (head on scored only)": lambda: torch_step(c, device, config, False),
+              "torch": lambda: torch_step(c, device, config, True)}
+    step = makers[name]()
+    if device == "cuda":
+        if name == "tinygrad_nlp":
+            pool = backend.xp_for("cuda").get_default_memory_pool()
+            base = pool.used_bytes()
+            for _ in range(steps):
+                step()
+            return (pool.total_bytes() - base) / 2 ** 20
+        import torch
+        base = torch.cuda.memory_allocated()
+        torch.cuda.reset_peak_memory_stats()
+        for _ in range(steps):
+            step()
+        return (torch.cuda.max_memory_allocated() - base) / 2 ** 20
+    base = _proc_status_mib("VmRSS")
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")  # resets the peak (VmHWM) to the current resident size
+    for _ in range(steps):
+        step()
+    return _proc_status_mib("VmHWM") - base
+
+
+def memory_table(args, names):
+    import json
+    import subprocess
+    print(f"step memory (peak over {args.memory_steps} steps, each contender alone in a fresh process, "
+          "minus the memory after building the model):")
+    results = {}
+    for name in names:
+        out = subprocess.run([sys.executable, os.path.abspath(__file__), "--config", args.config, "--device",
+                              args.device, "--memory-of", name, "--memory-steps", str(args.memory_steps)],
+                             capture_output=True, text=True)
+        if out.returncode != 0:
+            print(f"  {name}: failed: {out.stderr.strip().splitlines()[-1] if out.stderr.strip() else out.returncode}")
+            continue
+        results[name] = json.loads(out.stdout.strip().splitlines()[-1])["step_mib"]
+    ref = results.get("tinygrad_nlp")
+    for name, mib in results.items():
+        ratio = f"{ref / mib:9.2f}" if ref is not None and mib > 0 else ""
+        print(f"  {name:34} {mib:8.0f} MiB {ratio}")
+    return results
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", choices=sorted(CONFIGS), default="mlm", help="which tutorial's model (mlm)")
@@ -126,9 +185,17 @@ def main(argv=None):
     p.add_argument("--torch", action="store_true", help="also time PyTorch eager in the same process")
     p.add_argument("--repeats", type=int, default=10, help="timed steps per contender after warm-up (10)")
     p.add_argument("--warmup", type=int, default=3, help="untimed warm-up steps (3)")
+    p.add_argument("--memory", action="store_true",
+                   help="also measure each contender's step memory in a fresh process (Linux /proc, or the GPU pools)")
+    p.add_argument("--memory-steps", type=int, default=3, help="steps run for the memory figure (3)")
+    p.add_argument("--memory-of", help=argparse.SUPPRESS)  # internal: the child process of --memory
     args = p.parse_args(argv)
     backend.check_device(args.device)
     c = CONFIGS[args.config]
+    if args.memory_of:
+        import json
+        print(json.dumps({"step_mib": measure_memory(c, args.device, args.config, args.memory_of, args.memory_steps)}))
+        return
     contenders = {"tinygrad_nlp": ours(c, args.device, args.config)}
     if args.torch:
         import torch
@@ -160,6 +227,8 @@ def main(argv=None):
         gflops = flops / m / 1e9
         print(f"{k:34} {m * 1000:10.1f} {tokens / m:10,.0f} {gflops:8.1f} {100 * gflops / peak:6.1f}% {ref / m:9.2f}")
     print(f"peak resident memory of this process (all contenders): {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
+    if args.memory:
+        memory_table(args, list(contenders))
 
 
 if __name__ == "__main__":

@@ -199,6 +199,7 @@ def train(args):
     rng = np.random.default_rng(args.seed)
     plot_rows = np.random.default_rng(args.seed + 1).permutation(len(tr_ids))[:args.plot_points]
     frames, metrics = [], {"config": vars(args), "seed": args.seed, "epochs": []}
+    ckpt_path = checkpoint_path(args)
 
     def snapshot(epoch, test_accuracy):
         if args.plot == "none":
@@ -229,7 +230,9 @@ def train(args):
             opt.step()
             value = loss.item()
             if not math.isfinite(value):
-                raise AnomalyError(f"training diverged: loss is {value} in epoch {epoch} (try a lower --lr)")
+                kept = (f"; the last good checkpoint (epoch {epoch - 1}) is {ckpt_path}"
+                        if metrics["epochs"] else "")
+                raise AnomalyError(f"training diverged: loss is {value} in epoch {epoch} (try a lower --lr){kept}")
             losses.append(value)
             correct += int((logits.numpy().argmax(1) == tr_labels[b]).sum())
             if tqdm:
@@ -241,7 +244,12 @@ def train(args):
         print(f"epoch {epoch}: train loss {row['train_loss']:.4f}, train accuracy {row['train_accuracy']:.3f}, "
               f"test accuracy {test_accuracy:.3f} ({row['seconds']:.1f} s)")
         snapshot(epoch, test_accuracy)
+        checkpoint.save(ckpt_path, model, opt, epoch=epoch)  # each epoch: a divergence keeps the last good one
     return model, vocab, (te_texts, te_ids, te_mask, te_labels), frames, metrics
+
+
+def checkpoint_path(args):
+    return args.checkpoint or os.path.join(args.out, "model.npz")
 
 
 def report(args, model, vocab, test, frames, metrics):
@@ -272,8 +280,9 @@ def report(args, model, vocab, test, frames, metrics):
         frames[0].save(os.path.join(out, "cls_embeddings.gif"), save_all=True, append_images=frames[1:], duration=900,
                        loop=0)
         frames[-1].save(os.path.join(out, "cls_embeddings.png"))
-    path = args.checkpoint or os.path.join(out, "model.npz")
-    checkpoint.save(path, model)
+    path = checkpoint_path(args)
+    if not metrics["epochs"]:
+        checkpoint.save(path, model)
     print(f"wrote {out}/metrics.json, cls_embeddings.gif ({len(frames)} frames), cls_embeddings.png, confusion.txt, "
           f"samples.txt and the model to {path}")
 

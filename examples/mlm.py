@@ -225,6 +225,10 @@ def run(args):
 
     def save(step):
         if args.checkpoint:
+            bad = [name for name, p in model.named_parameters() if not bool(xp.isfinite(p.data).all())]
+            if bad:  # never replace a good checkpoint with a broken model
+                raise AnomalyError(f"training diverged: parameter {bad[0]} is not finite after step {step} "
+                                   f"(try a lower --lr); the last good checkpoint is {args.checkpoint}")
             checkpoint.save(args.checkpoint, model, opt, step=step, train_loss=metrics["train_loss"],
                             tokens_per_second=metrics["tokens_per_second"], eval=metrics["eval"],
                             scheduler=scheduler.state_dict(), rng_state=backend.get_rng_state())
@@ -242,7 +246,8 @@ def run(args):
         scheduler.step()
         value = loss.item()
         if not math.isfinite(value):
-            kept = f"; the last good checkpoint is {args.checkpoint}" if args.checkpoint and os.path.exists(args.checkpoint) else ""
+            kept = (f"; the last good checkpoint is {args.checkpoint}"
+                    if args.checkpoint and os.path.exists(args.checkpoint) else "")
             raise AnomalyError(f"training diverged: loss is {value} at step {step + 1} (try a lower --lr){kept}")
         tokens_per_second = inputs.size / (time.perf_counter() - t0)
         metrics["train_loss"].append(value)

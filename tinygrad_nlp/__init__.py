@@ -1,13 +1,13 @@
 """tinygrad_nlp: a from-scratch tensor/autograd engine for NLP on NumPy and CuPy."""
 from .backend import cuda_available, get_array_module, manual_seed
-from .errors import (AnomalyError, CheckpointError, DataError, DeviceError, GradcheckError, GraphError,
-                     ShapeError, TinygradNLPError, TokenIdError)
+from .errors import (AnomalyError, ArgumentError, CheckpointError, DataError, DeviceError, GradcheckError,
+                     GraphError, ShapeError, TinygradNLPError, TokenIdError)
 from .tensor import Tensor, detect_anomaly, is_grad_enabled, no_grad
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Tensor", "no_grad", "is_grad_enabled", "detect_anomaly", "manual_seed", "get_array_module", "cuda_available",
-    "TinygradNLPError", "ShapeError", "TokenIdError", "DeviceError", "GraphError", "AnomalyError",
+    "TinygradNLPError", "ArgumentError", "ShapeError", "TokenIdError", "DeviceError", "GraphError", "AnomalyError",
     "CheckpointError", "DataError", "GradcheckError",
 ]

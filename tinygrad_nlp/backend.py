@@ -157,8 +157,8 @@ def scatter_add_rows(num_rows: int, indices, values):
     ``_scatter_add_rows_cuda``).
     """
     xp = get_array_module(indices, values)
+    values = values.reshape(indices.size, math.prod(values.shape[indices.ndim:]))
     indices = indices.reshape(-1)
-    values = values.reshape(indices.shape[0], -1)
     out = xp.zeros((num_rows, values.shape[1]), dtype=values.dtype)
     if indices.size == 0:
         return out

@@ -11,8 +11,14 @@ class ShapeError(TinygradNLPError, ValueError):
     """Shapes that do not fit an op (the message names the op and both shapes)."""
 
 
+class ArgumentError(TinygradNLPError, ValueError):
+    """A setting outside its range: a probability outside [0, 1], a negative learning
+    rate, an unknown activation or mode, an empty parameter list."""
+
+
 class TokenIdError(TinygradNLPError, IndexError):
-    """A token id that is negative, too large for the vocabulary, or not an integer."""
+    """A token id (or an index) that is negative, too large for the vocabulary (or axis),
+    or not an integer."""
 
 
 class DeviceError(TinygradNLPError, RuntimeError):

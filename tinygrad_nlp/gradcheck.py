@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import backend
-from .errors import GradcheckError
+from .errors import ArgumentError, GradcheckError
 from .tensor import Tensor, no_grad
 
 
@@ -52,14 +52,14 @@ def gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3, mode="random", n_direc
     direction), and the analytic and numerical values.
     """
     if mode not in ("random", "full"):
-        raise ValueError(f"gradcheck: mode must be 'random' or 'full', got {mode!r}")
+        raise ArgumentError(f"gradcheck: mode must be 'random' or 'full', got {mode!r}")
     inputs = list(inputs)
     checked = [i for i, t in enumerate(inputs) if isinstance(t, Tensor) and t.requires_grad]
     if not checked:
-        raise ValueError("gradcheck: no input requires a gradient")
+        raise ArgumentError("gradcheck: no input requires a gradient")
     for i in checked:
         if inputs[i].dtype != np.float64:
-            raise ValueError(f"gradcheck: input {i} is {inputs[i].dtype}; finite differences need float64")
+            raise ArgumentError(f"gradcheck: input {i} is {inputs[i].dtype}; finite differences need float64")
     label = name or getattr(fn, "__name__", "fn")
     scalar, analytic = _scalar_fn(fn, inputs, seed)
     grads = analytic()

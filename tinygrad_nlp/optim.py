@@ -10,7 +10,7 @@ import math
 
 
 from . import backend
-from .errors import CheckpointError
+from .errors import ArgumentError, CheckpointError
 
 
 _SCRATCH = ("scratch", "decayed_grad")  # per-step work buffers, not state
@@ -42,9 +42,9 @@ class Optimizer:
     def __init__(self, params, lr: float):
         self.params = [p for p in params]
         if not self.params:
-            raise ValueError(f"{type(self).__name__}: got no parameters to optimize (an empty parameter list)")
+            raise ArgumentError(f"{type(self).__name__}: got no parameters to optimize (an empty parameter list)")
         if lr < 0:
-            raise ValueError(f"{type(self).__name__}: learning rate must be >= 0, got {lr}")
+            raise ArgumentError(f"{type(self).__name__}: learning rate must be >= 0, got {lr}")
         self.lr = float(lr)
         self.step_count = 0
         self.state = [dict() for _ in self.params]

@@ -6,7 +6,7 @@ import math
 import numpy as np
 
 from .. import functional as F
-from ..errors import ShapeError
+from ..errors import ArgumentError, ShapeError
 from .layers import Dropout, LayerNorm, Linear, _uniform
 from .module import Module, ModuleList, Parameter
 
@@ -43,7 +43,7 @@ class FeedForward(Module):
 
     def __init__(self, d_model: int, d_ff: int, dropout: float = 0.0, activation: str = "relu"):
         if activation not in ("relu", "gelu"):
-            raise ValueError(f"FeedForward: activation must be 'relu' or 'gelu', got {activation!r}")
+            raise ArgumentError(f"FeedForward: activation must be 'relu' or 'gelu', got {activation!r}")
         self.activation = activation
         self.linear1 = Linear(d_model, d_ff)
         self.dropout = Dropout(dropout)

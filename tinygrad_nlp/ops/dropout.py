@@ -5,13 +5,14 @@ import math
 
 from .. import backend
 from ..backend import get_array_module
+from ..errors import ArgumentError
 from ..tensor import Function
 
 
 def check_p(p: float, what: str = "dropout") -> float:
     p = float(p)
     if not 0.0 <= p <= 1.0:
-        raise ValueError(f"{what}: probability p must be in [0, 1], got {p}")
+        raise ArgumentError(f"{what}: probability p must be in [0, 1], got {p}")
     return p
 
 

@@ -3,11 +3,19 @@ Guide: docs/backward.md#linear
 """
 from __future__ import annotations
 
+import math
+
 from ..backend import get_array_module
 from ..errors import ShapeError
 from ..tensor import Function
 from .elementwise import broadcast_shape, unbroadcast
 from .rowwise import leading_sum
+
+
+def _rows(x):
+    """The number of rows once the leading axes are flattened (explicit, as -1 is
+    ambiguous for empty arrays)."""
+    return math.prod(x.shape[:-1])
 
 
 def _swap_last(x):
@@ -35,6 +43,8 @@ class MatMul(Function):
 
     def backward(self, g):
         a, b = self.a, self.b
+        if a.ndim == 1 and b.ndim == 1:  # a dot product: y = sum a_i b_i
+            return g * b, g * a
         a2 = a[None, :] if a.ndim == 1 else a
         b2 = b[:, None] if b.ndim == 1 else b
         if a.ndim == 1:
@@ -64,15 +74,15 @@ class Linear(Function):
         if bias is not None and tuple(bias.shape) != (weight.shape[0],):
             raise ShapeError(f"linear: bias shape {tuple(bias.shape)} does not fit weight {tuple(weight.shape)}")
         self.x, self.weight, self.has_bias = x, weight, bias is not None
-        x2 = x.reshape(-1, x.shape[-1])
+        x2 = x.reshape(_rows(x), x.shape[-1])
         y = x2 @ weight.T
         if bias is not None:
             y += bias
         return y.reshape(x.shape[:-1] + (weight.shape[0],))
 
     def backward(self, g):
-        x2 = self.x.reshape(-1, self.x.shape[-1])
-        g2 = g.reshape(-1, g.shape[-1])
+        x2 = self.x.reshape(_rows(self.x), self.x.shape[-1])
+        g2 = g.reshape(x2.shape[0], g.shape[-1])
         gx = (g2 @ self.weight).reshape(self.x.shape)
         gw = g2.T @ x2
         if self.has_bias:

@@ -9,6 +9,8 @@ rows are reduced by an elementwise maximum over their columns.
 """
 from __future__ import annotations
 
+import math
+
 from ..backend import get_array_module
 
 _SHORT_ROW = 32
@@ -44,5 +46,5 @@ def row_max(x, keepdims: bool = True):
 def leading_sum(x):
     """Sum over every axis but the last (a bias or norm-weight gradient): (..., D) -> (D,)."""
     xp = get_array_module(x)
-    rows = x.reshape(-1, x.shape[-1]) if x.ndim else x.reshape(1, 1)
+    rows = x.reshape(math.prod(x.shape[:-1]), x.shape[-1]) if x.ndim else x.reshape(1, 1)
     return xp.ones(rows.shape[0], dtype=x.dtype) @ rows

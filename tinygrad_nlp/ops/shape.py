@@ -5,7 +5,7 @@ Guide: docs/backward.md#shape-ops-and-reductions
 from __future__ import annotations
 
 from ..backend import get_array_module, scatter_add_rows
-from ..errors import ShapeError
+from ..errors import ShapeError, TokenIdError
 from ..tensor import Function
 
 
@@ -79,7 +79,7 @@ class GetItem(Function):
         try:
             return x[self.index]
         except IndexError as e:
-            raise IndexError(f"getitem: index invalid for shape {tuple(x.shape)}: {e}") from None
+            raise TokenIdError(f"getitem: index invalid for shape {tuple(x.shape)}: {e}") from None
 
     def backward(self, g):
         xp = get_array_module(g)

@@ -11,6 +11,16 @@ from ..tensor import Function
 from .rowwise import row_max, row_sum
 
 
+def _check_axis(x, axis, op):
+    if not -x.ndim <= axis < x.ndim or x.shape[axis] == 0:
+        raise ShapeError(f"{op}: axis {axis} is out of range or empty for input {tuple(x.shape)}")
+
+
+def _check_classes(logits, op):
+    if logits.ndim == 0 or logits.shape[-1] == 0:
+        raise ShapeError(f"{op}: logits {tuple(logits.shape)} have no classes (the last axis is empty)")
+
+
 def _is_last(x, axis) -> bool:
     return axis == -1 or axis == x.ndim - 1
 
@@ -73,6 +83,7 @@ class Softmax(Function):
         self.axis = axis
 
     def forward(self, x):
+        _check_axis(x, self.axis, "softmax")
         e, _ = _stable_exp(x, self.axis)
         e /= _sum(e, self.axis)
         self.y = e
@@ -95,6 +106,7 @@ class LogSoftmax(Function):
 
     def forward(self, x):
         xp = get_array_module(x)
+        _check_axis(x, self.axis, "log_softmax")
         e, shift = _stable_exp(x, self.axis)
         self.y = x - (shift + xp.log(_sum(e, self.axis)))
         return self.y
@@ -141,6 +153,7 @@ class CrossEntropy(Function):
                 f"cross_entropy: logits {tuple(logits.shape)} do not fit targets {tuple(self.targets.shape)} "
                 "(expected logits (N, C) and targets (N,))"
             )
+        _check_classes(logits, "cross_entropy")
         self.logits_shape = logits.shape
         return self._softmax_nll(logits.reshape(-1, logits.shape[-1]), owned=False)
 
@@ -197,6 +210,7 @@ class LinearCrossEntropy(CrossEntropy):
                 f"linear_cross_entropy: targets {tuple(self.targets.shape)} do not fit input {tuple(x.shape)} "
                 "(expected targets (N,))"
             )
+        _check_classes(weight.T, "linear_cross_entropy")
         if bias is not None and tuple(bias.shape) != (weight.shape[0],):
             raise ShapeError(f"linear_cross_entropy: bias shape {tuple(bias.shape)} does not fit weight "
                              f"{tuple(weight.shape)}")

@@ -1,0 +1,266 @@
+"""Fuzzing: random shapes, dtypes and ids into every public op and layer.
+
+Each case compares with a NumPy reference that follows the documented contract. When
+the reference rejects the input, the op must raise a documented error (a
+``TinygradNLPError``); when the reference accepts it, the op must give the same values
+in an output of the same shape, and its backward gradients of the inputs' shapes. Any
+other exception fails the test: never an unrelated crash, never a silent wrong shape.
+"""
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import tinygrad_nlp.functional as F
+from tinygrad_nlp import Tensor, TinygradNLPError, manual_seed
+from tinygrad_nlp.models import MaskedLanguageModel, TextClassifier
+from tinygrad_nlp.nn import Embedding, LayerNorm, Linear, MultiHeadAttention, TransformerEncoderLayer
+
+dims = st.integers(0, 4)
+small_shapes = st.lists(dims, min_size=0, max_size=3).map(tuple)
+float_dtypes = st.sampled_from([np.float32, np.float64])
+
+
+class Rejected(Exception):
+    """The reference's verdict: this input breaks the documented contract."""
+
+
+def values(shape, dtype, seed):
+    return np.random.default_rng(seed).uniform(-2, 2, shape).astype(dtype)
+
+
+def run_case(ours, reference, tensors):
+    """ours() -> Tensor; reference() -> array or raises Rejected (or a NumPy error)."""
+    try:
+        expected = reference()
+    except (Rejected, ValueError, IndexError) as e:
+        with pytest.raises(TinygradNLPError):
+            ours()
+        return e
+    out = ours()
+    assert isinstance(out, Tensor), type(out)
+    assert out.shape == np.shape(expected), (out.shape, np.shape(expected))
+    tol = 1e-4 if out.dtype == np.float32 else 1e-9
+    np.testing.assert_allclose(out.numpy(), expected, rtol=tol, atol=tol)
+    if out.requires_grad:
+        out.backward(np.ones(out.shape, dtype=out.dtype))
+        for t in tensors:
+            if t.requires_grad:
+                assert t.grad is not None and t.grad.shape == t.shape, (t.shape, None if t.grad is None else t.grad.shape)
+                assert np.all(np.isfinite(t.grad))
+    return None
+
+
+BINARY = {"add": np.add, "sub": np.subtract, "mul": np.multiply, "div": np.divide}
+
+
+@given(op=st.sampled_from(sorted(BINARY)), a=small_shapes, b=small_shapes, dtype=float_dtypes, seed=st.integers(0, 99))
+def test_binary_broadcasting(op, a, b, dtype, seed):
+    x, y = values(a, dtype, seed), values(b, dtype, seed + 1) + (3 if op == "div" else 0)
+    tx, ty = Tensor(x, requires_grad=True), Tensor(y, requires_grad=True)
+    run_case(lambda: getattr(F, op)(tx, ty), lambda: BINARY[op](x, y), [tx, ty])
+
+
+@given(a=small_shapes, b=small_shapes, dtype=float_dtypes, seed=st.integers(0, 99))
+def test_matmul(a, b, dtype, seed):
+    x, y = values(a, dtype, seed), values(b, dtype, seed + 1)
+    tx, ty = Tensor(x, requires_grad=True), Tensor(y, requires_grad=True)
+
+    def reference():
+        if x.ndim == 0 or y.ndim == 0:
+            raise Rejected("scalars")
+        return x @ y
+    run_case(lambda: F.matmul(tx, ty), reference, [tx, ty])
+
+
+@given(x_shape=small_shapes, out_features=dims, in_features=dims, bias=st.booleans(), bias_len=dims,
+       dtype=float_dtypes, seed=st.integers(0, 99))
+def test_linear(x_shape, out_features, in_features, bias, bias_len, dtype, seed):
+    x = values(x_shape, dtype, seed)
+    w = values((out_features, in_features), dtype, seed + 1)
+    b = values((bias_len,), dtype, seed + 2) if bias else None
+    tensors = [Tensor(a, requires_grad=True) for a in (x, w) + ((b,) if bias else ())]
+
+    def reference():
+        if x.ndim == 0 or x.shape[-1] != in_features or (bias and bias_len != out_features):
+            raise Rejected("shapes")
+        return x @ w.T + (b if bias else 0)
+    run_case(lambda: F.linear(*tensors), reference, tensors)
+
+
+@given(ids_shape=small_shapes, vocab=st.integers(1, 6), width=dims, kind=st.sampled_from(["ok", "any", "float"]),
+       seed=st.integers(0, 99))
+def test_embedding(ids_shape, vocab, width, kind, seed):
+    rng = np.random.default_rng(seed)
+    ids = rng.integers(0 if kind == "ok" else -2, vocab + (0 if kind == "ok" else 2), ids_shape)
+    if kind == "float":
+        ids = ids.astype(np.float64)
+    w = values((vocab, width), np.float64, seed)
+    tw = Tensor(w, requires_grad=True)
+
+    def reference():
+        if ids.dtype.kind != "i" or np.any(ids < 0) or np.any(ids >= vocab):
+            raise Rejected("ids")
+        return w[ids]
+    run_case(lambda: F.embedding(ids, tw), reference, [tw])
+
+
+@given(shape=st.lists(st.integers(1, 5), min_size=1, max_size=3).map(tuple), axis=st.integers(-3, 2),
+       log=st.booleans(), dtype=float_dtypes, scale=st.sampled_from([1.0, 1e4]), seed=st.integers(0, 99))
+def test_softmax(shape, axis, log, dtype, scale, seed):
+    x = values(shape, dtype, seed) * dtype(scale)
+    tx = Tensor(x, requires_grad=True)
+
+    def reference():
+        if not -x.ndim <= axis < x.ndim:
+            raise Rejected("axis")
+        z = x.astype(np.float64) - x.max(axis=axis, keepdims=True)
+        lse = np.log(np.exp(z).sum(axis=axis, keepdims=True))
+        return (z - lse if log else np.exp(z - lse)).astype(dtype)
+    run_case(lambda: (F.log_softmax if log else F.softmax)(tx, axis=axis), reference, [tx])
+
+
+def cross_entropy_reference(logits, targets, ignore_index=-100):
+    if logits.ndim != 2 or targets.shape != logits.shape[:1]:
+        raise Rejected("shapes")
+    if targets.dtype.kind != "i":
+        raise Rejected("dtype")
+    scored = targets != ignore_index
+    if np.any((targets[scored] < 0) | (targets[scored] >= logits.shape[1])):
+        raise Rejected("target range")
+    if logits.shape[1] == 0:
+        raise Rejected("no classes")
+    z = logits.astype(np.float64)
+    z = z - z.max(1, keepdims=True)
+    nll = np.log(np.exp(z).sum(1)) - z[np.arange(len(z)), np.where(scored, targets, 0)]
+    return np.asarray((nll * scored).sum() / max(scored.sum(), 1), dtype=logits.dtype)
+
+
+@given(n=dims, c=dims, n_targets=dims, low=st.sampled_from([-100, -1, 0]), float_targets=st.booleans(),
+       dtype=float_dtypes, seed=st.integers(0, 99))
+def test_cross_entropy(n, c, n_targets, low, float_targets, dtype, seed):
+    rng = np.random.default_rng(seed)
+    logits = values((n, c), dtype, seed)
+    targets = rng.integers(low, c + 1, n_targets)
+    if low == -100:
+        targets = np.where(rng.random(n_targets) < 0.5, -100, rng.integers(0, max(c, 1), n_targets))
+    if float_targets:
+        targets = targets.astype(np.float32)
+    tx = Tensor(logits, requires_grad=True)
+    run_case(lambda: F.cross_entropy(tx, targets), lambda: cross_entropy_reference(logits, targets), [tx])
+
+
+@given(n=dims, d=dims, c=dims, n_targets=dims, bias=st.booleans(), dtype=float_dtypes, seed=st.integers(0, 99))
+def test_linear_cross_entropy(n, d, c, n_targets, bias, dtype, seed):
+    rng = np.random.default_rng(seed)
+    x, w, b = values((n, d), dtype, seed), values((c, d), dtype, seed + 1), values((c,), dtype, seed + 2)
+    targets = np.where(rng.random(n_targets) < 0.3, -100, rng.integers(0, c + 1, n_targets))
+    tensors = [Tensor(a, requires_grad=True) for a in (x, w) + ((b,) if bias else ())]
+
+    def reference():
+        if targets.shape != (n,):
+            raise Rejected("targets")
+        return cross_entropy_reference(x @ w.T + (b if bias else 0), targets)
+    run_case(lambda: F.linear_cross_entropy(tensors[0], tensors[1], targets, bias=tensors[2] if bias else None),
+             reference, tensors)
+
+
+@given(x_shape=small_shapes, w_len=dims, b_len=dims, constant=st.booleans(), dtype=float_dtypes,
+       seed=st.integers(0, 99))
+def test_layer_norm(x_shape, w_len, b_len, constant, dtype, seed):
+    x = values(x_shape, dtype, seed)
+    if constant:
+        x = np.full(x_shape, dtype(1e4), dtype=dtype)  # zero variance, large offset
+    w, b = values((w_len,), dtype, seed + 1), values((b_len,), dtype, seed + 2)
+    tensors = [Tensor(a, requires_grad=True) for a in (x, w, b)]
+
+    def reference():
+        if x.ndim == 0 or w_len != x.shape[-1] or b_len != x.shape[-1]:
+            raise Rejected("shapes")
+        if x.shape[-1] == 0:
+            return x.copy()
+        z = x.astype(np.float64)
+        c = z - z.mean(-1, keepdims=True)
+        return (c / np.sqrt((c * c).mean(-1, keepdims=True) + 1e-5) * w + b).astype(dtype)
+    run_case(lambda: F.layer_norm(*tensors), reference, tensors)
+
+
+@given(shape=small_shapes, p=st.sampled_from([-0.5, 0.0, 0.3, 1.0, 1.5]), training=st.booleans(), seed=st.integers(0, 99))
+def test_dropout(shape, p, training, seed):
+    x = values(shape, np.float64, seed)
+    tx = Tensor(x, requires_grad=True)
+
+    def ours():
+        manual_seed(seed)
+        return F.dropout(tx, p, training=training)
+
+    def reference():
+        if not 0 <= p <= 1:
+            raise Rejected("p")
+        if not training or p == 0:
+            return x
+        out = ours().numpy()  # the mask is random: check the documented form instead of values
+        kept = out != 0
+        np.testing.assert_allclose(out[kept], (x / (1 - p))[kept] if p < 1 else out[kept])
+        return out
+    run_case(ours, reference, [tx])
+
+
+@given(B=st.integers(0, 3), H=st.integers(1, 3), Tq=st.integers(0, 4), Tk=st.integers(0, 4), Dh=st.integers(1, 3),
+       k_heads=st.integers(1, 3), mask_kind=st.sampled_from(["none", "padding", "wrong", "all_masked"]),
+       dtype=float_dtypes, seed=st.integers(0, 99))
+def test_attention(B, H, Tq, Tk, Dh, k_heads, mask_kind, dtype, seed):
+    rng = np.random.default_rng(seed)
+    q, k, v = (values(s, dtype, seed + i) for i, s in enumerate([(B, H, Tq, Dh), (B, k_heads, Tk, Dh), (B, k_heads, Tk, Dh)]))
+    mask = {"none": None, "padding": rng.random((B, Tk)) < 0.7, "wrong": np.ones((B + 1, Tk + 1), dtype=bool),
+            "all_masked": np.zeros((B, Tk), dtype=bool)}[mask_kind]
+    tensors = [Tensor(a, requires_grad=True) for a in (q, k, v)]
+
+    def reference():
+        if k_heads != H or Tk == 0 or mask_kind == "wrong":
+            raise Rejected("shapes")
+        s = (q @ k.swapaxes(-1, -2)).astype(np.float64) / np.sqrt(Dh)
+        allowed = np.ones(s.shape, dtype=bool) if mask is None else np.broadcast_to(mask[:, None, None, :], s.shape)
+        s = np.where(allowed, s, -np.inf)
+        row_max = np.where(allowed.any(-1, keepdims=True), s.max(-1, keepdims=True, initial=-np.inf), 0)
+        e = np.exp(s - row_max)
+        p = e / np.maximum(e.sum(-1, keepdims=True), 1e-300)
+        return (p @ v).astype(dtype)
+    run_case(lambda: F.scaled_dot_product_attention(*tensors, mask=mask), reference, tensors)
+
+
+@settings(max_examples=15, deadline=None)
+@given(B=st.integers(1, 3), T=st.integers(1, 5), width=st.integers(1, 9), heads=st.integers(1, 4),
+       seq_len=st.integers(1, 7), vocab=st.integers(5, 9), bad_id=st.booleans(), norm_first=st.booleans(),
+       seed=st.integers(0, 99))
+def test_layers_and_models(B, T, width, heads, seq_len, vocab, bad_id, norm_first, seed):
+    """Layers and both models on random sizes: a result of the right shape with finite
+    gradients, or a documented error (width not divisible by heads, a sequence longer
+    than max_len, an id outside the vocabulary)."""
+    manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    ids = rng.integers(0, vocab + (3 if bad_id else 0), (B, seq_len))
+    x = Tensor(values((B, T, width), np.float32, seed), requires_grad=True)
+    valid_width = width % heads == 0
+    cases = [
+        (lambda: Linear(width, 3)(x), (B, T, 3), True),
+        (lambda: LayerNorm(width)(x), (B, T, width), True),
+        (lambda: Embedding(vocab, width)(ids), (B, seq_len, width), not np.any(ids >= vocab)),
+        (lambda: MultiHeadAttention(width, heads)(x, np.ones((B, T), dtype=bool)), (B, T, width), valid_width),
+        (lambda: TransformerEncoderLayer(width, heads, 8, 0.1, norm_first)(x), (B, T, width), valid_width),
+        (lambda: MaskedLanguageModel(vocab, width, heads, 8, 1, max_len=T)(ids), (B, seq_len, vocab),
+         valid_width and seq_len <= T and not np.any(ids >= vocab)),
+        (lambda: TextClassifier(vocab, 2, width, heads, 8, 1, max_len=T)(ids, rng.random((B, seq_len)) < 0.8),
+         (B, 2), valid_width and seq_len <= T and not np.any(ids >= vocab)),
+    ]
+    for make, shape, valid in cases:
+        if not valid:
+            with pytest.raises(TinygradNLPError):
+                make()
+            continue
+        out = make()
+        assert out.shape == shape
+        assert np.all(np.isfinite(out.numpy()))
+        out.sum().backward()
+        assert x.grad is None or (x.grad.shape == x.shape and np.all(np.isfinite(x.grad)))
+        x.grad = None
