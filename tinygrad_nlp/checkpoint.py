@@ -30,9 +30,25 @@ def _checksum(arrays: dict) -> str:
     return digest.hexdigest()
 
 
+def _sync_folder(folder) -> None:
+    """Make the rename itself durable (POSIX; a no-op where folders cannot be opened)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
 def save(path, model, optimizer=None, **extra) -> None:
     """Write ``model`` (and ``optimizer``) to ``path`` via a temporary file in the same
-    folder and an atomic rename: an interrupted save leaves the previous file intact.
+    folder and an atomic rename: an interrupted save leaves the previous file intact
+    (a process killed outright may leave its ``.tmp-*.npz`` file behind, never a
+    half-written ``path``).
     ``extra`` values must be JSON-serialisable (step, seed, RNG state, ...)."""
     path = os.fspath(path)
     arrays = {f"model/{k}": v for k, v in model.state_dict().items()}
@@ -55,6 +71,7 @@ def save(path, model, optimizer=None, **extra) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+        _sync_folder(folder)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
@@ -84,7 +101,10 @@ def load(path, model, optimizer=None) -> dict:
     meta, arrays = read(path)
     if meta["model_class"] != type(model).__name__:
         raise CheckpointError(f"checkpoint {os.fspath(path)!r} holds a {meta['model_class']}, not a {type(model).__name__}")
-    model.load_state_dict({k[len("model/"):]: v for k, v in arrays.items() if k.startswith("model/")})
+    try:
+        model.load_state_dict({k[len("model/"):]: v for k, v in arrays.items() if k.startswith("model/")})
+    except CheckpointError as e:
+        raise CheckpointError(f"checkpoint {os.fspath(path)!r}: {e}") from None
     if optimizer is not None:
         state = meta.get("optimizer")
         if state is None:

@@ -30,8 +30,14 @@ class LayerNorm(Function):
                 f"{tuple(weight.shape)} and bias is {tuple(bias.shape)}"
             )
         xp = get_array_module(x, weight, bias)
-        mean = row_mean(x)
-        centred = x - mean
+        # Shifted by each row's first value before averaging, so a constant row centres
+        # to exact zeros (its output is exactly the bias, even at 1e4 in float32) and
+        # large offsets do not cost the variance its precision.
+        shift = x[..., :1]
+        centred = x - shift
+        offset = row_mean(centred)
+        centred -= offset
+        mean = shift + offset
         var = row_mean(xp.square(centred))
         rstd = 1.0 / xp.sqrt(var + self.eps)
         self.x, self.weight, self.mean, self.rstd = x, weight, mean, rstd
