@@ -172,9 +172,12 @@ def memory_table(args, names):
             continue
         results[name] = json.loads(out.stdout.strip().splitlines()[-1])["step_mib"]
     ref = results.get("tinygrad_nlp")
+    print(f"  {'contender':34} {'step MiB':>12} {'ours/this':>9}")
     for name, mib in results.items():
         ratio = f"{ref / mib:9.2f}" if ref is not None and mib > 0 else ""
         print(f"  {name:34} {mib:8.0f} MiB {ratio}")
+    if not results:
+        print("  (no figures: needs Linux /proc for the CPU, or a GPU)")
     return results
 
 

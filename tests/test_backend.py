@@ -27,12 +27,14 @@ def test_manual_seed_reproduces_random_numbers():
     np.testing.assert_array_equal(a, backend.uniform(np, (4,), np.float32))
 
 
-def test_scatter_add_rows(rng):
-    ids = rng.integers(0, 9, 50)
-    vals = rng.standard_normal((50, 3))
-    expected = np.zeros((9, 3))
+@pytest.mark.parametrize("n,rows", [(50, 9), (50, 1000), (1, 3), (7, 7)])
+def test_scatter_add_rows(n, rows, rng):
+    """Ids that repeat (summed) and ids that occur once (copied), mixed, as np.add.at."""
+    ids = rng.integers(0, rows, n)
+    vals = rng.standard_normal((n, 3))
+    expected = np.zeros((rows, 3))
     np.add.at(expected, ids, vals)
-    np.testing.assert_allclose(backend.scatter_add_rows(9, ids, vals), expected, atol=1e-12)
+    np.testing.assert_allclose(backend.scatter_add_rows(rows, ids, vals), expected, atol=1e-12)
 
 
 class _FakeCupyArray:

@@ -29,7 +29,10 @@ CASES = {
     "embedding": (lambda c, w: F.embedding(c["ids"], w), [(5, 3)]),
     "softmax": (lambda c, x: F.softmax(x) * F.log_softmax(x, axis=0), [(6, 5)]),
     "cross_entropy": (lambda c, x: F.cross_entropy(x, c["targets"]), [(6, 5)]),
+    "linear_cross_entropy": (lambda c, x, w, b: F.linear_cross_entropy(x, w, c["targets"], bias=b),
+                             [(6, 4), (5, 4), (5,)]),
     "layer_norm": (lambda c, x, w, b: F.layer_norm(x, w, b), [(2, 3, 8), (8,), (8,)]),
+    "self_attention": (lambda c, x: F.self_attention(x, 2, mask=c["mask"]), [(2, 3, 12)]),
     "attention": (lambda c, q, k, v: F.scaled_dot_product_attention(q, k, v, mask=c["mask"]), [(2, 2, 3, 4)] * 3),
 }
 
