@@ -25,7 +25,7 @@ import numpy as np
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 import tinygrad_nlp.functional as F  # noqa: E402
-from tinygrad_nlp import Tensor, backend, manual_seed  # noqa: E402
+from tinygrad_nlp import Tensor, TinygradNLPError, backend, manual_seed  # noqa: E402
 
 SHAPES = {
     "mlm": dict(batch=128, seq=20, d=128, heads=8, ff=512, vocab=40000, scored=384, classes=40000, dropout=0.1),
@@ -245,4 +245,7 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except TinygradNLPError as e:  # e.g. --device cuda without CuPy: one line, no traceback
+        sys.exit(f"error: {e}")

@@ -22,7 +22,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import train_step  # noqa: E402
-from tinygrad_nlp import backend  # noqa: E402
+from tinygrad_nlp import TinygradNLPError, backend  # noqa: E402
 
 SWEEPS = {"batch": [16, 32, 64, 128, 256], "seq": [10, 20, 40, 80, 160], "d": [64, 128, 256, 512]}
 LABELS = {"batch": "batch size", "seq": "sequence length", "d": "width (d_model; heads = d / 16, ff = 4 d)"}
@@ -109,4 +109,7 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except TinygradNLPError as e:  # e.g. --device cuda without CuPy: one line, no traceback
+        sys.exit(f"error: {e}")

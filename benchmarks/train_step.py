@@ -24,7 +24,7 @@ import numpy as np
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 import tinygrad_nlp.functional as F  # noqa: E402
-from tinygrad_nlp import backend, manual_seed  # noqa: E402
+from tinygrad_nlp import TinygradNLPError, backend, manual_seed  # noqa: E402
 from tinygrad_nlp.models import MaskedLanguageModel, TextClassifier  # noqa: E402
 from tinygrad_nlp.optim import Adam  # noqa: E402
 
@@ -235,4 +235,7 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except TinygradNLPError as e:  # e.g. --device cuda without CuPy: one line, no traceback
+        sys.exit(f"error: {e}")

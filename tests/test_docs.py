@@ -24,3 +24,15 @@ def test_check_commands_print_what_the_guide_says(name):
     assert result.returncode == 0 and result.stdout.strip() == expected, result.stdout + result.stderr
     guide = open(os.path.join(ROOT, "docs", "backward.md"), encoding="utf-8").read()
     assert f"python docs/check.py {name}" in guide or name.startswith("encoder")
+
+
+@pytest.mark.parametrize("script", ["train_step.py", "ops.py", "scaling.py"])
+def test_benchmarks_have_help_and_refuse_an_unusable_device_in_one_line(script):
+    path = os.path.join(ROOT, "benchmarks", script)
+    result = subprocess.run([sys.executable, path, "--help"], capture_output=True, text=True)
+    assert result.returncode == 0 and "--device" in result.stdout
+    from tinygrad_nlp import backend
+    if not backend.cuda_available():
+        result = subprocess.run([sys.executable, path, "--device", "cuda"], capture_output=True, text=True)
+        assert result.returncode == 1 and "Traceback" not in result.stderr
+        assert result.stderr.strip().count("\n") == 0 and "CuPy" in result.stderr
