@@ -44,7 +44,8 @@ def make_inputs(op, s, rng):
         return rng.standard_normal(shape).astype(np.float32)
     pad = np.arange(T)[None] < rng.integers(T // 2, T + 1, (B, 1))
     if op == "embedding":
-        return [f32(s["vocab"], D)], dict(ids=rng.integers(0, s["vocab"], (B, T))), f"ids ({B}, {T}), table ({s['vocab']}, {D})"
+        return [f32(s["vocab"], D)], dict(ids=rng.integers(0, s["vocab"], (B, T))), \
+            f"ids ({B}, {T}), table ({s['vocab']}, {D})"
     if op == "linear":
         return [f32(N, D), f32(s["ff"], D), f32(s["ff"])], {}, f"({N}, {D}) -> {s['ff']}"
     if op == "softmax":
@@ -53,7 +54,8 @@ def make_inputs(op, s, rng):
         return [f32(s["scored"], s["classes"])], dict(targets=rng.integers(0, s["classes"], s["scored"])), \
             f"logits ({s['scored']}, {s['classes']})"
     if op == "linear_cross_entropy":
-        return [f32(s["scored"], D), f32(s["classes"], D) * 0.1], dict(targets=rng.integers(0, s["classes"], s["scored"])), \
+        targets = rng.integers(0, s["classes"], s["scored"])
+        return [f32(s["scored"], D), f32(s["classes"], D) * 0.1], dict(targets=targets), \
             f"({s['scored']}, {D}) x ({s['classes']}, {D})"
     if op == "layer_norm":
         return [f32(N, D), f32(D), f32(D)], {}, f"({N}, {D})"
@@ -191,7 +193,8 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", choices=["cpu", "cuda", "all"], default="all",
                    help="backend; 'all' is cpu plus cuda when a GPU is usable (all)")
-    p.add_argument("--shapes", choices=["mlm", "classifier", "all"], default="all", help="which tutorial's shapes (all)")
+    p.add_argument("--shapes", choices=["mlm", "classifier", "all"], default="all",
+                   help="which tutorial's shapes (all)")
     p.add_argument("--only", default="", help=f"comma-separated subset of: {', '.join(OPS)}")
     p.add_argument("--torch", action="store_true", help="also time PyTorch on the same inputs, alternating")
     p.add_argument("--repeats", type=int, default=20, help="timed runs per contender (20)")

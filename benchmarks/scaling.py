@@ -95,7 +95,8 @@ def main(argv=None):
             c = config_for(base, axis, value)
             ms = run_point(c, args.device, args.torch, args.repeats)
             tokens = c["batch"] * c["seq"]
-            line = f"{axis}={value:<4} ours {ms['tinygrad_nlp']:8.1f} ms ({tokens / ms['tinygrad_nlp'] * 1000:8,.0f} tokens/s)"
+            ours_ms = ms["tinygrad_nlp"]
+            line = f"{axis}={value:<4} ours {ours_ms:8.1f} ms ({tokens / ours_ms * 1000:8,.0f} tokens/s)"
             if args.torch:
                 line += f"   torch {ms['torch']:8.1f} ms   ratio {ms['tinygrad_nlp'] / ms['torch']:.2f}"
             print(line, flush=True)

@@ -222,14 +222,16 @@ def main(argv=None):
     flops = flops_per_step(c, scored)
     tokens = c["batch"] * c["seq"]
     print(f"{args.config} training step on {args.device}: {c}")
-    print(f"matmul peak (2048^2 float32): {peak:.1f} GFLOP/s; step matmul work {flops / 1e9:.2f} GFLOP (head on scored positions)")
+    print(f"matmul peak (2048^2 float32): {peak:.1f} GFLOP/s; "
+          f"step matmul work {flops / 1e9:.2f} GFLOP (head on scored positions)")
     ref = np.median(times["tinygrad_nlp"])
     print(f"{'contender':34} {'median ms':>10} {'tokens/s':>10} {'GFLOP/s':>8} {'% peak':>7} {'ours/this':>9}")
     for k, ts in times.items():
         m = np.median(ts)
         gflops = flops / m / 1e9
         print(f"{k:34} {m * 1000:10.1f} {tokens / m:10,.0f} {gflops:8.1f} {100 * gflops / peak:6.1f}% {ref / m:9.2f}")
-    print(f"peak resident memory of this process (all contenders): {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
+    peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"peak resident memory of this process (all contenders): {peak_rss:.0f} MiB")
     if args.memory:
         memory_table(args, list(contenders))
 

@@ -137,7 +137,9 @@ def test_self_attention_equals_split_heads(B, T, H, Dh, padded, p, seed):
         mask[0] = False  # one example fully padded
     g = rng.standard_normal((B, T, H * Dh))
     results = []
-    for fn in (lambda x: F.self_attention(x, H, mask=mask, dropout_p=p), lambda x: split_heads_reference(x, H, mask=mask, dropout_p=p)):
+    packed = lambda x: F.self_attention(x, H, mask=mask, dropout_p=p)  # noqa: E731
+    split = lambda x: split_heads_reference(x, H, mask=mask, dropout_p=p)  # noqa: E731
+    for fn in (packed, split):
         manual_seed(seed)
         qkv.grad = None
         out = fn(qkv)
@@ -148,7 +150,8 @@ def test_self_attention_equals_split_heads(B, T, H, Dh, padded, p, seed):
 
 
 def test_self_attention_shape_errors():
-    with pytest.raises(ShapeError, match=r"self_attention: input \(2, 3, 10\) must be \(B, T, 3 \* n_heads \* head_dim\) with n_heads=2"):
+    with pytest.raises(ShapeError, match=r"self_attention: input \(2, 3, 10\) must be \(B, T, 3 \* n_heads \* "
+                                         r"head_dim\) with n_heads=2"):
         F.self_attention(Tensor(np.zeros((2, 3, 10))), 2)
     with pytest.raises(ShapeError, match=r"self_attention: input \(3, 12\)"):
         F.self_attention(Tensor(np.zeros((3, 12))), 2)
@@ -162,7 +165,8 @@ def test_blocks_of_the_batch_give_the_same_result(mask_kind, rng, monkeypatch):
     from tinygrad_nlp.ops import attention
     q, k, v = qkv(rng, B=4, H=2, T=4, D=3)
     mask = {"none": None, "padding": rng.random((4, 4)) < 0.7, "square_2d": np.tril(np.ones((4, 4), dtype=bool)),
-            "causal_4d": np.tril(np.ones((1, 1, 4, 4), dtype=bool)), "additive": rng.standard_normal((4, 1, 4, 4))}[mask_kind]
+            "causal_4d": np.tril(np.ones((1, 1, 4, 4), dtype=bool)),
+            "additive": rng.standard_normal((4, 1, 4, 4))}[mask_kind]
     g = rng.standard_normal((4, 2, 4, 3))
     results = []
     for block_bytes in (1 << 18, 1):
