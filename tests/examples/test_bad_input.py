@@ -72,20 +72,16 @@ CLASSIFY_CASES = {
 }
 
 
-@pytest.mark.skipif(backend.cuda_available(), reason="a GPU is present: --device cuda is valid")
-@pytest.mark.parametrize("case", sorted(MLM_CASES))
-def test_mlm_script_bad_input(case, files, tmp_path):
-    args, fragments = MLM_CASES[case]
-    args = [a.format(d=files) for a in args]
-    assert_one_line_error(run_script("mlm.py", *MLM_TINY, *args, "--out", tmp_path), *fragments)
+SCRIPT_CASES = [("mlm.py", MLM_TINY, MLM_CASES[name], name) for name in sorted(MLM_CASES)] + \
+    [("classify.py", CLASSIFY_TINY, CLASSIFY_CASES[name], name) for name in sorted(CLASSIFY_CASES)]
 
 
 @pytest.mark.skipif(backend.cuda_available(), reason="a GPU is present: --device cuda is valid")
-@pytest.mark.parametrize("case", sorted(CLASSIFY_CASES))
-def test_classify_script_bad_input(case, files, tmp_path):
-    args, fragments = CLASSIFY_CASES[case]
+@pytest.mark.parametrize("script,tiny,case,name", SCRIPT_CASES, ids=[f"{c[0]}: {c[3]}" for c in SCRIPT_CASES])
+def test_script_bad_input(script, tiny, case, name, files, tmp_path):
+    args, fragments = case
     args = [a.format(d=files) for a in args]
-    assert_one_line_error(run_script("classify.py", *CLASSIFY_TINY, *args, "--out", tmp_path), *fragments)
+    assert_one_line_error(run_script(script, *tiny, *args, "--out", tmp_path), *fragments)
 
 
 def poison_after(n_calls, function):
@@ -123,3 +119,22 @@ def test_classify_divergence_keeps_last_good_checkpoint(tmp_path, monkeypatch, c
     assert checkpoint.read(tmp_path / "model.npz")[0]["extra"]["epoch"] == 1
     model = checkpoint.load_model(tmp_path / "model.npz")
     assert all(np.all(np.isfinite(p.data)) for p in model.parameters())
+
+
+def test_mlm_never_saves_non_finite_weights(tmp_path, monkeypatch, capsys):
+    """Weights that turn NaN while the loss was still finite are caught at the next
+    save, which is refused: the checkpoint on disk stays the last good one."""
+    from tinygrad_nlp.optim import Adam
+    original, calls = Adam.step, {"n": 0}
+
+    def step(self):
+        original(self)
+        calls["n"] += 1
+        if calls["n"] == 6:  # after step 6's update, before its save
+            self.params[0].data[...] = np.nan
+    monkeypatch.setattr(Adam, "step", step)
+    ckpt = tmp_path / "ckpt.npz"
+    assert mlm.main(MLM_TINY + ["--out", str(tmp_path), "--checkpoint", str(ckpt), "--save-every", "3"]) == 1
+    message = capsys.readouterr().err.strip()
+    assert "is not finite after step 6" in message and f"the last good checkpoint is {ckpt}" in message
+    assert checkpoint.read(ckpt)[0]["extra"]["step"] == 3
