@@ -14,18 +14,19 @@ Contenders alternate within each repeat; the figures are medians.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
 import sys
-import time
 
 import numpy as np
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+from common import run_cli, time_alternating  # noqa: E402  (puts the repository on the path)
 import tinygrad_nlp.functional as F  # noqa: E402
-from tinygrad_nlp import Tensor, TinygradNLPError, backend, manual_seed  # noqa: E402
+from tinygrad_nlp import Tensor, backend, manual_seed  # noqa: E402
 
 SHAPES = {
     "mlm": dict(batch=128, seq=20, d=128, heads=8, ff=512, vocab=40000, scored=384, classes=40000, dropout=0.1),
@@ -70,6 +71,32 @@ def make_inputs(op, s, rng):
     raise ValueError(op)
 
 
+def upstream_gradient(shape):
+    return np.random.default_rng(1).standard_normal(shape).astype(np.float32)
+
+
+def timers(fn, inputs, sync, upstream_like, forward_context):
+    """forward() and forward_backward() runs of ``fn(*inputs)`` for either framework;
+    a non-scalar output gets one fixed random upstream gradient (``upstream_like``)."""
+    upstream = {}
+
+    def forward():
+        with forward_context():
+            fn(*inputs)
+        sync()
+
+    def forward_backward():
+        for t in inputs:
+            t.grad = None
+        out = fn(*inputs)
+        shape = tuple(out.shape)
+        if shape and shape not in upstream:
+            upstream[shape] = upstream_like(shape)
+        out.backward(upstream.get(shape))
+        sync()
+    return forward, forward_backward
+
+
 def ours(op, arrays, extra, device):
     xp = backend.xp_for(device)
     inputs = [Tensor(xp.asarray(a), requires_grad=True) for a in arrays]
@@ -85,26 +112,11 @@ def ours(op, arrays, extra, device):
         "attention": lambda q, k, v: F.scaled_dot_product_attention(q, k, v, mask=extra["mask"], dropout_p=extra["p"]),
         "self_attention": lambda x: F.self_attention(x, extra["heads"], mask=extra["mask"], dropout_p=extra["p"]),
     }
-    fn = calls[op]
-    upstream = {}
 
     def sync():
         if device == "cuda":
             xp.cuda.Device().synchronize()
-
-    def forward():
-        fn(*inputs)
-        sync()
-
-    def forward_backward():
-        for t in inputs:
-            t.grad = None
-        out = fn(*inputs)
-        if out.size != 1 and "g" not in upstream:
-            upstream["g"] = xp.asarray(np.random.default_rng(1).standard_normal(out.shape).astype(np.float32))
-        out.backward(upstream.get("g"))
-        sync()
-    return forward, forward_backward
+    return timers(calls[op], inputs, sync, lambda shape: xp.asarray(upstream_gradient(shape)), contextlib.nullcontext)
 
 
 def theirs(op, arrays, extra, device):
@@ -132,42 +144,12 @@ def theirs(op, arrays, extra, device):
         "attention": attention,
         "self_attention": self_attention,
     }
-    fn = calls[op]
-    upstream = {}
 
     def sync():
         if dev == "cuda":
             torch.cuda.synchronize()
-
-    def forward():
-        with torch.no_grad():
-            fn(*inputs)
-        sync()
-
-    def forward_backward():
-        for t in inputs:
-            t.grad = None
-        out = fn(*inputs)
-        if out.numel() != 1 and "g" not in upstream:
-            upstream["g"] = torch.tensor(np.random.default_rng(1).standard_normal(tuple(out.shape)).astype(np.float32),
-                                         device=dev)
-        out.backward(upstream.get("g"))
-        sync()
-    return forward, forward_backward
-
-
-def time_alternating(contenders, repeats, warmup):
-    """{name: median seconds}, running each contender once per round."""
-    for fn in contenders.values():
-        for _ in range(warmup):
-            fn()
-    times = {k: [] for k in contenders}
-    for _ in range(repeats):
-        for k, fn in contenders.items():
-            start = time.perf_counter()
-            fn()
-            times[k].append(time.perf_counter() - start)
-    return {k: float(np.median(v)) for k, v in times.items()}
+    return timers(calls[op], inputs, sync, lambda shape: torch.tensor(upstream_gradient(shape), device=dev),
+                  torch.no_grad)
 
 
 def machine():
@@ -230,7 +212,8 @@ def main(argv=None):
                 if args.torch:
                     t_fwd, t_fwd_bwd = theirs(op, arrays, extra, device)
                     contenders.update(torch_fwd=t_fwd, torch_fwd_bwd=t_fwd_bwd)
-                median = time_alternating(contenders, args.repeats, args.warmup)
+                median = {k: float(np.median(v))
+                          for k, v in time_alternating(contenders, args.repeats, args.warmup).items()}
                 row = dict(op=op, shapes=shape_name, device=device, inputs=described,
                            **{f"{k}_ms": 1000 * v for k, v in median.items()})
                 line = f"{op:21} {shape_name:8} {device:6} {row['fwd_ms']:8.2f} {row['fwd_bwd_ms']:10.2f}"
@@ -248,7 +231,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except TinygradNLPError as e:  # e.g. --device cuda without CuPy: one line, no traceback
-        sys.exit(f"error: {e}")
+    run_cli(main)

@@ -15,14 +15,14 @@ import argparse
 import json
 import os
 import sys
-import time
 
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import train_step  # noqa: E402
-from tinygrad_nlp import TinygradNLPError, backend  # noqa: E402
+from common import run_cli, time_alternating  # noqa: E402
+from tinygrad_nlp import backend  # noqa: E402
 
 SWEEPS = {"batch": [16, 32, 64, 128, 256], "seq": [10, 20, 40, 80, 160], "d": [64, 128, 256, 512]}
 LABELS = {"batch": "batch size", "seq": "sequence length", "d": "width (d_model; heads = d / 16, ff = 4 d)"}
@@ -39,14 +39,7 @@ def run_point(c, device, with_torch, repeats):
     contenders = {"tinygrad_nlp": train_step.ours(c, device, "mlm")}
     if with_torch:
         contenders["torch"] = train_step.torch_step(c, device, "mlm", full_head=False)
-    for step in contenders.values():
-        step()
-    times = {k: [] for k in contenders}
-    for _ in range(repeats):
-        for k, step in contenders.items():
-            start = time.perf_counter()
-            step()
-            times[k].append(time.perf_counter() - start)
+    times = time_alternating(contenders, repeats, warmup=1)
     return {k: 1000 * float(np.median(v)) for k, v in times.items()}
 
 
@@ -110,7 +103,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except TinygradNLPError as e:  # e.g. --device cuda without CuPy: one line, no traceback
-        sys.exit(f"error: {e}")
+    run_cli(main)

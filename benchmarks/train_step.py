@@ -21,10 +21,12 @@ import time
 
 import numpy as np
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from common import run_cli, time_alternating  # noqa: E402  (puts the repository on the path)
 
 import tinygrad_nlp.functional as F  # noqa: E402
-from tinygrad_nlp import TinygradNLPError, backend, manual_seed  # noqa: E402
+from tinygrad_nlp import backend, manual_seed  # noqa: E402
 from tinygrad_nlp.models import MaskedLanguageModel, TextClassifier  # noqa: E402
 from tinygrad_nlp.optim import Adam  # noqa: E402
 
@@ -119,6 +121,18 @@ def torch_step(c, device, name, full_head):
     return step
 
 
+def contender_makers(c, device, config, with_torch):
+    """{name: function building that contender's step}: ours, then PyTorch (for the MLM
+    both as the tutorial writes it and with the head on the scored positions only)."""
+    makers = {"tinygrad_nlp": lambda: ours(c, device, config)}
+    if with_torch and config == "mlm":
+        makers["torch (head on all positions)"] = lambda: torch_step(c, device, config, True)
+        makers["torch (head on scored only)"] = lambda: torch_step(c, device, config, False)
+    elif with_torch:
+        makers["torch"] = lambda: torch_step(c, device, config, True)
+    return makers
+
+
 def _proc_status_mib(field):
     with open("/proc/self/status") as f:
         for line in f:
@@ -131,11 +145,7 @@ def measure_memory(c, device, config, name, steps):
     """Run one contender alone (in a fresh process) and return its step memory (MiB):
     the peak during ``steps`` training steps minus the memory held after the model was
     built, which covers gradients, optimizer state and activations."""
-    makers = {"tinygrad_nlp": lambda: ours(c, device, config),
-              "torch (head on all positions)": lambda: torch_step(c, device, config, True),
-              "torch (head on scored only)": lambda: torch_step(c, device, config, False),
-              "torch": lambda: torch_step(c, device, config, True)}
-    step = makers[name]()
+    step = contender_makers(c, device, config, with_torch=True)[name]()
     if device == "cuda":
         if name == "tinygrad_nlp":
             pool = backend.xp_for("cuda").get_default_memory_pool()
@@ -199,23 +209,8 @@ def main(argv=None):
         import json
         print(json.dumps({"step_mib": measure_memory(c, args.device, args.config, args.memory_of, args.memory_steps)}))
         return
-    contenders = {"tinygrad_nlp": ours(c, args.device, args.config)}
-    if args.torch:
-        import torch
-        if args.config == "mlm":
-            contenders["torch (head on all positions)"] = torch_step(c, args.device, args.config, True)
-            contenders["torch (head on scored only)"] = torch_step(c, args.device, args.config, False)
-        else:
-            contenders["torch"] = torch_step(c, args.device, args.config, True)
-    for step in contenders.values():
-        for _ in range(args.warmup):
-            step()
-    times = {k: [] for k in contenders}
-    for _ in range(args.repeats):  # alternate, so drift in machine load hits every contender alike
-        for k, step in contenders.items():
-            t = time.perf_counter()
-            step()
-            times[k].append(time.perf_counter() - t)
+    contenders = {name: make() for name, make in contender_makers(c, args.device, args.config, args.torch).items()}
+    times = time_alternating(contenders, args.repeats, args.warmup)
     xp = backend.xp_for(args.device)
     peak = matmul_peak(xp, args.device)
     scored = int(0.15 * c["batch"] * c["seq"]) if args.config == "mlm" else c["batch"]
@@ -237,7 +232,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except TinygradNLPError as e:  # e.g. --device cuda without CuPy: one line, no traceback
-        sys.exit(f"error: {e}")
+    run_cli(main)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import math
 
-from ..backend import get_array_module
 from ..errors import ShapeError
 from ..tensor import Function
 from .elementwise import broadcast_shape, unbroadcast

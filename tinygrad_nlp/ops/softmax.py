@@ -199,7 +199,7 @@ class LinearCrossEntropy(CrossEntropy):
     """
 
     def forward(self, x, weight, bias=None):
-        get_array_module(x, weight, bias, self.targets)
+        xp = get_array_module(x, weight, bias, self.targets)
         if x.ndim != 2 or weight.ndim != 2 or x.shape[1] != weight.shape[1]:
             raise ShapeError(
                 f"linear_cross_entropy: input {tuple(x.shape)} does not fit weight {tuple(weight.shape)} "
@@ -215,7 +215,6 @@ class LinearCrossEntropy(CrossEntropy):
             raise ShapeError(f"linear_cross_entropy: bias shape {tuple(bias.shape)} does not fit weight "
                              f"{tuple(weight.shape)}")
         self.x, self.weight, self.has_bias = x, weight, bias is not None
-        xp = get_array_module(x, weight)
         logits = backend.take_buffer(xp, (x.shape[0], weight.shape[0]), xp.result_type(x, weight))
         xp.matmul(x, weight.T, out=logits)
         if bias is not None:
