@@ -153,8 +153,8 @@ def scatter_add_rows(num_rows: int, indices, values):
 
     Repeated indices accumulate. On the CPU the rows are grouped by a stable sort and
     each group summed in order (``np.add.reduceat``), which is deterministic and much
-    faster than ``np.add.at`` for wide rows; on the GPU a deterministic segmented sum is used (see
-    ``_scatter_add_rows_cuda``).
+    faster than ``np.add.at`` for wide rows; on the GPU a deterministic segmented sum
+    is used (see ``_scatter_add_rows_cuda``).
     """
     xp = get_array_module(indices, values)
     values = values.reshape(indices.size, math.prod(values.shape[indices.ndim:]))
