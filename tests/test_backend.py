@@ -27,14 +27,21 @@ def test_manual_seed_reproduces_random_numbers():
     np.testing.assert_array_equal(a, backend.uniform(np, (4,), np.float32))
 
 
-@pytest.mark.parametrize("n,rows", [(50, 9), (50, 1000), (1, 3), (7, 7)])
-def test_scatter_add_rows(n, rows, rng):
-    """Ids that repeat (summed) and ids that occur once (copied), mixed, as np.add.at."""
-    ids = rng.integers(0, rows, n)
-    vals = rng.standard_normal((n, 3))
-    expected = np.zeros((rows, 3))
-    np.add.at(expected, ids, vals)
-    np.testing.assert_allclose(backend.scatter_add_rows(rows, ids, vals), expected, atol=1e-12)
+def test_rows_per_block_fills_the_cache_on_the_cpu():
+    assert backend.rows_per_block(np, 10_000, backend.CACHE_BLOCK_BYTES // 4) == 4
+    assert backend.rows_per_block(np, 10, 10 * backend.CACHE_BLOCK_BYTES) == 1
+
+
+def test_keep_mask_drops_p_of_the_elements():
+    manual_seed(0)
+    keep = backend.keep_mask(np, (1000, 1000), 0.25)
+    assert keep.dtype == bool and abs(1 - keep.mean() - 0.25) < 0.002
+    assert not backend.keep_mask(np, (3,), 1.0).any() and backend.keep_mask(np, (3,), 0.0).all()
+
+
+def test_per_device_runs_the_cpu_version_on_numpy_arrays():
+    both = backend.per_device(cpu=lambda x: "cpu", cuda=lambda x: "cuda")
+    assert both(np.zeros(2)) == "cpu"
 
 
 class _FakeCupyArray:

@@ -93,12 +93,12 @@ def test_no_parameters_is_an_error():
 def test_chunked_update_equals_whole_array_update(rng, monkeypatch):
     """Adam's cache-sized chunks (contiguous arrays), the whole-array path (a transposed
     gradient) and float32 parameters all give the same step."""
-    from tinygrad_nlp import optim
+    from tinygrad_nlp import backend
     data = rng.standard_normal((50, 40)).astype(np.float32)
     grads = [rng.standard_normal((40, 50)).astype(np.float32).T for _ in range(3)]  # not contiguous
     results = []
-    for chunk in (64, 1 << 20):
-        monkeypatch.setattr(optim, "_CHUNK", chunk)
+    for block_bytes in (512, 1 << 20):  # chunks of 64 elements, and the whole array
+        monkeypatch.setattr(backend, "CACHE_BLOCK_BYTES", block_bytes)
         for contiguous in (True, False):
             p = Parameter(data.copy())
             opt = Adam([p], lr=0.01, weight_decay=0.1)

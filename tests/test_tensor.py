@@ -66,7 +66,7 @@ def test_no_grad_records_nothing():
     x = Tensor(np.ones(2), requires_grad=True)
     with no_grad():
         y = x * 2.0
-    assert not y.requires_grad and y._ctx is None
+    assert not y.requires_grad and y.creator is None
 
 
 def test_detect_anomaly_names_the_op():

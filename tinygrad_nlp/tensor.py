@@ -14,7 +14,7 @@ import contextlib
 import numpy as np
 
 from . import backend
-from .errors import AnomalyError, GraphError
+from .errors import AnomalyError, GraphError, ShapeError
 
 _grad_enabled = True
 _anomaly_mode = False
@@ -56,14 +56,31 @@ def _check_finite(array, what: str) -> None:
 
 
 class Function:
-    """One node of the graph. Subclasses implement ``forward(*arrays)`` and
-    ``backward(grad)``; non-differentiable settings go to ``__init__``."""
+    """One node of the graph.
+
+    A subclass implements ``forward(*arrays)`` (raw arrays in, a raw array out) and
+    ``backward(grad)`` (one gradient per input, or None); settings that are not
+    differentiated (an axis, ids, a mask) go to ``__init__``. Its life has three steps:
+
+    - ``check(*arrays)`` validates the inputs, before any math (shapes, ids, axes);
+    - ``forward`` keeps what its backward needs with ``self.save(name=array)``;
+    - after the last backward through the node, the graph walk calls ``release()``,
+      which drops the saved arrays and the inputs. During that last backward
+      ``may_overwrite_saved`` is True: the backward may reuse saved arrays as its
+      output instead of allocating new ones.
+
+    ``needs_input_grad[i]`` says whether input i wants a gradient (a backward may skip
+    the others and return None for them).
+    """
 
     inputs: tuple = ()
-    freed = False
-    # True while the last backward through this node runs (no retain_graph): the graph
-    # is freed right after, so backward may overwrite arrays its forward saved.
-    last_use = False
+    needs_input_grad: tuple = ()
+    saved_names: tuple = ()
+    released = False
+    may_overwrite_saved = False
+
+    def check(self, *arrays) -> None:
+        """Raise a documented error if the inputs do not fit this op (default: accept)."""
 
     def forward(self, *arrays):  # pragma: no cover - abstract
         raise NotImplementedError
@@ -71,22 +88,59 @@ class Function:
     def backward(self, grad):  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def save(self, **arrays) -> None:
+        """Keep ``arrays`` for the backward, as attributes of this node."""
+        self.__dict__.update(arrays)
+        self.saved_names += tuple(name for name in arrays if name not in self.saved_names)
+
+    def saved_arrays(self) -> dict:
+        """{name: array} of what this node keeps for its backward (arrays only)."""
+        return {name: value for name in self.saved_names
+                if hasattr(value := getattr(self, name, None), "shape") and hasattr(value, "dtype")}
+
+    def release(self) -> None:
+        """Drop the saved arrays and the inputs (the graph walk calls this once)."""
+        for name in self.saved_names:
+            self.__dict__.pop(name, None)
+        self.saved_names, self.inputs, self.released = (), (), True
+
     @property
     def name(self) -> str:
         return type(self).__name__
 
     def __call__(self, *inputs) -> "Tensor":
-        tensors = tuple(x if isinstance(x, Tensor) else Tensor(x) for x in inputs)
-        arrays = [t.data for t in tensors]
+        """Run the op on Tensors, arrays or Python numbers (None for an absent optional
+        input) and, when a gradient is wanted, record this node as the output's creator."""
+        tensors = as_tensors(inputs)
+        arrays = [None if t is None else t.data for t in tensors]
         backend.get_array_module(*arrays)  # mixed NumPy/CuPy fails here, naming both
+        self.check(*arrays)
+        self.needs_input_grad = tuple(t is not None and t.requires_grad for t in tensors)
         out = Tensor(self.forward(*arrays))
         if _anomaly_mode:
             _check_finite(out.data, f"output of {self.name} (forward)")
-        if _grad_enabled and any(t.requires_grad for t in tensors):
+        if _grad_enabled and any(t is not None and t.requires_grad for t in tensors):
             self.inputs = tensors
             out.requires_grad = True
-            out._ctx = self
+            out.creator = self
         return out
+
+
+def as_tensors(values) -> tuple:
+    """The one place arguments become Tensors: Tensors stay, arrays are wrapped, and a
+    Python number takes the dtype and device of the first Tensor or array among
+    ``values`` (so ``x * 2`` keeps x float32 on its device); None stays None."""
+    like = next((v.data if isinstance(v, Tensor) else v for v in values if hasattr(v, "shape")), None)
+    xp = backend.get_array_module(like)
+    result = []
+    for v in values:
+        if v is None or isinstance(v, Tensor):
+            result.append(v)
+        elif like is not None and not hasattr(v, "shape"):
+            result.append(Tensor(xp.asarray(v, dtype=like.dtype)))
+        else:
+            result.append(Tensor(v))
+    return tuple(result)
 
 
 def _as_array(data, dtype=None):
@@ -96,6 +150,11 @@ def _as_array(data, dtype=None):
     if dtype is None and array.dtype == np.float64 and not isinstance(data, np.generic):
         array = array.astype(np.float32)  # Python floats and lists default to float32
     return array
+
+
+def array_of(x):
+    """The array inside a Tensor, or the argument itself (ids, targets, masks)."""
+    return x.data if isinstance(x, Tensor) else x
 
 
 class Tensor:
@@ -109,7 +168,7 @@ class Tensor:
         self.data = _as_array(data, dtype)
         self.grad = None
         self.requires_grad = bool(requires_grad)
-        self._ctx: Function | None = None
+        self.creator: Function | None = None
 
     # -- array facts -------------------------------------------------------
     @property
@@ -173,11 +232,9 @@ class Tensor:
                 raise GraphError(f"backward() without a gradient needs a scalar, got shape {self.shape}; pass grad=")
             grad = xp.ones_like(self.data)
         else:
-            grad = grad.data if isinstance(grad, Tensor) else grad
-            grad = _as_array(grad, self.dtype)
+            grad = _as_array(array_of(grad), self.dtype)
             backend.get_array_module(self.data, grad)
             if tuple(grad.shape) != self.shape:
-                from .errors import ShapeError
                 raise ShapeError(f"backward(): gradient shape {tuple(grad.shape)} does not match tensor shape {self.shape}")
             grad = grad.copy()
 
@@ -186,31 +243,31 @@ class Tensor:
         assigned = set()
         for node in order:
             g = grads.pop(id(node), None)
-            fn = node._ctx
+            fn = node.creator
             if fn is None:  # a leaf
                 if g is not None:
                     node._accumulate(g, assigned)
                 continue
             if g is None:
                 continue
-            if fn.freed:
+            if fn.released:
                 raise GraphError(
                     f"backward through a graph that was already freed (at {fn.name}); "
                     "pass retain_graph=True to the first backward() to go through it twice"
                 )
-            fn.last_use = not retain_graph
+            fn.may_overwrite_saved = not retain_graph
             input_grads = fn.backward(g)
             if not isinstance(input_grads, tuple):
                 input_grads = (input_grads,)
             for t, gi in zip(fn.inputs, input_grads):
-                if gi is None or not t.requires_grad:
+                if gi is None or t is None or not t.requires_grad:
                     continue
                 if _anomaly_mode:
                     _check_finite(gi, f"gradient computed by {fn.name} (backward)")
                 previous = grads.get(id(t))
                 grads[id(t)] = gi if previous is None else previous + gi
             if not retain_graph:
-                fn.__dict__ = {"freed": True, "inputs": ()}  # drop saved arrays and inputs
+                fn.release()
 
     def _accumulate(self, g, assigned: set) -> None:
         if g.dtype != self.data.dtype:
@@ -241,109 +298,12 @@ class Tensor:
                 continue
             visited.add(id(node))
             stack.append((node, True))
-            if node._ctx is not None:
-                for parent in node._ctx.inputs:
-                    if parent.requires_grad and id(parent) not in visited:
+            if node.creator is not None:
+                for parent in node.creator.inputs:
+                    if parent is not None and parent.requires_grad and id(parent) not in visited:
                         stack.append((parent, False))
         order.reverse()
         return order
 
     def zero_grad(self) -> None:
         self.grad = None
-
-    # -- operators (delegating to the functional API) -----------------------
-    def __add__(self, other):
-        from . import functional as F
-        return F.add(self, other)
-
-    def __radd__(self, other):
-        from . import functional as F
-        return F.add(other, self)
-
-    def __sub__(self, other):
-        from . import functional as F
-        return F.sub(self, other)
-
-    def __rsub__(self, other):
-        from . import functional as F
-        return F.sub(other, self)
-
-    def __mul__(self, other):
-        from . import functional as F
-        return F.mul(self, other)
-
-    def __rmul__(self, other):
-        from . import functional as F
-        return F.mul(other, self)
-
-    def __truediv__(self, other):
-        from . import functional as F
-        return F.div(self, other)
-
-    def __rtruediv__(self, other):
-        from . import functional as F
-        return F.div(other, self)
-
-    def __pow__(self, other):
-        from . import functional as F
-        return F.pow(self, other)
-
-    def __rpow__(self, other):
-        from . import functional as F
-        return F.pow(other, self)
-
-    def __matmul__(self, other):
-        from . import functional as F
-        return F.matmul(self, other)
-
-    def __rmatmul__(self, other):
-        from . import functional as F
-        return F.matmul(other, self)
-
-    def __neg__(self):
-        from . import functional as F
-        return F.neg(self)
-
-    def __getitem__(self, index):
-        from . import functional as F
-        return F.getitem(self, index)
-
-    # -- methods -------------------------------------------------------------
-    def reshape(self, *shape):
-        from . import functional as F
-        return F.reshape(self, shape[0] if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape)
-
-    def transpose(self, *axes):
-        from . import functional as F
-        return F.transpose(self, axes[0] if len(axes) == 1 and isinstance(axes[0], (tuple, list)) else (axes or None))
-
-    def permute(self, *axes):
-        return self.transpose(*axes)
-
-    @property
-    def T(self):
-        return self.transpose()
-
-    def sum(self, axis=None, keepdims=False):
-        from . import functional as F
-        return F.sum(self, axis=axis, keepdims=keepdims)
-
-    def mean(self, axis=None, keepdims=False):
-        from . import functional as F
-        return F.mean(self, axis=axis, keepdims=keepdims)
-
-    def exp(self):
-        from . import functional as F
-        return F.exp(self)
-
-    def log(self):
-        from . import functional as F
-        return F.log(self)
-
-    def relu(self):
-        from . import functional as F
-        return F.relu(self)
-
-    def tanh(self):
-        from . import functional as F
-        return F.tanh(self)

@@ -4,7 +4,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import tinygrad_nlp.functional as F
-from tinygrad_nlp import ShapeError, Tensor, manual_seed
+from tinygrad_nlp import ShapeError, Tensor, backend, manual_seed
 from tests.helpers import assert_close, check_both_modes, needs_torch, tensor, to_torch, torch
 
 
@@ -162,7 +162,6 @@ def test_blocks_of_the_batch_give_the_same_result(mask_kind, rng, monkeypatch):
     """Forward and backward in blocks of one example (as at the classifier's shapes)
     equal the single-block computation. A 2-D boolean (B, Tk) mask is a key-padding mask,
     as documented, even when it is square."""
-    from tinygrad_nlp.ops import attention
     q, k, v = qkv(rng, B=4, H=2, T=4, D=3)
     mask = {"none": None, "padding": rng.random((4, 4)) < 0.7, "square_2d": np.tril(np.ones((4, 4), dtype=bool)),
             "causal_4d": np.tril(np.ones((1, 1, 4, 4), dtype=bool)),
@@ -170,7 +169,7 @@ def test_blocks_of_the_batch_give_the_same_result(mask_kind, rng, monkeypatch):
     g = rng.standard_normal((4, 2, 4, 3))
     results = []
     for block_bytes in (1 << 18, 1):
-        monkeypatch.setattr(attention, "_BLOCK_BYTES", block_bytes)
+        monkeypatch.setattr(backend, "CACHE_BLOCK_BYTES", block_bytes)
         manual_seed(5)
         for t in (q, k, v):
             t.grad = None

@@ -4,6 +4,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import tinygrad_nlp.functional as F
+from tinygrad_nlp.ops.embedding import scatter_add_rows
 from tinygrad_nlp import Tensor, TokenIdError
 from tests.helpers import assert_close, check_both_modes, needs_torch, tensor, to_torch, torch
 
@@ -58,3 +59,13 @@ def test_against_torch(rng):
     out.backward(g)
     tout.backward(torch.tensor(g))
     assert_close(weight.grad, tw.grad)
+
+
+@pytest.mark.parametrize("n,rows", [(50, 9), (50, 1000), (1, 3), (7, 7)])
+def test_scatter_add_rows(n, rows, rng):
+    """Ids that repeat (summed) and ids that occur once (copied), mixed, as np.add.at."""
+    ids = rng.integers(0, rows, n)
+    vals = rng.standard_normal((n, 3))
+    expected = np.zeros((rows, 3))
+    np.add.at(expected, ids, vals)
+    np.testing.assert_allclose(scatter_add_rows(rows, ids, vals), expected, atol=1e-12)

@@ -1,10 +1,8 @@
 """BERT-style masked-language model (the MLM tutorial's architecture)."""
 from __future__ import annotations
 
-from .. import backend
 from .. import functional as F
 from ..errors import ShapeError
-from ..tensor import Tensor
 from ..nn import Embedding, LayerNorm, Linear, Module, PositionalEncoding, TransformerEncoder
 
 
@@ -52,14 +50,10 @@ class MaskedLanguageModel(Module):
     def loss(self, ids, targets, ignore_index: int = -100):
         """Mean cross-entropy over the targets that are not ``ignore_index``; equal in
         value and gradients to ``F.cross_entropy(model(ids).reshape(-1, V),
-        targets.reshape(-1))``, with the head applied to the scored positions only."""
-        ids = ids.data if isinstance(ids, Tensor) else ids
-        targets = targets.data if isinstance(targets, Tensor) else targets
+        targets.reshape(-1))``, with the head applied to the scored positions only
+        (``F.linear_cross_entropy`` skips the others)."""
         if tuple(targets.shape) != tuple(ids.shape):
             raise ShapeError(f"MaskedLanguageModel.loss: targets {tuple(targets.shape)} do not match ids {tuple(ids.shape)}")
         h = self.hidden(ids)
-        xp = backend.get_array_module(h.data, targets)
-        flat_targets = targets.reshape(-1)
-        scored = xp.flatnonzero(flat_targets != ignore_index)
-        h_scored = h.reshape(-1, h.shape[-1])[scored]
-        return F.linear_cross_entropy(h_scored, self.head.weight, flat_targets[scored], self.head.bias, ignore_index)
+        return F.linear_cross_entropy(h.reshape(-1, h.shape[-1]), self.head.weight, targets.reshape(-1),
+                                      self.head.bias, ignore_index)

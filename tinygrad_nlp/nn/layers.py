@@ -8,11 +8,13 @@ import numpy as np
 from .. import backend
 from .. import functional as F
 from ..errors import ShapeError
+from ..ops.checks import check_probability
 from ..tensor import Tensor
 from .module import Module, Parameter
 
 
-def _uniform(bound, shape):
+def uniform_init(bound, shape):
+    """float32 samples of U(-bound, bound) from the seeded CPU generator."""
     return backend.rng(np).uniform(-bound, bound, shape).astype(np.float32)
 
 
@@ -26,8 +28,8 @@ class Linear(Module):
     def __init__(self, in_features: int, out_features: int, bias: bool = True):
         self.in_features, self.out_features = in_features, out_features
         bound = 1.0 / math.sqrt(in_features) if in_features else 0.0
-        self.weight = Parameter(_uniform(bound, (out_features, in_features)))
-        self.bias = Parameter(_uniform(bound, (out_features,))) if bias else None
+        self.weight = Parameter(uniform_init(bound, (out_features, in_features)))
+        self.bias = Parameter(uniform_init(bound, (out_features,))) if bias else None
 
     def forward(self, x):
         return F.linear(x, self.weight, self.bias)
@@ -71,8 +73,7 @@ class Dropout(Module):
     """Inverted dropout, active only in training mode (``model.train()``)."""
 
     def __init__(self, p: float = 0.5):
-        from ..ops.dropout import check_p
-        self.p = check_p(p)
+        self.p = check_probability(p)
 
     def forward(self, x):
         return F.dropout(x, self.p, self.training)

@@ -102,8 +102,7 @@ class Module:
                                       "not in the model (a checkpoint from another architecture?)")
         for name, p in params.items():
             if name in state:
-                xp = backend.get_array_module(p.data)
-                p.data[...] = xp.asarray(backend.asnumpy(state[name]) if xp is np else state[name], dtype=p.dtype)
+                p.data[...] = backend.to_device(state[name], p.device).astype(p.dtype, copy=False)
 
     # -- modes and devices -----------------------------------------------------------
     def train(self, mode: bool = True) -> "Module":

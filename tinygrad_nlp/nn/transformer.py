@@ -7,7 +7,7 @@ import numpy as np
 
 from .. import functional as F
 from ..errors import ArgumentError, ShapeError
-from .layers import Dropout, LayerNorm, Linear, _uniform
+from .layers import Dropout, LayerNorm, Linear, uniform_init
 from .module import Module, ModuleList, Parameter
 
 
@@ -24,7 +24,7 @@ class MultiHeadAttention(Module):
             raise ShapeError(f"MultiHeadAttention: d_model={d_model} is not divisible by n_heads={n_heads}")
         self.d_model, self.n_heads, self.dropout = d_model, n_heads, dropout
         self.qkv = Linear(d_model, 3 * d_model)
-        self.qkv.weight = Parameter(_uniform(math.sqrt(6.0 / (4 * d_model)), (3 * d_model, d_model)))
+        self.qkv.weight = Parameter(uniform_init(math.sqrt(6.0 / (4 * d_model)), (3 * d_model, d_model)))
         self.qkv.bias = Parameter(np.zeros(3 * d_model, dtype=np.float32))
         self.out = Linear(d_model, d_model)
         self.out.bias = Parameter(np.zeros(d_model, dtype=np.float32))

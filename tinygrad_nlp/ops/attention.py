@@ -5,16 +5,11 @@ from __future__ import annotations
 
 import math
 
-from ..backend import get_array_module
+from ..backend import get_array_module, keep_mask, rows_per_block
 from ..errors import ShapeError
-from ..tensor import Function
-from . import rowwise
-from .dropout import check_p, keep_mask
-from .elementwise import broadcast_shape
-
-
-# Score blocks of about this many bytes stay in the L2 cache through the softmax passes.
-_BLOCK_BYTES = 1 << 18
+from ..tensor import Function, array_of
+from .checks import broadcast_shape, check_probability
+from .softmax import softmax_backward, softmax_rows
 
 
 def expand_mask(mask, q_shape, k_shape):
@@ -57,64 +52,59 @@ class ScaledDotProductAttention(Function):
 
     def __init__(self, mask=None, dropout_p=0.0, training=True):
         self.mask = mask
-        self.dropout_p = check_p(dropout_p, "scaled_dot_product_attention dropout")
+        self.dropout_p = check_probability(dropout_p, "scaled_dot_product_attention dropout")
         self.training = training
 
-    def forward(self, q, k, v):
-        xp = get_array_module(q, k, v, self.mask)
+    def check(self, q, k, v):
+        get_array_module(q, k, v, self.mask)
         if not (q.ndim == k.ndim == v.ndim == 4) or q.shape[:2] != k.shape[:2] or k.shape[:3] != v.shape[:3] \
                 or q.shape[3] != k.shape[3]:
             raise ShapeError(
                 f"scaled_dot_product_attention: q {tuple(q.shape)}, k {tuple(k.shape)}, v {tuple(v.shape)} must be "
                 "(B, H, Tq, Dh), (B, H, Tk, Dh), (B, H, Tk, Dv)"
             )
-        self.q, self.k, self.v = q, k, v
-        self.scale = q.dtype.type(1.0 / math.sqrt(q.shape[-1]))
+        if k.shape[2] == 0:
+            raise ShapeError(f"scaled_dot_product_attention: k {tuple(k.shape)} has no keys to attend to")
+        if self.mask is not None:
+            expand_mask(self.mask, q.shape, k.shape)
+
+    def forward(self, q, k, v):
+        xp = get_array_module(q, k, v)
         B, H, Tq, _ = q.shape
         Tk = k.shape[2]
-        if Tk == 0:
-            raise ShapeError(f"scaled_dot_product_attention: k {tuple(k.shape)} has no keys to attend to")
+        self.scale = q.dtype.type(1.0 / math.sqrt(q.shape[-1]))
         mask = None if self.mask is None else expand_mask(self.mask, q.shape, k.shape)
         if mask is not None:
             mask = mask.reshape((1,) * (4 - mask.ndim) + tuple(mask.shape))
-        self.keep = None
+        keep = None
         if self.training and self.dropout_p > 0:
-            self.keep = keep_mask(xp, (B, H, Tq, Tk), self.dropout_p, q.dtype)
+            keep = keep_mask(xp, (B, H, Tq, Tk), self.dropout_p)
             self.drop_scale = q.dtype.type(0.0 if self.dropout_p == 1 else 1.0 / (1.0 - self.dropout_p))
-        self.probs = xp.empty((B, H, Tq, Tk), dtype=q.dtype)
+        probs = xp.empty((B, H, Tq, Tk), dtype=q.dtype)
+        self.save(q=q, k=k, v=v, probs=probs, keep=keep)
         out = xp.empty((B, H, Tq, v.shape[3]), dtype=q.dtype)
-        for b in self._blocks(xp):
-            probs = self.probs[b]
-            xp.matmul(q[b], k[b].swapaxes(-1, -2), out=probs)
-            probs *= self.scale
+        for b in self.batch_blocks(xp):
+            p = probs[b]
+            xp.matmul(q[b], k[b].swapaxes(-1, -2), out=p)  # S = Q K^T
+            p *= self.scale
             if mask is not None:
                 block_mask = mask[b] if mask.shape[0] > 1 else mask
                 if block_mask.dtype == bool:
-                    xp.copyto(probs, -xp.inf, where=~block_mask)
+                    xp.copyto(p, -xp.inf, where=~block_mask)
                 else:
-                    probs += block_mask.astype(q.dtype, copy=False)
-            row_max = rowwise.row_max(probs)
-            if mask is not None:
-                row_max[~xp.isfinite(row_max)] = 0
-            probs -= row_max
-            xp.exp(probs, out=probs)
-            denom = rowwise.row_sum(probs)
-            if mask is not None:
-                denom[denom == 0] = 1  # all-masked rows stay all-zero
-            probs /= denom
-            xp.matmul(self._dropped(probs, b), v[b], out=out[b])
+                    p += block_mask.astype(q.dtype, copy=False)
+            softmax_rows(p, out=p, masked_rows=mask is not None)  # P; all-masked rows stay all-zero
+            xp.matmul(self.dropped(p, b), v[b], out=out[b])  # out = P' V
         return out
 
-    def _blocks(self, xp):
-        """Slices of the batch axis whose (H, Tq, Tk) score blocks fill about
-        ``_BLOCK_BYTES``: every elementwise pass over the scores then runs in the cache
-        (on the CPU; on the GPU one block is the whole batch)."""
+    def batch_blocks(self, xp):
+        """Slices of the batch axis whose (H, Tq, Tk) score blocks fit the cache: every
+        elementwise pass over the scores then runs there (one block on the GPU)."""
         B, H, Tq, Tk = self.probs.shape
-        per_example = max(1, H * Tq * Tk * self.probs.itemsize)
-        step = B if xp.__name__ != "numpy" else max(1, _BLOCK_BYTES // per_example)
+        step = rows_per_block(xp, B, H * Tq * Tk * self.probs.itemsize)
         return [slice(start, start + step) for start in range(0, B, step)]
 
-    def _dropped(self, probs, b):
+    def dropped(self, probs, b):
         """P' = dropout(P) for the batch slice ``b`` (a new array), or P itself."""
         if self.keep is None:
             return probs
@@ -126,15 +116,14 @@ class ScaledDotProductAttention(Function):
         xp = get_array_module(g)
         q, k, v = self.q, self.k, self.v
         grad_q, grad_k, grad_v = (xp.empty(a.shape, dtype=g.dtype) for a in (q, k, v))
-        for b in self._blocks(xp):
+        for b in self.batch_blocks(xp):
             p = self.probs[b]
-            xp.matmul(self._dropped(p, b).swapaxes(-1, -2), g[b], out=grad_v[b])
+            xp.matmul(self.dropped(p, b).swapaxes(-1, -2), g[b], out=grad_v[b])
             ds = g[b] @ v[b].swapaxes(-1, -2)  # dL/dP'
             if self.keep is not None:
                 ds *= self.keep[b]
                 ds *= self.drop_scale
-            ds -= rowwise.row_sum(ds * p)
-            ds *= p
+            softmax_backward(p, ds, out=ds)  # dS
             ds *= self.scale
             xp.matmul(ds, k[b], out=grad_q[b])
             xp.matmul(ds.swapaxes(-1, -2), q[b], out=grad_k[b])
@@ -157,16 +146,23 @@ class PackedSelfAttention(ScaledDotProductAttention):
         super().__init__(mask, dropout_p, training)
         self.n_heads = int(n_heads)
 
-    def forward(self, qkv):
+    def split_heads(self, qkv):
+        """q, k, v (B, H, T, Dh) as views of the (B, T, 3 * D) input."""
+        B, T, width = qkv.shape
+        return qkv.reshape(B, T, 3, self.n_heads, width // (3 * self.n_heads)).transpose(2, 0, 3, 1, 4)
+
+    def check(self, qkv):
         H = self.n_heads
         if qkv.ndim != 3 or H < 1 or qkv.shape[-1] % (3 * H):
             raise ShapeError(
                 f"self_attention: input {tuple(qkv.shape)} must be (B, T, 3 * n_heads * head_dim) "
                 f"with n_heads={H}"
             )
+        super().check(*self.split_heads(qkv))
+
+    def forward(self, qkv):
         B, T, width = qkv.shape
-        q, k, v = qkv.reshape(B, T, 3, H, width // (3 * H)).transpose(2, 0, 3, 1, 4)
-        out = super().forward(q, k, v)  # (B, H, T, Dh)
+        out = super().forward(*self.split_heads(qkv))  # (B, H, T, Dh)
         return out.transpose(0, 2, 1, 3).reshape(B, T, width // 3)
 
     def backward(self, g):
@@ -178,3 +174,24 @@ class PackedSelfAttention(ScaledDotProductAttention):
         for i, gi in enumerate(super().backward(heads_grad)):
             grad[:, :, i] = gi.transpose(0, 2, 1, 3)
         return grad.reshape(B, T, 3 * D)
+
+
+# -- the public functions ------------------------------------------------------------
+def scaled_dot_product_attention(q, k, v, mask=None, dropout_p=0.0, training=True):
+    """softmax(q k^T / sqrt(Dh), masked) v for q, k, v of shape (B, H, T, Dh).
+
+    ``mask``: a boolean key-padding mask (B, T), True where a key may be attended to, or
+    an array broadcastable to (B, H, Tq, Tk) (boolean: True = attend; float: added to
+    the scores). A query whose keys are all masked outputs zeros (and gets zero
+    gradients). ``dropout_p`` drops attention probabilities when ``training``.
+    """
+    return ScaledDotProductAttention(array_of(mask), dropout_p, training)(q, k, v)
+
+
+def self_attention(qkv, n_heads, mask=None, dropout_p=0.0, training=True):
+    """Multi-head self-attention from a fused QKV projection ``qkv`` (B, T, 3 * D), laid
+    out as (B, T, [q|k|v], n_heads, D / n_heads): the heads' outputs side by side,
+    (B, T, D). Equal to splitting q, k, v into heads, ``scaled_dot_product_attention``
+    with the same ``mask`` and dropout, and merging the heads; faster, and with one
+    gradient buffer."""
+    return PackedSelfAttention(n_heads, array_of(mask), dropout_p, training)(qkv)

@@ -1,35 +1,9 @@
 """Inverted dropout. Guide: docs/backward.md#dropout"""
 from __future__ import annotations
 
-import math
-
-from .. import backend
-from ..backend import get_array_module
-from ..errors import ArgumentError
-from ..tensor import Function
-
-
-def check_p(p: float, what: str = "dropout") -> float:
-    p = float(p)
-    if not 0.0 <= p <= 1.0:
-        raise ArgumentError(f"{what}: probability p must be in [0, 1], got {p}")
-    return p
-
-
-def keep_mask(xp, shape, p: float, dtype):
-    """A boolean mask, True (kept) with probability 1 - p, from the seeded backend RNG.
-
-    On the CPU it compares 16-bit random numbers with round(p * 2^16), so the drop rate
-    is p to within 2^-17; the 16-bit numbers are the four quarters of the generator's
-    raw 64-bit outputs (five times faster than drawing floats)."""
-    if xp.__name__ == "numpy":
-        threshold = int(round(p * 65536))
-        if threshold >= 65536:
-            return xp.zeros(shape, dtype=bool)
-        n = math.prod(shape)
-        raw = backend.rng(xp).bit_generator.random_raw(-(-n // 4))
-        return (raw.view(xp.uint16)[:n] >= threshold).reshape(shape)
-    return backend.uniform(xp, shape, dtype) >= p
+from ..backend import get_array_module, keep_mask
+from ..tensor import Function, as_tensors
+from .checks import check_probability
 
 
 class Dropout(Function):
@@ -40,19 +14,28 @@ class Dropout(Function):
     """
 
     def __init__(self, p):
-        self.p = check_p(p)
+        self.p = check_probability(p)
+        self.scale = 0.0 if self.p == 1.0 else 1.0 / (1.0 - self.p)
 
     def forward(self, x):
-        xp = get_array_module(x)
-        self.keep = keep_mask(xp, x.shape, self.p, x.dtype)
-        self.scale = 0.0 if self.p == 1.0 else 1.0 / (1.0 - self.p)
+        keep = keep_mask(get_array_module(x), x.shape, self.p)
+        self.save(keep=keep)
         # scale first, then mask in place: twice as fast as x * mask, which casts the
         # boolean mask in a slow mixed-type loop
         y = x * x.dtype.type(self.scale)
-        y *= self.keep
+        y *= keep
         return y
 
     def backward(self, g):
         gx = g * g.dtype.type(self.scale)
         gx *= self.keep
         return gx
+
+
+def dropout(x, p=0.5, training=True):
+    """Inverted dropout: zero each element with probability p, scale the rest by 1/(1-p).
+    The identity (the same Tensor) when ``training`` is False or p == 0."""
+    check_probability(p)
+    if not training or p == 0:
+        return as_tensors((x,))[0]
+    return Dropout(p)(x)

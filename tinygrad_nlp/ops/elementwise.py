@@ -9,19 +9,8 @@ from __future__ import annotations
 import math
 
 from ..backend import get_array_module
-from ..errors import ShapeError
 from ..tensor import Function
-
-
-def broadcast_shape(op: str, *shapes):
-    """The broadcast result of ``shapes``, or a ShapeError naming the op and the shapes."""
-    out = []
-    for dims in zip(*(((1,) * (max(map(len, shapes)) - len(s)) + tuple(s)) for s in shapes)):
-        sizes = {d for d in dims if d != 1}
-        if len(sizes) > 1:
-            raise ShapeError(f"{op}: shapes {' and '.join(str(tuple(s)) for s in shapes)} cannot be broadcast together")
-        out.append(sizes.pop() if sizes else 1)
-    return tuple(out)
+from .checks import broadcast_shape
 
 
 def unbroadcast(grad, shape):
@@ -37,78 +26,83 @@ def unbroadcast(grad, shape):
 
 
 class _Binary(Function):
-    def forward(self, a, b):
-        self.a_shape, self.b_shape = a.shape, b.shape
-        if a.shape != b.shape:
-            broadcast_shape(self.name, a.shape, b.shape)
-        return self.compute(a, b)
+    """y = f(a, b) with broadcasting; ``self.shapes`` keeps both input shapes so the
+    backward can sum each gradient back to its input's shape."""
+
+    def check(self, a, b):
+        broadcast_shape(self.name, a.shape, b.shape)
+
+    def unbroadcast(self, grad_a, grad_b):
+        a_shape, b_shape = self.shapes
+        return (None if grad_a is None else unbroadcast(grad_a, a_shape),
+                None if grad_b is None else unbroadcast(grad_b, b_shape))
 
 
 class Add(_Binary):
     """y = a + b.  dy/da = dy/db = 1, so both get the upstream gradient (unbroadcast)."""
 
-    def compute(self, a, b):
+    def forward(self, a, b):
+        self.shapes = (a.shape, b.shape)
         return a + b
 
     def backward(self, g):
-        return unbroadcast(g, self.a_shape), unbroadcast(g, self.b_shape)
+        return self.unbroadcast(g, g)
 
 
 class Sub(_Binary):
     """y = a - b.  dL/da = g, dL/db = -g."""
 
-    def compute(self, a, b):
+    def forward(self, a, b):
+        self.shapes = (a.shape, b.shape)
         return a - b
 
     def backward(self, g):
-        return unbroadcast(g, self.a_shape), unbroadcast(-g, self.b_shape)
+        return self.unbroadcast(g, -g)
 
 
 class Mul(_Binary):
     """y = a * b.  dL/da = g * b, dL/db = g * a (product rule)."""
 
-    def compute(self, a, b):
-        self.a, self.b = a, b
+    def forward(self, a, b):
+        self.shapes = (a.shape, b.shape)
+        self.save(a=a, b=b)
         return a * b
 
     def backward(self, g):
-        return unbroadcast(g * self.b, self.a_shape), unbroadcast(g * self.a, self.b_shape)
+        return self.unbroadcast(g * self.b, g * self.a)
 
 
 class Div(_Binary):
     """y = a / b.  dL/da = g / b, dL/db = -g * a / b**2 = -g * y / b."""
 
-    def compute(self, a, b):
-        self.b = b
-        self.y = a / b
-        return self.y
+    def forward(self, a, b):
+        self.shapes = (a.shape, b.shape)
+        y = a / b
+        self.save(b=b, y=y)
+        return y
 
     def backward(self, g):
         ga = g / self.b
-        return unbroadcast(ga, self.a_shape), unbroadcast(-ga * self.y, self.b_shape)
+        return self.unbroadcast(ga, -ga * self.y)
 
 
 class Pow(_Binary):
     """y = a ** b.  dL/da = g * b * a**(b-1); dL/db = g * y * log(a) (defined for a > 0;
     taken as 0 where a <= 0, where only integer exponents are meaningful)."""
 
-    def __init__(self, b_requires_grad: bool = True):
-        self.b_requires_grad = b_requires_grad
-
-    def compute(self, a, b):
-        self.a, self.b = a, b
-        self.y = a ** b
-        return self.y
+    def forward(self, a, b):
+        self.shapes = (a.shape, b.shape)
+        y = a ** b
+        self.save(a=a, b=b, y=y)
+        return y
 
     def backward(self, g):
         xp = get_array_module(g)
         ga = g * self.b * self.a ** (self.b - 1)
         gb = None
-        if self.b_requires_grad:
-            positive = self.a > 0
-            gb = g * self.y * xp.log(xp.where(positive, self.a, 1))
-            gb = unbroadcast(gb, self.b_shape)
-        return unbroadcast(ga, self.a_shape), gb
+        if self.needs_input_grad[1]:
+            gb = g * self.y * xp.log(xp.where(self.a > 0, self.a, 1))
+        return self.unbroadcast(ga, gb)
 
 
 class Neg(Function):
@@ -126,8 +120,9 @@ class Exp(Function):
 
     def forward(self, x):
         xp = get_array_module(x)
-        self.y = xp.exp(x)
-        return self.y
+        y = xp.exp(x)
+        self.save(y=y)
+        return y
 
     def backward(self, g):
         return g * self.y
@@ -138,7 +133,7 @@ class Log(Function):
 
     def forward(self, x):
         xp = get_array_module(x)
-        self.x = x
+        self.save(x=x)
         return xp.log(x)
 
     def backward(self, g):
@@ -150,8 +145,9 @@ class ReLU(Function):
 
     def forward(self, x):
         xp = get_array_module(x)
-        self.y = xp.maximum(x, 0)
-        return self.y
+        y = xp.maximum(x, 0)
+        self.save(y=y)
+        return y
 
     def backward(self, g):
         return g * (self.y > 0)
@@ -168,9 +164,9 @@ class GELU(Function):
 
     def forward(self, x):
         xp = get_array_module(x)
-        self.x = x
-        self.t = xp.tanh(_GELU_C * (x + 0.044715 * x ** 3))
-        return 0.5 * x * (1 + self.t)
+        t = xp.tanh(_GELU_C * (x + 0.044715 * x ** 3))
+        self.save(x=x, t=t)
+        return 0.5 * x * (1 + t)
 
     def backward(self, g):
         x, t = self.x, self.t
@@ -183,8 +179,60 @@ class Tanh(Function):
 
     def forward(self, x):
         xp = get_array_module(x)
-        self.y = xp.tanh(x)
-        return self.y
+        y = xp.tanh(x)
+        self.save(y=y)
+        return y
 
     def backward(self, g):
         return g * (1 - self.y * self.y)
+
+
+# -- the public functions ------------------------------------------------------------
+def add(a, b):
+    """a + b, broadcasting."""
+    return Add()(a, b)
+
+
+def sub(a, b):
+    """a - b, broadcasting."""
+    return Sub()(a, b)
+
+
+def mul(a, b):
+    """a * b, broadcasting."""
+    return Mul()(a, b)
+
+
+def div(a, b):
+    """a / b, broadcasting."""
+    return Div()(a, b)
+
+
+def pow(a, b):
+    """a ** b, broadcasting."""
+    return Pow()(a, b)
+
+
+def neg(x):
+    return Neg()(x)
+
+
+def exp(x):
+    return Exp()(x)
+
+
+def log(x):
+    return Log()(x)
+
+
+def relu(x):
+    return ReLU()(x)
+
+
+def gelu(x):
+    """GELU in its tanh approximation (as BERT and GPT-2 use)."""
+    return GELU()(x)
+
+
+def tanh(x):
+    return Tanh()(x)

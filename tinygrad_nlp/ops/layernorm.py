@@ -22,13 +22,15 @@ class LayerNorm(Function):
     def __init__(self, eps=1e-5):
         self.eps = eps
 
-    def forward(self, x, weight, bias):
+    def check(self, x, weight, bias):
         D = x.shape[-1] if x.ndim else 0
         if x.ndim == 0 or tuple(weight.shape) != (D,) or tuple(bias.shape) != (D,):
             raise ShapeError(
                 f"layer_norm: input {tuple(x.shape)} normalises over width {D}, but weight is "
                 f"{tuple(weight.shape)} and bias is {tuple(bias.shape)}"
             )
+
+    def forward(self, x, weight, bias):
         xp = get_array_module(x, weight, bias)
         # Shifted by each row's first value before averaging, so a constant row centres
         # to exact zeros (its output is exactly the bias, even at 1e4 in float32) and
@@ -40,7 +42,7 @@ class LayerNorm(Function):
         mean = shift + offset
         var = row_mean(xp.square(centred))
         rstd = 1.0 / xp.sqrt(var + self.eps)
-        self.x, self.weight, self.mean, self.rstd = x, weight, mean, rstd
+        self.save(x=x, weight=weight, mean=mean, rstd=rstd)
         centred *= rstd
         centred *= weight
         centred += bias
@@ -64,3 +66,8 @@ class LayerNorm(Function):
         grad_x -= xhat
         grad_x *= self.rstd
         return grad_x, grad_weight, grad_bias
+
+
+def layer_norm(x, weight, bias, eps=1e-5):
+    """Normalise over the last axis, then scale by ``weight`` and shift by ``bias``."""
+    return LayerNorm(eps)(x, weight, bias)

@@ -7,14 +7,15 @@ import math
 
 from ..errors import ShapeError
 from ..tensor import Function
-from .elementwise import broadcast_shape, unbroadcast
+from .checks import broadcast_shape
+from .elementwise import unbroadcast
 from .rowwise import leading_sum
 
 
-def _rows(x):
-    """The number of rows once the leading axes are flattened (explicit, as -1 is
-    ambiguous for empty arrays)."""
-    return math.prod(x.shape[:-1])
+def _as_rows(x):
+    """x (..., n) as a matrix (rows, n); the row count is explicit, as -1 is ambiguous
+    for empty arrays."""
+    return x.reshape(math.prod(x.shape[:-1]), x.shape[-1])
 
 
 def _swap_last(x):
@@ -30,14 +31,16 @@ class MatMul(Function):
     is removed again from the gradients.
     """
 
-    def forward(self, a, b):
+    def check(self, a, b):
         if a.ndim == 0 or b.ndim == 0:
             raise ShapeError(f"matmul: scalars are not allowed, got shapes {tuple(a.shape)} and {tuple(b.shape)}")
         if a.shape[-1] != b.shape[-2 if b.ndim > 1 else 0]:
             raise ShapeError(f"matmul: inner dimensions differ: {tuple(a.shape)} @ {tuple(b.shape)}")
         if a.ndim > 2 or b.ndim > 2:
             broadcast_shape("matmul", a.shape[:-2], b.shape[:-2])
-        self.a, self.b = a, b
+
+    def forward(self, a, b):
+        self.save(a=a, b=b)
         return a @ b
 
     def backward(self, g):
@@ -64,7 +67,7 @@ class Linear(Function):
     dL/dX = G W, dL/dW = G^T X, dL/db = sum of G over rows.
     """
 
-    def forward(self, x, weight, bias=None):
+    def check(self, x, weight, bias=None):
         if weight.ndim != 2 or x.ndim == 0 or x.shape[-1] != weight.shape[1]:
             raise ShapeError(
                 f"linear: input {tuple(x.shape)} does not fit weight {tuple(weight.shape)} "
@@ -72,18 +75,30 @@ class Linear(Function):
             )
         if bias is not None and tuple(bias.shape) != (weight.shape[0],):
             raise ShapeError(f"linear: bias shape {tuple(bias.shape)} does not fit weight {tuple(weight.shape)}")
-        self.x, self.weight, self.has_bias = x, weight, bias is not None
-        x2 = x.reshape(_rows(x), x.shape[-1])
-        y = x2 @ weight.T
+
+    def forward(self, x, weight, bias=None):
+        self.has_bias = bias is not None
+        self.save(x=x, weight=weight)
+        y = _as_rows(x) @ weight.T
         if bias is not None:
             y += bias
         return y.reshape(x.shape[:-1] + (weight.shape[0],))
 
     def backward(self, g):
-        x2 = self.x.reshape(_rows(self.x), self.x.shape[-1])
-        g2 = g.reshape(x2.shape[0], g.shape[-1])
-        gx = (g2 @ self.weight).reshape(self.x.shape)
-        gw = g2.T @ x2
+        x, g2 = _as_rows(self.x), _as_rows(g)
+        grad_x = (g2 @ self.weight).reshape(self.x.shape)
+        grad_weight = g2.T @ x
         if self.has_bias:
-            return gx, gw, leading_sum(g2)
-        return gx, gw
+            return grad_x, grad_weight, leading_sum(g2)
+        return grad_x, grad_weight
+
+
+# -- the public functions ------------------------------------------------------------
+def matmul(a, b):
+    """a @ b, as ``np.matmul`` (batched over leading axes, broadcasting them)."""
+    return MatMul()(a, b)
+
+
+def linear(x, weight, bias=None):
+    """x @ weight.T + bias, with weight (out_features, in_features) as in PyTorch."""
+    return Linear()(x, weight, bias)

@@ -4,9 +4,10 @@ Guide: docs/backward.md#shape-ops-and-reductions
 """
 from __future__ import annotations
 
-from ..backend import get_array_module, scatter_add_rows
+from ..backend import get_array_module, scatter_add
 from ..errors import ShapeError, TokenIdError
-from ..tensor import Function
+from ..tensor import Function, array_of
+from .embedding import scatter_add_rows
 
 
 class Reshape(Function):
@@ -32,10 +33,13 @@ class Transpose(Function):
     def __init__(self, axes=None):
         self.axes = None if axes is None else tuple(int(a) for a in axes)
 
-    def forward(self, x):
+    def check(self, x):
         axes = self.axes if self.axes is not None else tuple(reversed(range(x.ndim)))
         if len(axes) != x.ndim or sorted(a % max(x.ndim, 1) for a in axes) != list(range(x.ndim)):
             raise ShapeError(f"transpose: axes {axes} are not a permutation of the {x.ndim} axes of shape {tuple(x.shape)}")
+
+    def forward(self, x):
+        axes = self.axes if self.axes is not None else tuple(reversed(range(x.ndim)))
         self.axes = tuple(a % x.ndim for a in axes)
         return x.transpose(self.axes)
 
@@ -48,14 +52,9 @@ class Transpose(Function):
 
 def _index_on(xp, index):
     """Move integer-array parts of an index to the backend ``xp`` (Tensors unwrapped)."""
-    from ..tensor import Tensor
-
     def convert(part):
-        if isinstance(part, Tensor):
-            part = part.data
-        if hasattr(part, "dtype") and hasattr(part, "shape"):
-            return xp.asarray(part)
-        if isinstance(part, list):
+        part = array_of(part)
+        if isinstance(part, list) or (hasattr(part, "dtype") and hasattr(part, "shape")):
             return xp.asarray(part)
         return part
 
@@ -66,7 +65,7 @@ class GetItem(Function):
     """y = x[index] (basic slicing or integer-array indexing).
 
     dL/dx is zero except at the selected places, where g is added; an element selected
-    twice (repeated integer indices) receives both contributions, hence ``add.at``.
+    twice (repeated integer indices) receives both contributions (a scatter-add).
     """
 
     def __init__(self, index):
@@ -75,7 +74,7 @@ class GetItem(Function):
     def forward(self, x):
         xp = get_array_module(x)
         self.index = _index_on(xp, self.index)
-        self.x_shape, self.x_dtype = x.shape, x.dtype
+        self.x_shape = x.shape
         try:
             return x[self.index]
         except IndexError as e:
@@ -95,11 +94,7 @@ class GetItem(Function):
                                     g.reshape(g.shape[0], -1))
             return rows.reshape(self.x_shape)
         gx = xp.zeros(self.x_shape, dtype=g.dtype)
-        if xp.__name__ == "numpy":
-            xp.add.at(gx, self.index, g)
-        else:
-            import cupyx
-            cupyx.scatter_add(gx, self.index, g)
+        scatter_add(gx, self.index, g)
         return gx
 
 
@@ -161,3 +156,32 @@ class Mean(Sum):
 
     def backward(self, g):
         return super().backward(g / max(self.count, 1))
+
+
+# -- the public functions ------------------------------------------------------------
+def reshape(x, shape):
+    return Reshape(shape)(x)
+
+
+def transpose(x, axes=None):
+    """x with its axes permuted by ``axes`` (reversed when None), as ``np.transpose``."""
+    return Transpose(axes)(x)
+
+
+permute = transpose
+
+
+def getitem(x, index):
+    return GetItem(index)(x)
+
+
+def concatenate(tensors, axis=0):
+    return Concatenate(axis)(*tensors)
+
+
+def sum(x, axis=None, keepdims=False):
+    return Sum(axis, keepdims)(x)
+
+
+def mean(x, axis=None, keepdims=False):
+    return Mean(axis, keepdims)(x)

@@ -1,74 +1,76 @@
-"""softmax, log_softmax and the fused log-softmax + negative log-likelihood
-(cross-entropy). All subtract the row maximum first, so logits of +-1e4 stay finite.
+"""softmax, log_softmax, and cross-entropy (fused log-softmax + negative log-likelihood),
+alone and fused with the linear layer before it. All subtract the row maximum first, so
+logits of +-1e4 stay finite.
+
+``exp_rows`` / ``softmax_rows`` / ``softmax_backward`` are the one forward/backward pair
+of row softmax; attention uses them too.
 Guide: docs/backward.md#softmax and docs/backward.md#log-softmax-and-cross-entropy
 """
 from __future__ import annotations
 
-from .. import backend
-from ..backend import get_array_module
-from ..errors import ShapeError, TokenIdError
-from ..tensor import Function
+from ..backend import get_array_module, rows_per_block
+from ..errors import ShapeError
+from ..tensor import Function, array_of
+from .checks import check_ids
 from .rowwise import row_max, row_sum
 
 
-def _check_axis(x, axis, op):
-    if not -x.ndim <= axis < x.ndim or x.shape[axis] == 0:
-        raise ShapeError(f"{op}: axis {axis} is out of range or empty for input {tuple(x.shape)}")
+# -- row softmax, written once ---------------------------------------------------------
+def exp_rows(x, out=None, masked_rows=False):
+    """For x (..., C): exp(x - row max) (into ``out``, which may be x), the row maxima
+    and the row sums of the exponentials (both (..., 1)).
 
-
-def _check_classes(logits, op):
-    if logits.ndim == 0 or logits.shape[-1] == 0:
-        raise ShapeError(f"{op}: logits {tuple(logits.shape)} have no classes (the last axis is empty)")
-
-
-def _is_last(x, axis) -> bool:
-    return axis == -1 or axis == x.ndim - 1
-
-
-def _max(x, axis):
-    return row_max(x) if _is_last(x, axis) else x.max(axis=axis, keepdims=True)
-
-
-def _sum(x, axis):
-    return row_sum(x) if _is_last(x, axis) else x.sum(axis=axis, keepdims=True)
-
-
-# Blocks of rows of this many bytes stay in the L2 cache while max, subtract, exp and
-# sum run over them: on the MLM head's (384, 40000) logits, memory is read once instead
-# of four times (33 ms -> 15 ms on the 2-core benchmark machine).
-_BLOCK_BYTES = 1 << 18
-
-
-def _exp_rows(x, out=None):
-    """For a 2-D x: exp(x - row max) (into ``out``, which may be x), the row maxima
-    (N, 1) and the row sums of the exponentials (N,)."""
+    Rows go through in blocks that stay in the CPU's cache while max, subtract, exp and
+    sum run over them, so memory is read once instead of four times. With
+    ``masked_rows``, a row that is all -inf (a query whose keys are all masked) has its
+    maximum taken as 0, so its exponentials are 0 instead of NaN.
+    """
     xp = get_array_module(x)
-    n, c = x.shape
+    if not x.flags.c_contiguous:
+        x = xp.ascontiguousarray(x)
     if out is None:
-        out = xp.empty_like(x)
-    if xp.__name__ != "numpy" or not out.flags.c_contiguous:
-        e, shift = _stable_exp(x, -1, out=out)
-        return e, shift, row_sum(e, keepdims=False)
+        out = xp.empty(x.shape, dtype=x.dtype)
+    width = x.shape[-1]
+    rows_in, rows_out = x.reshape(-1, width), out.reshape(-1, width)
+    n = rows_in.shape[0]
     shift = xp.empty((n, 1), dtype=x.dtype)
-    total = xp.empty(n, dtype=x.dtype)
-    ones = xp.ones(c, dtype=x.dtype)
-    step = max(1, _BLOCK_BYTES // max(1, c * x.itemsize))
+    total = xp.empty((n, 1), dtype=x.dtype)
+    step = rows_per_block(xp, n, width * x.itemsize)
     for start in range(0, n, step):
         rows = slice(start, start + step)
-        block = out[rows]
-        xp.max(x[rows], axis=1, keepdims=True, out=shift[rows])
-        xp.subtract(x[rows], shift[rows], out=block)
+        block = rows_out[rows]
+        shift[rows] = row_max(rows_in[rows])
+        if masked_rows:
+            shift[rows][~xp.isfinite(shift[rows])] = 0
+        xp.subtract(rows_in[rows], shift[rows], out=block)
         xp.exp(block, out=block)
-        xp.matmul(block, ones, out=total[rows])
-    return out, shift, total
+        total[rows] = row_sum(block)
+    lead = tuple(x.shape[:-1]) + (1,)
+    return out, shift.reshape(lead), total.reshape(lead)
 
 
-def _stable_exp(x, axis, out=None):
-    """exp(x - max(x)) and the max, along ``axis``; into ``out`` (which may be x)."""
-    xp = get_array_module(x)
-    shift = _max(x, axis)
-    e = xp.subtract(x, shift, out=out)
-    return xp.exp(e, out=e), shift
+def softmax_rows(x, out=None, masked_rows=False):
+    """softmax over the last axis (into ``out``, which may be x). With ``masked_rows``,
+    an all -inf row gives all zeros."""
+    e, _, total = exp_rows(x, out=out, masked_rows=masked_rows)
+    if masked_rows:
+        total[total == 0] = 1
+    e /= total
+    return e
+
+
+def softmax_backward(y, g, out=None):
+    """The VJP of y = softmax(x) over the last axis: y * (g - sum(g * y)) (into ``out``,
+    which may be g)."""
+    xp = get_array_module(y, g)
+    grad = xp.subtract(g, row_sum(g * y), out=out)
+    grad *= y
+    return grad
+
+
+def _check_axis(op, x, axis):
+    if not -x.ndim <= axis < x.ndim or x.shape[axis] == 0:
+        raise ShapeError(f"{op}: axis {axis} is out of range or empty for input {tuple(x.shape)}")
 
 
 class Softmax(Function):
@@ -82,16 +84,19 @@ class Softmax(Function):
     def __init__(self, axis=-1):
         self.axis = axis
 
+    def check(self, x):
+        _check_axis("softmax", x, self.axis)
+
     def forward(self, x):
-        _check_axis(x, self.axis, "softmax")
-        e, _ = _stable_exp(x, self.axis)
-        e /= _sum(e, self.axis)
-        self.y = e
-        return e
+        xp = get_array_module(x)
+        y = xp.moveaxis(softmax_rows(xp.moveaxis(x, self.axis, -1)), -1, self.axis)
+        self.save(y=y)
+        return y
 
     def backward(self, g):
-        y = self.y
-        return y * (g - _sum(g * y, self.axis))
+        xp = get_array_module(g)
+        y, g = xp.moveaxis(self.y, self.axis, -1), xp.moveaxis(g, self.axis, -1)
+        return xp.moveaxis(softmax_backward(y, g), -1, self.axis)
 
 
 class LogSoftmax(Function):
@@ -104,29 +109,21 @@ class LogSoftmax(Function):
     def __init__(self, axis=-1):
         self.axis = axis
 
+    def check(self, x):
+        _check_axis("log_softmax", x, self.axis)
+
     def forward(self, x):
         xp = get_array_module(x)
-        _check_axis(x, self.axis, "log_softmax")
-        e, shift = _stable_exp(x, self.axis)
-        self.y = x - (shift + xp.log(_sum(e, self.axis)))
-        return self.y
+        rows = xp.moveaxis(x, self.axis, -1)
+        _, shift, total = exp_rows(rows)
+        y = xp.moveaxis(rows - (shift + xp.log(total)), -1, self.axis)
+        self.save(y=y)
+        return y
 
     def backward(self, g):
         xp = get_array_module(g)
-        return g - xp.exp(self.y) * _sum(g, self.axis)
-
-
-def check_targets(targets, num_classes: int, ignore_index: int) -> None:
-    xp = get_array_module(targets)
-    if not xp.issubdtype(targets.dtype, xp.integer):
-        raise TokenIdError(f"cross_entropy: targets must be integers, got dtype {targets.dtype}")
-    bad = ((targets < 0) | (targets >= num_classes)) & (targets != ignore_index)
-    if targets.size and bool(bad.any()):
-        position = tuple(int(i) for i in xp.argwhere(bad)[0])
-        raise TokenIdError(
-            f"cross_entropy: target {int(targets[position])} at position {position} is out of range for "
-            f"{num_classes} classes (and is not ignore_index={ignore_index})"
-        )
+        y, g = xp.moveaxis(self.y, self.axis, -1), xp.moveaxis(g, self.axis, -1)
+        return xp.moveaxis(g - xp.exp(y) * row_sum(g), -1, self.axis)
 
 
 class CrossEntropy(Function):
@@ -136,8 +133,8 @@ class CrossEntropy(Function):
 
     For one scored row, L_r = logsumexp(x_r) - x_r[t_r], whose gradient is
     softmax(x_r) - onehot(t_r); with the mean, every scored row gets that divided by n
-    and ignored rows get 0. The forward saves the softmax probabilities only, and the
-    last backward turns them into the gradient in place.
+    and ignored rows get 0. The forward saves exp(x - max) and 1 / its row sums, and
+    the last backward turns them into the gradient in place.
 
     When every target is ignored, the loss is 0 and every gradient is 0 (PyTorch returns
     NaN there, from 0/0).
@@ -146,60 +143,99 @@ class CrossEntropy(Function):
     def __init__(self, targets, ignore_index=-100):
         self.targets, self.ignore_index = targets, int(ignore_index)
 
-    def forward(self, logits):
+    def check(self, logits):
         get_array_module(logits, self.targets)
         if logits.ndim < 1 or tuple(logits.shape[:-1]) != tuple(self.targets.shape):
             raise ShapeError(
                 f"cross_entropy: logits {tuple(logits.shape)} do not fit targets {tuple(self.targets.shape)} "
                 "(expected logits (N, C) and targets (N,))"
             )
-        _check_classes(logits, "cross_entropy")
+        self.check_targets(logits.shape[-1])
+
+    def check_targets(self, num_classes):
+        if num_classes == 0:
+            raise ShapeError(f"{self.op_name}: logits have no classes (the last axis is empty)")
+        check_ids(self.targets, num_classes, self.op_name, noun="target", of="{n} classes",
+                  ignore_index=self.ignore_index)
+
+    op_name = "cross_entropy"
+
+    def forward(self, logits):
         self.logits_shape = logits.shape
-        return self._softmax_nll(logits.reshape(-1, logits.shape[-1]), owned=False)
+        return self.mean_nll(logits.reshape(-1, logits.shape[-1]), self.targets.reshape(-1), overwrite=False)
 
-    def _softmax_nll(self, x, owned):
-        """Mean NLL of the rows of x (N, C). Saves exp(x - max) (written over x if
-        owned) and 1 / its row sums: the backward normalises and scales in one pass."""
+    def mean_nll(self, x, targets, overwrite):
+        """Mean NLL of the rows of x (N, C) under ``targets`` (N,). Saves exp(x - max)
+        (written over x when ``overwrite``) and 1 / its row sums."""
         xp = get_array_module(x)
-        check_targets(self.targets, x.shape[-1], self.ignore_index)
-        t = self.targets.reshape(-1)
-        self.scored = t != self.ignore_index
-        self.safe_t = xp.where(self.scored, t, 0)
-        self.count = int(self.scored.sum())
-        target_logit = x[xp.arange(x.shape[0]), self.safe_t]
-        e, shift, sum_e = _exp_rows(x, out=x if owned else None)
+        scored = targets != self.ignore_index
+        safe_targets = xp.where(scored, targets, 0)
+        self.count = int(scored.sum())
+        target_logit = x[xp.arange(x.shape[0]), safe_targets]
+        e, shift, total = exp_rows(x, out=x if overwrite else None)
         # -log p_t = log(sum e) + shift - x_t: computed without forming log-probabilities
-        nll = xp.log(sum_e) + shift[:, 0] - target_logit
-        self.exp_shifted, self.inv_sum = e, 1 / sum_e
-        loss = (nll * self.scored).sum() / max(self.count, 1)
-        return xp.asarray(loss, dtype=x.dtype)
+        nll = xp.log(total[:, 0]) + shift[:, 0] - target_logit
+        self.save(exp_shifted=e, inv_total=1 / total[:, 0], scored=scored, safe_targets=safe_targets)
+        return xp.asarray((nll * scored).sum() / max(self.count, 1), dtype=x.dtype)
 
-    def _logit_grad(self, g):
+    def logit_grad(self, g):
         """dL/dx (N, C) = (softmax - onehot) * scored * g / n, made from the saved
-        exponentials (in place on the last use)."""
+        exponentials (written over them on the last backward)."""
         xp = get_array_module(g)
         e = self.exp_shifted
         row_weight = (self.scored * (g / max(self.count, 1))).astype(e.dtype)
-        grad = xp.multiply(e, (row_weight * self.inv_sum)[:, None], out=e if self.last_use else None)
-        grad[xp.arange(e.shape[0]), self.safe_t] -= row_weight
+        grad = xp.multiply(e, (row_weight * self.inv_total)[:, None], out=e if self.may_overwrite_saved else None)
+        grad[xp.arange(e.shape[0]), self.safe_targets] -= row_weight
         return grad
 
     def backward(self, g):
-        return self._logit_grad(g).reshape(self.logits_shape)
+        return self.logit_grad(g).reshape(self.logits_shape)
+
+
+class _SpareBuffer:
+    """One reusable flat work array per array module and dtype.
+
+    The first write to a freshly allocated large array page-faults every 4 KiB; for the
+    MLM head's (scored positions x 40,000) float32 logits that costs about as much as
+    the matrix product that fills them. ``LinearCrossEntropy`` takes its logits buffer
+    here and gives it back when its node is released."""
+
+    def __init__(self):
+        self.spare = {}
+
+    def take(self, xp, n, dtype):
+        """A flat array of at least ``n`` elements (a quarter more than asked when a new
+        one is made, as sizes vary from batch to batch)."""
+        dtype = xp.dtype(dtype)
+        flat = self.spare.pop((xp, dtype.str), None)
+        if flat is None or flat.size < n:
+            flat = xp.empty(n + n // 4, dtype=dtype)
+        return flat
+
+    def give_back(self, xp, flat) -> None:
+        current = self.spare.get((xp, flat.dtype.str))
+        if current is None or current.size < flat.size:
+            self.spare[(xp, flat.dtype.str)] = flat
+
+
+_logits_buffers = _SpareBuffer()
 
 
 class LinearCrossEntropy(CrossEntropy):
     """cross_entropy(x W^T + b, targets): the language-model head and its loss as one op.
 
-    Same value and gradients as ``linear`` followed by ``cross_entropy``, with the
-    (N, C) logits computed into a buffer this op owns, so softmax runs in place on them
-    and the backward writes dL/dlogits (G) over the same buffer: one (N, C) array
-    instead of three. Then, as for ``linear``: dL/dx = G W, dL/dW = G^T x,
+    Same value and gradients as ``linear`` followed by ``cross_entropy``, but the head
+    runs only on the rows whose target is scored (the others have zero gradient), and
+    the (n, C) logits go into a reused buffer where softmax runs in place and the last
+    backward writes dL/dlogits (G) over them: one (n, C) array instead of three. Then,
+    as for ``linear``: dL/dx = G W (zero on unscored rows), dL/dW = G^T x,
     dL/db = sum of G over rows.
     """
 
-    def forward(self, x, weight, bias=None):
-        xp = get_array_module(x, weight, bias, self.targets)
+    op_name = "linear_cross_entropy"
+
+    def check(self, x, weight, bias=None):
+        get_array_module(x, weight, bias, self.targets)
         if x.ndim != 2 or weight.ndim != 2 or x.shape[1] != weight.shape[1]:
             raise ShapeError(
                 f"linear_cross_entropy: input {tuple(x.shape)} does not fit weight {tuple(weight.shape)} "
@@ -210,30 +246,67 @@ class LinearCrossEntropy(CrossEntropy):
                 f"linear_cross_entropy: targets {tuple(self.targets.shape)} do not fit input {tuple(x.shape)} "
                 "(expected targets (N,))"
             )
-        _check_classes(weight.T, "linear_cross_entropy")
         if bias is not None and tuple(bias.shape) != (weight.shape[0],):
             raise ShapeError(f"linear_cross_entropy: bias shape {tuple(bias.shape)} does not fit weight "
                              f"{tuple(weight.shape)}")
-        self.x, self.weight, self.has_bias = x, weight, bias is not None
-        logits = backend.take_buffer(xp, (x.shape[0], weight.shape[0]), xp.result_type(x, weight))
-        xp.matmul(x, weight.T, out=logits)
+        self.check_targets(weight.shape[0])
+
+    def forward(self, x, weight, bias=None):
+        xp = get_array_module(x, weight)
+        scored_rows = xp.flatnonzero(self.targets != self.ignore_index)
+        rows = x if scored_rows.size == x.shape[0] else x[scored_rows]
+        self.x_shape, self.has_bias = x.shape, bias is not None
+        self.buffer = _logits_buffers.take(xp, rows.shape[0] * weight.shape[0], xp.result_type(x, weight))
+        logits = self.buffer[: rows.shape[0] * weight.shape[0]].reshape(rows.shape[0], weight.shape[0])
+        xp.matmul(rows, weight.T, out=logits)
         if bias is not None:
             logits += bias
-        return self._softmax_nll(logits, owned=True)
+        self.save(rows=rows, weight=weight, scored_rows=scored_rows)
+        return self.mean_nll(logits, self.targets[scored_rows], overwrite=True)
 
     def backward(self, g):
-        grad_logits = self._logit_grad(g)
-        grads = (grad_logits @ self.weight, grad_logits.T @ self.x)
+        xp = get_array_module(g)
+        grad_logits = self.logit_grad(g)
+        grad_rows = grad_logits @ self.weight
+        if self.scored_rows.size == self.x_shape[0]:
+            grad_x = grad_rows
+        else:
+            grad_x = xp.zeros(self.x_shape, dtype=grad_rows.dtype)
+            grad_x[self.scored_rows] = grad_rows
+        grads = (grad_x, grad_logits.T @ self.rows)
         if self.has_bias:
-            grads += (row_sum(grad_logits.T, keepdims=False),)
-        if self.last_use:
-            self._give_back()
+            grads += (row_sum(grad_logits.T)[:, 0],)
         return grads
 
-    def _give_back(self):
-        buffer = self.__dict__.pop("exp_shifted", None)
+    def release(self):
+        buffer = self.__dict__.pop("buffer", None)
+        super().release()  # drops the views into the buffer first
         if buffer is not None:
-            backend.give_back_buffer(buffer)
+            _logits_buffers.give_back(get_array_module(buffer), buffer)
 
     def __del__(self):  # a forward without a backward (no_grad, retain_graph) ends here
-        self._give_back()
+        if "buffer" in self.__dict__:
+            self.release()
+
+
+# -- the public functions ------------------------------------------------------------
+def softmax(x, axis=-1):
+    return Softmax(axis)(x)
+
+
+def log_softmax(x, axis=-1):
+    return LogSoftmax(axis)(x)
+
+
+def cross_entropy(logits, targets, ignore_index=-100):
+    """Mean negative log-likelihood of integer ``targets`` (N,) under ``logits`` (N, C),
+    over the targets that are not ``ignore_index`` (0 when all are ignored)."""
+    return CrossEntropy(array_of(targets), ignore_index)(logits)
+
+
+def linear_cross_entropy(x, weight, targets, bias=None, ignore_index=-100):
+    """``cross_entropy(linear(x, weight, bias), targets)`` as one op: x (N, in), weight
+    (C, in), targets (N,). Same value and gradients, with the head computed only on the
+    scored rows and one (scored, C) buffer instead of three (for a language-model head
+    over a large vocabulary)."""
+    return LinearCrossEntropy(array_of(targets), ignore_index)(x, weight, bias)
