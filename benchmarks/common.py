@@ -2,13 +2,10 @@
 command-line entry that turns a documented error into one line and exit status 1."""
 from __future__ import annotations
 
-import os
 import sys
 import time
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-
-from tinygrad_nlp import TinygradNLPError  # noqa: E402
+from tinygrad_nlp import TinygradNLPError
 
 
 def time_alternating(contenders, repeats, warmup):

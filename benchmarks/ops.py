@@ -21,54 +21,12 @@ import platform
 import sys
 
 import numpy as np
+from common import run_cli, time_alternating
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from tinygrad_nlp import Tensor, backend, manual_seed
+from tinygrad_nlp.testing import CASES, TUTORIAL_SHAPES, on_device
 
-from common import run_cli, time_alternating  # noqa: E402  (puts the repository on the path)
-import tinygrad_nlp.functional as F  # noqa: E402
-from tinygrad_nlp import Tensor, backend, manual_seed  # noqa: E402
-
-SHAPES = {
-    "mlm": dict(batch=128, seq=20, d=128, heads=8, ff=512, vocab=40000, scored=384, classes=40000, dropout=0.1),
-    "classifier": dict(batch=32, seq=256, d=256, heads=4, ff=512, vocab=30522, scored=32, classes=2, dropout=0.4),
-}
-OPS = ["embedding", "linear", "softmax", "cross_entropy", "linear_cross_entropy", "layer_norm", "dropout",
-       "attention", "self_attention"]
-
-
-def make_inputs(op, s, rng):
-    """Host arrays for one op: (float inputs that get gradients, fixed extras, description)."""
-    B, T, D, H = s["batch"], s["seq"], s["d"], s["heads"]
-    N = B * T
-
-    def f32(*shape):
-        return rng.standard_normal(shape).astype(np.float32)
-    pad = np.arange(T)[None] < rng.integers(T // 2, T + 1, (B, 1))
-    if op == "embedding":
-        return [f32(s["vocab"], D)], dict(ids=rng.integers(0, s["vocab"], (B, T))), \
-            f"ids ({B}, {T}), table ({s['vocab']}, {D})"
-    if op == "linear":
-        return [f32(N, D), f32(s["ff"], D), f32(s["ff"])], {}, f"({N}, {D}) -> {s['ff']}"
-    if op == "softmax":
-        return [f32(B, H, T, T)], {}, f"({B}, {H}, {T}, {T})"
-    if op == "cross_entropy":
-        return [f32(s["scored"], s["classes"])], dict(targets=rng.integers(0, s["classes"], s["scored"])), \
-            f"logits ({s['scored']}, {s['classes']})"
-    if op == "linear_cross_entropy":
-        targets = rng.integers(0, s["classes"], s["scored"])
-        return [f32(s["scored"], D), f32(s["classes"], D) * 0.1], dict(targets=targets), \
-            f"({s['scored']}, {D}) x ({s['classes']}, {D})"
-    if op == "layer_norm":
-        return [f32(N, D), f32(D), f32(D)], {}, f"({N}, {D})"
-    if op == "dropout":
-        return [f32(N, s["ff"])], dict(p=s["dropout"]), f"({N}, {s['ff']}), p={s['dropout']}"
-    if op == "attention":
-        return [f32(B, H, T, D // H) for _ in range(3)], dict(mask=pad, p=s["dropout"]), \
-            f"q,k,v ({B}, {H}, {T}, {D // H}), padding mask, dropout {s['dropout']}"
-    if op == "self_attention":
-        return [f32(B, T, 3 * D)], dict(mask=pad, p=s["dropout"], heads=H), \
-            f"qkv ({B}, {T}, {3 * D}), {H} heads, padding mask, dropout {s['dropout']}"
-    raise ValueError(op)
+OPS = [name for name, case in CASES.items() if case.at_scale is not None]
 
 
 def upstream_gradient(shape):
@@ -97,59 +55,31 @@ def timers(fn, inputs, sync, upstream_like, forward_context):
     return forward, forward_backward
 
 
-def ours(op, arrays, extra, device):
-    xp = backend.xp_for(device)
-    inputs = [Tensor(xp.asarray(a), requires_grad=True) for a in arrays]
-    extra = {k: xp.asarray(v) if isinstance(v, np.ndarray) else v for k, v in extra.items()}
-    calls = {
-        "embedding": lambda w: F.embedding(extra["ids"], w),
-        "linear": F.linear,
-        "softmax": F.softmax,
-        "cross_entropy": lambda x: F.cross_entropy(x, extra["targets"]),
-        "linear_cross_entropy": lambda x, w: F.linear_cross_entropy(x, w, extra["targets"]),
-        "layer_norm": F.layer_norm,
-        "dropout": lambda x: F.dropout(x, extra["p"]),
-        "attention": lambda q, k, v: F.scaled_dot_product_attention(q, k, v, mask=extra["mask"], dropout_p=extra["p"]),
-        "self_attention": lambda x: F.self_attention(x, extra["heads"], mask=extra["mask"], dropout_p=extra["p"]),
-    }
+def ours(op, arrays, constants, device):
+    inputs = [Tensor(backend.to_device(a, device), requires_grad=True) for a in arrays]
+    constants = on_device(constants, device)
 
     def sync():
         if device == "cuda":
-            xp.cuda.Device().synchronize()
-    return timers(calls[op], inputs, sync, lambda shape: xp.asarray(upstream_gradient(shape)), contextlib.nullcontext)
+            backend.xp_for(device).cuda.Device().synchronize()
+    return timers(lambda *x: CASES[op].ours(constants, *x), inputs, sync,
+                  lambda shape: backend.to_device(upstream_gradient(shape), device), contextlib.nullcontext)
 
 
-def theirs(op, arrays, extra, device):
+def theirs(op, arrays, constants, device):
     import torch
-    import torch.nn.functional as TF
     dev = "cuda" if device == "cuda" else "cpu"
     inputs = [torch.tensor(a, device=dev, requires_grad=True) for a in arrays]
-    extra = {k: torch.tensor(v, device=dev) if isinstance(v, np.ndarray) else v for k, v in extra.items()}
-
-    def attention(q, k, v):
-        return TF.scaled_dot_product_attention(q, k, v, attn_mask=extra["mask"][:, None, None, :], dropout_p=extra["p"])
-
-    def self_attention(x):
-        B, T, width = x.shape
-        q, k, v = x.reshape(B, T, 3, extra["heads"], -1).permute(2, 0, 3, 1, 4)
-        return attention(q, k, v).transpose(1, 2).reshape(B, T, width // 3)
-    calls = {
-        "embedding": lambda w: TF.embedding(extra["ids"], w),
-        "linear": TF.linear,
-        "softmax": lambda x: torch.softmax(x, -1),
-        "cross_entropy": lambda x: TF.cross_entropy(x, extra["targets"]),
-        "linear_cross_entropy": lambda x, w: TF.cross_entropy(TF.linear(x, w), extra["targets"]),
-        "layer_norm": lambda x, w, b: TF.layer_norm(x, (x.shape[-1],), w, b),
-        "dropout": lambda x: TF.dropout(x, extra["p"]),
-        "attention": attention,
-        "self_attention": self_attention,
-    }
+    constants = {k: torch.tensor(v, device=dev) if isinstance(v, np.ndarray) else v for k, v in constants.items()}
+    if op == "dropout":
+        call = lambda x: torch.nn.functional.dropout(x, constants["p"])  # noqa: E731
+    else:
+        call = lambda *x: CASES[op].torch(torch, constants, *x)  # noqa: E731
 
     def sync():
         if dev == "cuda":
             torch.cuda.synchronize()
-    return timers(calls[op], inputs, sync, lambda shape: torch.tensor(upstream_gradient(shape), device=dev),
-                  torch.no_grad)
+    return timers(call, inputs, sync, lambda shape: torch.tensor(upstream_gradient(shape), device=dev), torch.no_grad)
 
 
 def machine():
@@ -194,7 +124,7 @@ def main(argv=None):
     else:
         backend.check_device(args.device)
         devices = [args.device]
-    shape_sets = list(SHAPES) if args.shapes == "all" else [args.shapes]
+    shape_sets = list(TUTORIAL_SHAPES) if args.shapes == "all" else [args.shapes]
     info = machine()
     print("machine:", ", ".join(f"{k} {v}" for k, v in info.items()))
     rows = []
@@ -206,7 +136,7 @@ def main(argv=None):
         for shape_name in shape_sets:
             for op in ops:
                 manual_seed(0)
-                arrays, extra, described = make_inputs(op, SHAPES[shape_name], np.random.default_rng(0))
+                arrays, extra, described = CASES[op].at_scale(TUTORIAL_SHAPES[shape_name], np.random.default_rng(0))
                 fwd, fwd_bwd = ours(op, arrays, extra, device)
                 contenders = {"fwd": fwd, "fwd_bwd": fwd_bwd}
                 if args.torch:

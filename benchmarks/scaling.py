@@ -14,15 +14,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 
 import numpy as np
+import train_step
+from common import run_cli, time_alternating
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
-import train_step  # noqa: E402
-from common import run_cli, time_alternating  # noqa: E402
-from tinygrad_nlp import backend  # noqa: E402
+from tinygrad_nlp import backend
 
 SWEEPS = {"batch": [16, 32, 64, 128, 256], "seq": [10, 20, 40, 80, 160], "d": [64, 128, 256, 512]}
 LABELS = {"batch": "batch size", "seq": "sequence length", "d": "width (d_model; heads = d / 16, ff = 4 d)"}

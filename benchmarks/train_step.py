@@ -20,15 +20,12 @@ import sys
 import time
 
 import numpy as np
+from common import run_cli, time_alternating
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
-from common import run_cli, time_alternating  # noqa: E402  (puts the repository on the path)
-
-import tinygrad_nlp.functional as F  # noqa: E402
-from tinygrad_nlp import backend, manual_seed  # noqa: E402
-from tinygrad_nlp.models import MaskedLanguageModel, TextClassifier  # noqa: E402
-from tinygrad_nlp.optim import Adam  # noqa: E402
+import tinygrad_nlp.functional as F
+from tinygrad_nlp import backend, manual_seed
+from tinygrad_nlp.models import MaskedLanguageModel, TextClassifier
+from tinygrad_nlp.optim import Adam
 
 CONFIGS = {
     "mlm": dict(batch=128, seq=20, d=128, heads=8, layers=8, ff=512, vocab=40000, dropout=0.1, norm_first=True),

@@ -11,10 +11,8 @@ import sys
 
 import numpy as np
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-
-import tinygrad_nlp.functional as F  # noqa: E402
-from tinygrad_nlp import Tensor  # noqa: E402
+import tinygrad_nlp.functional as F
+from tinygrad_nlp import Tensor
 
 GUIDE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "backward.md")
 
@@ -75,7 +73,7 @@ def main():
     text = open(GUIDE, encoding="utf-8").read()
     expected = text
     for name in BLOCKS:
-        expected = re.sub(rf"<!-- worked:{name} -->.*?<!-- /worked:{name} -->", lambda _: render(name), expected,
+        expected = re.sub(rf"<!-- worked:{name} -->.*?<!-- /worked:{name} -->", lambda _, name=name: render(name), expected,
                           flags=re.S)
     if "--check" in sys.argv:
         if expected != text:

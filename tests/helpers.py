@@ -1,4 +1,8 @@
-"""Helpers shared by the tests: random float64 Tensors, both gradcheck modes, PyTorch."""
+"""Helpers shared by the tests: random float64 Tensors, both gradcheck modes, PyTorch,
+and the example scripts as modules."""
+import importlib.util
+import os
+
 import numpy as np
 import pytest
 
@@ -33,3 +37,14 @@ def assert_close(a, b, rtol=1e-9, atol=1e-12):
     b = b.numpy() if isinstance(b, Tensor) else b
     b = b.detach().numpy() if torch is not None and isinstance(b, torch.Tensor) else b
     np.testing.assert_allclose(a, b, rtol=rtol, atol=atol)
+
+
+EXAMPLES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples")
+
+
+def load_example(name):
+    """examples/<name>.py as a module (the examples are scripts, not a package)."""
+    spec = importlib.util.spec_from_file_location(f"example_{name}", os.path.join(EXAMPLES, f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

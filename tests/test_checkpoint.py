@@ -3,7 +3,6 @@ import os
 import numpy as np
 import pytest
 
-import tinygrad_nlp.functional as F
 from tinygrad_nlp import CheckpointError, backend, checkpoint, manual_seed
 from tinygrad_nlp.models import MaskedLanguageModel, TextClassifier
 from tinygrad_nlp.optim import Adam
@@ -123,7 +122,7 @@ def test_process_killed_mid_save_leaves_previous_checkpoint_loadable(tmp_path):
     from tinygrad_nlp.nn import Linear
     path = tmp_path / "ckpt.npz"
     caught_mid_save = 0
-    for attempt in range(10):
+    for _ in range(10):
         root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])))
         child = subprocess.Popen([sys.executable, "-c", KILLED_WRITER, str(path)], env=env)

@@ -1,10 +1,9 @@
 import numpy as np
 import pytest
 
-from tinygrad_nlp import Tensor
+from tests.helpers import needs_torch, torch
 from tinygrad_nlp.nn import Parameter
 from tinygrad_nlp.optim import SGD, Adam, AdamW, LRScheduler, clip_grad_norm, cosine_schedule, linear_schedule
-from tests.helpers import needs_torch, torch
 
 CONFIGS = [
     ("SGD", dict(lr=0.1)),

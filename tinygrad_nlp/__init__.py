@@ -1,7 +1,17 @@
 """tinygrad_nlp: a from-scratch tensor/autograd engine for NLP on NumPy and CuPy."""
 from .backend import cuda_available, get_array_module, manual_seed
-from .errors import (AnomalyError, ArgumentError, CheckpointError, DataError, DeviceError, GradcheckError,
-                     GraphError, ShapeError, TinygradNLPError, TokenIdError)
+from .errors import (
+                     AnomalyError,
+                     ArgumentError,
+                     CheckpointError,
+                     DataError,
+                     DeviceError,
+                     GradcheckError,
+                     GraphError,
+                     ShapeError,
+                     TinygradNLPError,
+                     TokenIdError,
+)
 from .tensor import Tensor, detect_anomaly, is_grad_enabled, no_grad
 
 __version__ = "0.1.0"

@@ -211,7 +211,7 @@ def per_device(cpu, cuda):
     return dispatch
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def load_kernel(source_path: str, name: str):
     """The CUDA function ``name`` (an ``extern "C" __global__`` function) of the source
     file ``source_path``, compiled once by CuPy (NVRTC) and cached."""

@@ -15,7 +15,9 @@ import zipfile
 
 import numpy as np
 
-from .errors import CheckpointError
+from .backend import get_array_module
+from .errors import AnomalyError, CheckpointError
+from .models import MODELS
 
 FORMAT_VERSION = 1
 
@@ -120,7 +122,6 @@ def load(path, model, optimizer=None) -> dict:
 
 def load_model(path, device: str = "cpu"):
     """Rebuild the model a checkpoint was saved from (class and config) and load it."""
-    from .models import MODELS
     meta, _ = read(path)
     cls = MODELS.get(meta["model_class"])
     if cls is None or not meta.get("config"):
@@ -128,3 +129,40 @@ def load_model(path, device: str = "cpu"):
     model = cls(**meta["config"])
     load(path, model)
     return model.to(device) if device != "cpu" else model
+
+
+class Checkpointer:
+    """Saves a training run to one path, never replacing a good checkpoint with a
+    diverged model, and turns a non-finite loss into one error naming the last good
+    checkpoint.
+
+        saver = Checkpointer("runs/mlm/ckpt.npz")
+        saver.check_loss(loss.item(), "at step 9")   # AnomalyError if NaN or inf
+        saver.save(model, optimizer, "step 10", step=10)
+    """
+
+    def __init__(self, path):
+        self.path = None if path is None else os.fspath(path)
+        self.last_good = None  # what the file on disk holds, e.g. "step 6"
+
+    def _kept(self) -> str:
+        if self.path is None or not os.path.exists(self.path):
+            return ""
+        held = f" ({self.last_good})" if self.last_good else ""
+        return f"; the last good checkpoint is {self.path}{held}"
+
+    def check_loss(self, value: float, where: str) -> None:
+        if not np.isfinite(value):
+            raise AnomalyError(f"training diverged: loss is {value} {where} (try a lower --lr){self._kept()}")
+
+    def save(self, model, optimizer=None, label: str = "", **extra) -> None:
+        """Save unless a parameter is NaN or inf (then AnomalyError, and the file keeps
+        the last good save). A Checkpointer without a path saves nothing."""
+        if self.path is None:
+            return
+        for name, p in model.named_parameters():
+            if not bool(get_array_module(p.data).isfinite(p.data).all()):
+                raise AnomalyError(f"training diverged: parameter {name} is not finite after {label} "
+                                   f"(try a lower --lr){self._kept()}")
+        save(self.path, model, optimizer, **extra)
+        self.last_good = label

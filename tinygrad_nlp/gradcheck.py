@@ -44,6 +44,42 @@ def _scalar_fn(fn, inputs, seed):
     return scalar, analytic
 
 
+def _comparisons(fn, inputs, eps, mode, n_directions, seed):
+    """(input index, where, analytic, numerical, gradient norm) for every probe of every
+    input that requires a gradient: ``n_directions`` random unit directions (mode
+    "random") or each element (mode "full"), by central differences."""
+    scalar, analytic = _scalar_fn(fn, inputs, seed)
+    grads = analytic()
+    rng = np.random.default_rng(seed)
+    for i, t in enumerate(inputs):
+        if not (isinstance(t, Tensor) and t.requires_grad):
+            continue
+        xp = backend.get_array_module(t.data)
+        grad = grads[i] if grads[i] is not None else xp.zeros_like(t.data)
+        norm = float(xp.sqrt((grad * grad).sum()))
+        original = t.data.copy()
+        if mode == "random":
+            probes = []
+            for n in range(n_directions):
+                d = rng.standard_normal(t.shape)
+                probes.append((f"random direction {n}", xp.asarray(d / max(np.linalg.norm(d), 1e-300))))
+        else:
+            probes = ((index, None) for index in np.ndindex(*t.shape))
+        for where, direction in probes:
+            if direction is None:  # a unit basis vector: move one element
+                direction = xp.zeros_like(original)
+                direction[where] = 1
+                a = float(grad[where])
+            else:
+                a = float((grad * direction).sum())
+            t.data = original + eps * direction
+            plus = scalar()
+            t.data = original - eps * direction
+            minus = scalar()
+            t.data = original
+            yield i, where, a, (plus - minus) / (2 * eps), norm
+
+
 def gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3, mode="random", n_directions=3, seed=0, name=None):
     """Check the gradients of ``fn(*inputs)`` against central differences.
 
@@ -61,77 +97,26 @@ def gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3, mode="random", n_direc
         if inputs[i].dtype != np.float64:
             raise ArgumentError(f"gradcheck: input {i} is {inputs[i].dtype}; finite differences need float64")
     label = name or getattr(fn, "__name__", "fn")
-    scalar, analytic = _scalar_fn(fn, inputs, seed)
-    grads = analytic()
-    rng = np.random.default_rng(seed)
-
-    for i in checked:
-        t = inputs[i]
-        xp = backend.get_array_module(t.data)
-        grad = grads[i] if grads[i] is not None else xp.zeros_like(t.data)
-        if mode == "random":
-            probes = []
-            for _ in range(n_directions):
-                d = rng.standard_normal(t.shape)
-                d /= max(np.linalg.norm(d), 1e-300)
-                probes.append((f"random direction {len(probes)}", xp.asarray(d)))
-        else:
-            probes = ((idx, None) for idx in np.ndindex(*t.shape))
-        worst = None
-        original = t.data.copy()
-        for where, direction in probes:
-            if direction is None:
-                t.data[where] += eps
-                plus = scalar()
-                t.data[where] = original[where] - eps
-                minus = scalar()
-                t.data[where] = original[where]
-                a = float(grad[where])
-            else:
-                t.data = original + eps * direction
-                plus = scalar()
-                t.data = original - eps * direction
-                minus = scalar()
-                t.data = original
-                a = float((grad * direction).sum())
-            n = (plus - minus) / (2 * eps)
-            excess = abs(a - n) - (atol + rtol * abs(n))
-            if worst is None or excess > worst[0]:
-                worst = (excess, where, a, n)
-        t.data = original
-        if worst is not None and worst[0] > 0:
-            _, where, a, n = worst
+    worst = {}
+    for i, where, a, n, _ in _comparisons(fn, inputs, eps, mode, n_directions, seed):
+        excess = abs(a - n) - (atol + rtol * abs(n))
+        if i not in worst or excess > worst[i][0]:
+            worst[i] = (excess, where, a, n)
+    for i, (excess, where, a, n) in worst.items():
+        if excess > 0:
             rel = abs(a - n) / max(abs(n), 1e-300)
             raise GradcheckError(
-                f"gradcheck({label}): input {i} {t.shape}, worst at {where}: analytic {a:.10g} vs numerical {n:.10g} "
-                f"(abs error {abs(a - n):.3g}, rel error {rel:.3g}, atol {atol}, rtol {rtol})"
+                f"gradcheck({label}): input {i} {inputs[i].shape}, worst at {where}: analytic {a:.10g} vs numerical "
+                f"{n:.10g} (abs error {abs(a - n):.3g}, rel error {rel:.3g}, atol {atol}, rtol {rtol})"
             )
     return True
 
 
 def max_relative_error(fn, inputs, eps=1e-6, n_directions=5, seed=0):
-    """The largest |analytic - numerical| / max(|numerical|, |analytic|, tiny) over
-    random directions of every input that requires a gradient (for reports)."""
-    inputs = list(inputs)
-    scalar, analytic = _scalar_fn(fn, inputs, seed)
-    grads = analytic()
-    rng = np.random.default_rng(seed)
-    worst = 0.0
-    for i, t in enumerate(inputs):
-        if not (isinstance(t, Tensor) and t.requires_grad):
-            continue
-        xp = backend.get_array_module(t.data)
-        original = t.data.copy()
-        grad = grads[i] if grads[i] is not None else xp.zeros_like(t.data)
-        for _ in range(n_directions):
-            d = rng.standard_normal(t.shape)
-            d = xp.asarray(d / max(np.linalg.norm(d), 1e-300))
-            t.data = original + eps * d
-            plus = scalar()
-            t.data = original - eps * d
-            minus = scalar()
-            t.data = original
-            n = (plus - minus) / (2 * eps)
-            a = float((grad * d).sum())
-            worst = max(worst, abs(a - n) / max(abs(n), abs(a), 1e-12))
-    return worst
+    """The largest |analytic - numerical| over random unit directions of every input
+    that requires a gradient, relative to the size of that input's gradient (the scale
+    of a directional derivative: relative to the derivative itself, a direction nearly
+    orthogonal to the gradient would report rounding noise as error)."""
+    return max((abs(a - n) / max(norm, 1e-12)
+                for _, _, a, n, norm in _comparisons(fn, list(inputs), eps, "random", n_directions, seed)),
+               default=0.0)

@@ -7,11 +7,9 @@ from __future__ import annotations
 
 import math
 
-
 from . import backend
 from .backend import rows_per_block
 from .errors import ArgumentError, CheckpointError
-
 
 _SCRATCH = ("decayed_grad",)  # per-step work buffers, not state
 
@@ -180,6 +178,18 @@ class AdamW(Adam):
 
     def __init__(self, params, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8, weight_decay: float = 0.01):
         super().__init__(params, lr, betas, eps, weight_decay)
+
+
+OPTIMIZERS = {"sgd": SGD, "adam": Adam, "adamw": AdamW}
+
+
+def create_optimizer(name: str, params, lr: float, weight_decay: float = 0.0) -> Optimizer:
+    """An optimizer by name, as the examples' ``--optimizer`` flag gives it: "adam",
+    "adamw", or "sgd" (with momentum 0.9)."""
+    if name not in OPTIMIZERS:
+        raise ArgumentError(f"unknown optimizer {name!r}; expected one of {sorted(OPTIMIZERS)}")
+    momentum = {"momentum": 0.9} if name == "sgd" else {}
+    return OPTIMIZERS[name](params, lr=lr, weight_decay=weight_decay, **momentum)
 
 
 def clip_grad_norm(params, max_norm: float) -> float:

@@ -108,7 +108,7 @@ class Function:
     def name(self) -> str:
         return type(self).__name__
 
-    def __call__(self, *inputs) -> "Tensor":
+    def __call__(self, *inputs) -> Tensor:
         """Run the op on Tensors, arrays or Python numbers (None for an absent optional
         input) and, when a gradient is wanted, record this node as the output's creator."""
         tensors = as_tensors(inputs)
@@ -200,7 +200,7 @@ class Tensor:
     def item(self) -> float:
         return float(self.data.reshape(-1)[0]) if self.size == 1 else float(self.data)
 
-    def to(self, device: str | None = None, dtype=None) -> "Tensor":
+    def to(self, device: str | None = None, dtype=None) -> Tensor:
         """A copy on ``device`` and/or cast to ``dtype`` (self when nothing changes).
         The copy is a new leaf: gradients do not flow back across devices."""
         data = self.data
@@ -212,7 +212,7 @@ class Tensor:
             return self
         return Tensor(data, requires_grad=self.requires_grad)
 
-    def detach(self) -> "Tensor":
+    def detach(self) -> Tensor:
         return Tensor(self.data)
 
     def __repr__(self):

@@ -1,4 +1,3 @@
-import io
 import os
 import tarfile
 
@@ -6,8 +5,16 @@ import numpy as np
 import pytest
 
 from tinygrad_nlp import DataError
-from tinygrad_nlp.data import (Vocab, balanced_split, download_imdb, encode_reviews, load_aclimdb, load_csv,
-                               sentiment_corpus, tokenize)
+from tinygrad_nlp.data import (
+    Vocab,
+    balanced_split,
+    download_imdb,
+    encode_reviews,
+    load_aclimdb,
+    load_csv,
+    sentiment_corpus,
+    tokenize,
+)
 
 
 def test_csv_labels_in_every_form_and_html_removed(tmp_path):

@@ -2,8 +2,17 @@ import numpy as np
 import pytest
 
 from tinygrad_nlp import DataError
-from tinygrad_nlp.data import (SPECIALS, MLMBatcher, Vocab, encode_stream, mask_tokens, read_lines, tokenize,
-                               word_class_corpus, word_class_of)
+from tinygrad_nlp.data import (
+    SPECIALS,
+    MLMBatcher,
+    Vocab,
+    encode_stream,
+    mask_tokens,
+    read_lines,
+    tokenize,
+    word_class_corpus,
+    word_class_of,
+)
 from tinygrad_nlp.data.evaluate import neighbour_purity
 
 

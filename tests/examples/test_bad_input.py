@@ -12,12 +12,12 @@ import numpy as np
 import pytest
 
 import tinygrad_nlp.functional as F
-from tinygrad_nlp import backend, checkpoint
-from tinygrad_nlp.models import MaskedLanguageModel, TextClassifier
 from tests.examples.test_classify_example import TINY as CLASSIFY_TINY
 from tests.examples.test_classify_example import classify
 from tests.examples.test_mlm_example import TINY as MLM_TINY
 from tests.examples.test_mlm_example import mlm
+from tinygrad_nlp import backend, checkpoint
+from tinygrad_nlp.models import MaskedLanguageModel, TextClassifier
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 

@@ -6,9 +6,10 @@ import sys
 import pytest
 from PIL import Image
 
+from tests.helpers import load_example
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path.insert(0, os.path.join(ROOT, "examples"))
-import classify  # noqa: E402
+classify = load_example("classify")
 
 TINY = ["--epochs", "2", "--train-per-class", "60", "--test-per-class", "20", "--d-model", "16", "--n-heads", "2",
         "--n-layers", "1", "--d-ff", "32", "--seq-len", "24", "--plot", "pca", "--plot-points", "50", "--no-progress"]

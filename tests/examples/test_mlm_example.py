@@ -6,9 +6,10 @@ import sys
 import numpy as np
 import pytest
 
+from tests.helpers import load_example
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path.insert(0, os.path.join(ROOT, "examples"))
-import mlm  # noqa: E402
+mlm = load_example("mlm")
 
 TINY = ["--steps", "12", "--batch-size", "16", "--d-model", "16", "--n-heads", "2", "--n-layers", "1", "--d-ff", "32",
         "--builtin-sentences", "800", "--eval-every", "6", "--no-progress", "--lr", "3e-3", "--warmup", "2"]

@@ -2,11 +2,11 @@ import numpy as np
 import pytest
 
 import tinygrad_nlp.functional as F
-from tinygrad_nlp import ShapeError, Tensor, manual_seed
+from tests.helpers import needs_torch, torch
+from tinygrad_nlp import ShapeError, manual_seed
 from tinygrad_nlp.gradcheck import gradcheck, max_relative_error
 from tinygrad_nlp.models import MaskedLanguageModel, TextClassifier
 from tinygrad_nlp.optim import Adam
-from tests.helpers import needs_torch, torch
 
 SMALL = dict(d_model=8, n_heads=2, d_ff=12, n_layers=2)
 

@@ -1,11 +1,9 @@
 import numpy as np
 import pytest
 
-import tinygrad_nlp.functional as F
-from tinygrad_nlp import CheckpointError, ShapeError, Tensor, manual_seed
-from tinygrad_nlp import nn
-from tinygrad_nlp.gradcheck import gradcheck
 from tests.helpers import needs_torch, torch
+from tinygrad_nlp import CheckpointError, ShapeError, Tensor, manual_seed, nn
+from tinygrad_nlp.gradcheck import gradcheck
 
 
 def test_named_parameters_state_dict_and_load():

@@ -4,8 +4,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import tinygrad_nlp.functional as F
-from tinygrad_nlp import ShapeError, Tensor, backend, manual_seed
 from tests.helpers import assert_close, check_both_modes, needs_torch, tensor, to_torch, torch
+from tinygrad_nlp import ShapeError, Tensor, backend, manual_seed
 
 
 def qkv(rng, B=2, H=3, T=4, D=5):

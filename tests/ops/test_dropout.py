@@ -4,8 +4,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import tinygrad_nlp.functional as F
-from tinygrad_nlp import Tensor, manual_seed
 from tests.helpers import check_both_modes, tensor
+from tinygrad_nlp import Tensor, manual_seed
 
 
 @pytest.mark.parametrize("p", [0.1, 0.5, 0.9])

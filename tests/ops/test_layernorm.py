@@ -4,8 +4,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import tinygrad_nlp.functional as F
-from tinygrad_nlp import ShapeError, Tensor
 from tests.helpers import assert_close, check_both_modes, needs_torch, tensor, to_torch, torch
+from tinygrad_nlp import ShapeError, Tensor
 
 
 @pytest.mark.parametrize("shape", [(3, 5), (2, 3, 4), (1, 1, 1), (1, 7)])

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import DataError
-from .tokenizer import Vocab, tokenize
+from .tokenizer import SPECIALS, Vocab, tokenize
 
 
 def encode_stream(sentences, vocab: Vocab) -> np.ndarray:
@@ -75,3 +75,16 @@ class MLMBatcher:
         inputs, targets = mask_tokens(rows, self.vocab, rng, self.mask_prob, False)
         for i in range(0, len(rows), self.batch_size):
             yield inputs[i:i + self.batch_size], targets[i:i + self.batch_size]
+
+    def frequency_baseline(self) -> float:
+        """Held-out accuracy of always predicting the most frequent training word (the
+        floor a masked-language model must beat)."""
+        counts = np.bincount(self.train_rows.ravel(), minlength=len(self.vocab))
+        counts[: len(SPECIALS)] = 0
+        best = int(counts.argmax())
+        hits = total = 0
+        for _, targets in self.heldout_batches():
+            scored = targets != -100
+            hits += int((targets[scored] == best).sum())
+            total += int(scored.sum())
+        return hits / max(total, 1)

@@ -16,6 +16,7 @@ import numpy as np
 
 from ..errors import DataError
 from .corpus import read_text
+from .generated import sentiment_corpus
 from .tokenizer import Vocab, tokenize
 
 IMDB_URL = "https://ai.stanford.edu/~amaas/data/sentiment/aclImdb_v1.tar.gz"
@@ -130,3 +131,23 @@ def balanced_split(labels, train_per_class: int, test_per_class: int, seed: int 
         train.append(rows[:train_per_class])
         test.append(rows[train_per_class:train_per_class + test_per_class])
     return rng.permutation(np.concatenate(train)), rng.permutation(np.concatenate(test))
+
+
+def load_reviews(source: str, train_per_class: int, test_per_class: int, seed: int = 0, cache_dir=None):
+    """(train_texts, train_labels, test_texts, test_labels), balanced per class, from
+    ``source``: "builtin" (the generated sentiment corpus), a CSV (text,label), an
+    ``aclImdb`` folder (its own train/test split), or "imdb" (download the tarball)."""
+    if source == "builtin":
+        texts, labels = sentiment_corpus(4 * (train_per_class + test_per_class), seed=seed)
+    elif source == "imdb" or os.path.isdir(source):
+        folder = download_imdb(cache_dir) if source == "imdb" else source
+        texts, labels = load_aclimdb(folder, "train")
+        if os.path.isdir(os.path.join(folder, "test")):
+            test_texts, test_labels = load_aclimdb(folder, "test")
+            train, _ = balanced_split(labels, train_per_class, 0, seed)
+            _, test = balanced_split(test_labels, 0, test_per_class, seed)
+            return [texts[i] for i in train], labels[train], [test_texts[i] for i in test], test_labels[test]
+    else:
+        texts, labels = load_csv(source)
+    train, test = balanced_split(labels, train_per_class, test_per_class, seed)
+    return [texts[i] for i in train], labels[train], [texts[i] for i in test], labels[test]

@@ -34,7 +34,7 @@ class Vocab:
         self.pad_id, self.unk_id, self.mask_id, self.cls_id, self.sep_id = range(len(SPECIALS))
 
     @classmethod
-    def build(cls, sentences, max_size: int | None = None) -> "Vocab":
+    def build(cls, sentences, max_size: int | None = None) -> Vocab:
         """From tokenised sentences; ``max_size`` counts the special tokens too."""
         if max_size is not None and max_size <= len(SPECIALS):
             raise DataError(f"vocabulary size {max_size} leaves no room for words: the {len(SPECIALS)} special tokens "
@@ -63,7 +63,7 @@ class Vocab:
             f.write("\n".join(self.itos) + "\n")
 
     @classmethod
-    def load(cls, path) -> "Vocab":
+    def load(cls, path) -> Vocab:
         if not os.path.exists(path):
             raise DataError(f"vocabulary file {os.fspath(path)!r} does not exist")
         with open(path, encoding="utf-8") as f:

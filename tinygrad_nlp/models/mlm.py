@@ -1,9 +1,13 @@
 """BERT-style masked-language model (the MLM tutorial's architecture)."""
 from __future__ import annotations
 
+import numpy as np
+
 from .. import functional as F
+from ..backend import to_device
 from ..errors import ShapeError
-from ..nn import Embedding, LayerNorm, Linear, Module, PositionalEncoding, TransformerEncoder
+from ..nn import Embedding, LayerNorm, Linear, Module, PositionalEncoding, TransformerEncoder, evaluating
+from ..tensor import Tensor
 
 
 class MaskedLanguageModel(Module):
@@ -57,3 +61,31 @@ class MaskedLanguageModel(Module):
         h = self.hidden(ids)
         return F.linear_cross_entropy(h.reshape(-1, h.shape[-1]), self.head.weight, targets.reshape(-1),
                                       self.head.bias, ignore_index)
+
+    def evaluate(self, batches, ignore_index: int = -100):
+        """(mean loss, accuracy) over the scored tokens of host ``(ids, targets)``
+        batches, in evaluation mode."""
+        total_loss, correct, count = 0.0, 0, 0
+        with evaluating(self):
+            for ids, targets in batches:
+                flat_targets = targets.reshape(-1)
+                scored = np.flatnonzero(flat_targets != ignore_index)
+                if scored.size == 0:
+                    continue
+                h = self.hidden(to_device(ids, self.device))
+                logits = self.head(h.reshape(-1, h.shape[-1])[scored])
+                total_loss += F.cross_entropy(logits, to_device(flat_targets[scored], self.device)).item() * scored.size
+                correct += int((logits.numpy().argmax(-1) == flat_targets[scored]).sum())
+                count += scored.size
+        return total_loss / max(count, 1), correct / max(count, 1)
+
+    def fill_mask(self, ids, position: int, k: int = 5, exclude=()):
+        """The ``k`` most likely ids at ``position`` of one host sequence ``ids`` (T,) and
+        their probabilities under a softmax over the vocabulary without ``exclude``."""
+        with evaluating(self):
+            logits = self.head(self.hidden(to_device(ids[None], self.device))[0, position])
+            blocked = np.zeros(logits.shape, dtype=logits.dtype)
+            blocked[list(exclude)] = -np.inf
+            probabilities = F.softmax(logits + Tensor(to_device(blocked, self.device))).numpy()
+        top = np.argsort(-probabilities)[:k]
+        return top, probabilities[top]

@@ -1,7 +1,8 @@
 """Layers built from the functional ops."""
 from .layers import Dropout, Embedding, LayerNorm, Linear, PositionalEncoding, sinusoid_table
-from .module import Module, ModuleList, Parameter
+from .module import Module, ModuleList, Parameter, evaluating, predict_in_batches
 from .transformer import FeedForward, MultiHeadAttention, TransformerEncoder, TransformerEncoderLayer
 
-__all__ = ["Module", "ModuleList", "Parameter", "Linear", "Embedding", "LayerNorm", "Dropout", "PositionalEncoding",
-           "sinusoid_table", "MultiHeadAttention", "FeedForward", "TransformerEncoderLayer", "TransformerEncoder"]
+__all__ = ["Module", "ModuleList", "Parameter", "evaluating", "predict_in_batches", "Linear", "Embedding", "LayerNorm",
+           "Dropout", "PositionalEncoding", "sinusoid_table", "MultiHeadAttention", "FeedForward",
+           "TransformerEncoderLayer", "TransformerEncoder"]

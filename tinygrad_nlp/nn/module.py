@@ -1,13 +1,14 @@
 """Module and Parameter: the bookkeeping that turns functions into layers."""
 from __future__ import annotations
 
+import contextlib
 from collections import OrderedDict
 
 import numpy as np
 
 from .. import backend
 from ..errors import CheckpointError
-from ..tensor import Tensor
+from ..tensor import Tensor, no_grad
 
 
 class Parameter(Tensor):
@@ -74,7 +75,7 @@ class Module:
         return sum(p.size for p in self.parameters())
 
     # -- state ---------------------------------------------------------------------------
-    def state_dict(self) -> "OrderedDict[str, np.ndarray]":
+    def state_dict(self) -> OrderedDict[str, np.ndarray]:
         """{dotted name: host (NumPy) copy of the parameter}."""
         return OrderedDict((name, backend.asnumpy(p.data).copy()) for name, p in self.named_parameters())
 
@@ -98,22 +99,23 @@ class Module:
         if strict:
             unexpected = [k for k in state if k not in params]
             if unexpected:
-                raise CheckpointError(f"load_state_dict: unexpected entry {unexpected[0]!r} {tuple(state[unexpected[0]].shape)} "
+                name = unexpected[0]
+                raise CheckpointError(f"load_state_dict: unexpected entry {name!r} {tuple(state[name].shape)} "
                                       "not in the model (a checkpoint from another architecture?)")
         for name, p in params.items():
             if name in state:
                 p.data[...] = backend.to_device(state[name], p.device).astype(p.dtype, copy=False)
 
     # -- modes and devices -----------------------------------------------------------
-    def train(self, mode: bool = True) -> "Module":
+    def train(self, mode: bool = True) -> Module:
         for m in self.modules():
             m.training = mode
         return self
 
-    def eval(self) -> "Module":
+    def eval(self) -> Module:
         return self.train(False)
 
-    def to(self, device: str | None = None, dtype=None) -> "Module":
+    def to(self, device: str | None = None, dtype=None) -> Module:
         """Move every parameter and buffer to ``device`` and/or cast floating ones to
         ``dtype``, in place (the Parameter objects stay the same, so an optimizer
         built before keeps working only if it is built after the move)."""
@@ -177,3 +179,28 @@ class ModuleList(Module):
 
     def __getitem__(self, i):
         return self._items[i]
+
+
+@contextlib.contextmanager
+def evaluating(model: Module):
+    """Evaluation mode (dropout off) and no graph inside the block; the model's mode is
+    restored after it."""
+    was_training = model.training
+    model.eval()
+    try:
+        with no_grad():
+            yield model
+    finally:
+        model.train(was_training)
+
+
+def predict_in_batches(model: Module, fn, *arrays, batch_size: int = 128) -> np.ndarray:
+    """``fn(*rows)`` (e.g. ``model`` or ``model.embed``) over batches of rows of the host
+    arrays, moved to the model's device and evaluated with ``evaluating``; the outputs
+    gathered into one NumPy array."""
+    outputs = []
+    with evaluating(model):
+        for start in range(0, len(arrays[0]), batch_size):
+            rows = [backend.to_device(a[start:start + batch_size], model.device) for a in arrays]
+            outputs.append(fn(*rows).numpy())
+    return np.concatenate(outputs)

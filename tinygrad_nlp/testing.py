@@ -1,0 +1,169 @@
+"""One table of op cases, shared by the CPU tests, the GPU tests, the guide's checks
+(``docs/check.py``) and the op benchmark (``benchmarks/ops.py``).
+
+An ``OpCase`` holds how to call the op (``ours``), the same computation in PyTorch
+(``torch``, for the parity tests; None where PyTorch differs by design), small input
+shapes and constants for gradient checks and CPU/GPU comparisons, and, for the ops the
+tutorials lean on, inputs at the tutorials' shapes (``at_scale``). Adding an op means
+one entry here, its tests, and its section of docs/backward.md.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from . import functional as F
+from .backend import manual_seed, to_device
+from .tensor import Tensor
+
+# The tutorials' shapes: "mlm" is the MLM tutorial (batch 128, sequence 20, width 128,
+# 8 heads, feed-forward 512, vocabulary 40,000, 15% of positions scored); "classifier"
+# the IMDB tutorial (batch 32, sequence 256, width 256, 4 heads, feed-forward 512,
+# WordPiece vocabulary 30,522, 2 classes).
+TUTORIAL_SHAPES = {
+    "mlm": dict(batch=128, seq=20, d=128, heads=8, ff=512, vocab=40000, scored=384, classes=40000, dropout=0.1),
+    "classifier": dict(batch=32, seq=256, d=256, heads=4, ff=512, vocab=30522, scored=32, classes=2, dropout=0.4),
+}
+
+
+@dataclass(frozen=True)
+class OpCase:
+    """``ours(c, *inputs)`` takes the float input Tensors and ``c``, the constants on
+    their device; ``torch(torch, c, *inputs)`` the same with the torch module, torch
+    tensors and constants."""
+    ours: Callable
+    shapes: tuple
+    constants: dict = field(default_factory=dict)
+    torch: Callable | None = None
+    at_scale: Callable | None = None  # (shape setting, rng) -> (float arrays, constants, description)
+    same_on_every_device: bool = True  # False where the result depends on a device's RNG
+
+
+def _dropout_with_fixed_mask(c, x):
+    manual_seed(c["seed"])  # the same mask on every evaluation (finite differences need it)
+    return F.dropout(x, c["p"])
+
+
+def _torch_attention(torch, c, q, k, v):
+    mask = c["mask"][:, None, None, :]
+    return torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=c.get("p", 0.0))
+
+
+def _torch_self_attention(torch, c, x):
+    B, T, width = x.shape
+    q, k, v = x.reshape(B, T, 3, c["heads"], -1).permute(2, 0, 3, 1, 4)
+    return _torch_attention(torch, c, q, k, v).transpose(1, 2).reshape(B, T, width // 3)
+
+
+def _padding(rng, B, T):
+    return np.arange(T)[None] < rng.integers(T // 2, T + 1, (B, 1))
+
+
+def _f32(rng, *shape):
+    return rng.standard_normal(shape).astype(np.float32)
+
+
+def _at_scale(build):
+    """``build(s, rng, B, T, D, H)`` with the shape setting unpacked."""
+    return lambda s, rng: build(s, rng, s["batch"], s["seq"], s["d"], s["heads"])
+
+
+_IDS = np.array([[1, 3, 1], [0, 3, 3]])
+_TARGETS = np.array([2, -100, 0, 4])
+_PADDING = np.array([[True, True, False, False], [True, False, False, False]])
+
+CASES = {
+    "add": OpCase(lambda c, a, b: F.add(a, b), ((2, 3), (3,)), torch=lambda torch, c, a, b: a + b),
+    "sub": OpCase(lambda c, a, b: F.sub(a, b), ((2, 3), (2, 1)), torch=lambda torch, c, a, b: a - b),
+    "mul": OpCase(lambda c, a, b: F.mul(a, b), ((2, 3), (2, 3)), torch=lambda torch, c, a, b: a * b),
+    "div": OpCase(lambda c, a, b: F.div(a, b * b + 1.0), ((2, 3), (3,)), torch=lambda torch, c, a, b: a / (b * b + 1.0)),
+    "pow": OpCase(lambda c, a, b: F.pow(a * a + 1.0, b), ((2, 3), (2, 3)), torch=lambda torch, c, a, b: (a * a + 1.0) ** b),
+    "neg": OpCase(lambda c, x: F.neg(x), ((2, 3),), torch=lambda torch, c, x: -x),
+    "exp": OpCase(lambda c, x: F.exp(x), ((2, 3),), torch=lambda torch, c, x: x.exp()),
+    "log": OpCase(lambda c, x: F.log(x * x + 0.5), ((2, 3),), torch=lambda torch, c, x: (x * x + 0.5).log()),
+    "relu": OpCase(lambda c, x: F.relu(x), ((4, 5),), torch=lambda torch, c, x: x.relu()),
+    "gelu": OpCase(lambda c, x: F.gelu(x), ((4, 5),),
+                   torch=lambda torch, c, x: torch.nn.functional.gelu(x, approximate="tanh")),
+    "tanh": OpCase(lambda c, x: F.tanh(x), ((4, 5),), torch=lambda torch, c, x: x.tanh()),
+    "reshape": OpCase(lambda c, x: F.reshape(x, (3, 8)), ((2, 3, 4),), torch=lambda torch, c, x: x.reshape(3, 8)),
+    "transpose": OpCase(lambda c, x: F.transpose(x, (1, 0, 2)), ((2, 3, 4),), torch=lambda torch, c, x: x.permute(1, 0, 2)),
+    "getitem": OpCase(lambda c, x: x[c["rows"]][:, 1:3], ((3, 4),), dict(rows=np.array([0, 0, 2])),
+                      torch=lambda torch, c, x: x[c["rows"]][:, 1:3]),
+    "concatenate": OpCase(lambda c, a, b: F.concatenate([a, b], axis=1), ((2, 3), (2, 2)),
+                          torch=lambda torch, c, a, b: torch.cat([a, b], 1)),
+    "sum": OpCase(lambda c, x: F.sum(x, axis=(0, 2)), ((2, 3, 4),), torch=lambda torch, c, x: x.sum((0, 2))),
+    "mean": OpCase(lambda c, x: F.mean(x, axis=1, keepdims=True), ((2, 3, 4),), torch=lambda torch, c, x: x.mean(1, True)),
+    "matmul": OpCase(lambda c, a, b: F.matmul(a, b), ((2, 3, 4), (4, 5)), torch=lambda torch, c, a, b: a @ b),
+    "linear": OpCase(
+        lambda c, x, w, b: F.linear(x, w, b), ((2, 3, 4), (5, 4), (5,)),
+        torch=lambda torch, c, x, w, b: torch.nn.functional.linear(x, w, b),
+        at_scale=_at_scale(lambda s, rng, B, T, D, H: (
+            [_f32(rng, B * T, D), _f32(rng, s["ff"], D), _f32(rng, s["ff"])], {}, f"({B * T}, {D}) -> {s['ff']}"))),
+    "embedding": OpCase(
+        lambda c, w: F.embedding(c["ids"], w), ((5, 3),), dict(ids=_IDS),
+        torch=lambda torch, c, w: torch.nn.functional.embedding(c["ids"], w),
+        at_scale=_at_scale(lambda s, rng, B, T, D, H: (
+            [_f32(rng, s["vocab"], D)], dict(ids=rng.integers(0, s["vocab"], (B, T))),
+            f"ids ({B}, {T}), table ({s['vocab']}, {D})"))),
+    "softmax": OpCase(
+        lambda c, x: F.softmax(x), ((3, 5),), torch=lambda torch, c, x: x.softmax(-1),
+        at_scale=_at_scale(lambda s, rng, B, T, D, H: ([_f32(rng, B, H, T, T)], {}, f"({B}, {H}, {T}, {T})"))),
+    "log_softmax": OpCase(lambda c, x: F.log_softmax(x, axis=0), ((3, 5),), torch=lambda torch, c, x: x.log_softmax(0)),
+    "cross_entropy": OpCase(
+        lambda c, x: F.cross_entropy(x, c["targets"]), ((4, 5),), dict(targets=_TARGETS),
+        torch=lambda torch, c, x: torch.nn.functional.cross_entropy(x, c["targets"]),
+        at_scale=lambda s, rng: ([_f32(rng, s["scored"], s["classes"])],
+                                 dict(targets=rng.integers(0, s["classes"], s["scored"])),
+                                 f"logits ({s['scored']}, {s['classes']})")),
+    "linear_cross_entropy": OpCase(
+        lambda c, x, w, b: F.linear_cross_entropy(x, w, c["targets"], bias=b), ((4, 3), (5, 3), (5,)),
+        dict(targets=_TARGETS),
+        torch=lambda torch, c, x, w, b: torch.nn.functional.cross_entropy(
+            torch.nn.functional.linear(x, w, b), c["targets"]),
+        at_scale=lambda s, rng: ([_f32(rng, s["scored"], s["d"]), _f32(rng, s["classes"], s["d"]) * 0.1,
+                                  np.zeros(s["classes"], np.float32)],
+                                 dict(targets=rng.integers(0, s["classes"], s["scored"])),
+                                 f"({s['scored']}, {s['d']}) x ({s['classes']}, {s['d']})")),
+    "layer_norm": OpCase(
+        lambda c, x, w, b: F.layer_norm(x, w, b), ((2, 3, 6), (6,), (6,)),
+        torch=lambda torch, c, x, w, b: torch.nn.functional.layer_norm(x, (x.shape[-1],), w, b),
+        at_scale=_at_scale(lambda s, rng, B, T, D, H: (
+            [_f32(rng, B * T, D), _f32(rng, D), _f32(rng, D)], {}, f"({B * T}, {D})"))),
+    "dropout": OpCase(
+        _dropout_with_fixed_mask, ((4, 5),), dict(p=0.3, seed=0), same_on_every_device=False,
+        at_scale=_at_scale(lambda s, rng, B, T, D, H: (
+            [_f32(rng, B * T, s["ff"])], dict(p=s["dropout"], seed=0), f"({B * T}, {s['ff']}), p={s['dropout']}"))),
+    "attention": OpCase(
+        lambda c, q, k, v: F.scaled_dot_product_attention(q, k, v, mask=c["mask"], dropout_p=c.get("p", 0.0)),
+        ((2, 2, 4, 3),) * 3, dict(mask=_PADDING), torch=_torch_attention,
+        at_scale=_at_scale(lambda s, rng, B, T, D, H: (
+            [_f32(rng, B, H, T, D // H) for _ in range(3)], dict(mask=_padding(rng, B, T), p=s["dropout"]),
+            f"q,k,v ({B}, {H}, {T}, {D // H}), padding mask, dropout {s['dropout']}"))),
+    "attention_fully_masked_row": OpCase(
+        lambda c, q, k, v: F.scaled_dot_product_attention(q, k, v, mask=c["mask"]), ((2, 2, 3, 4),) * 3,
+        dict(mask=np.array([[True, True, False], [False, False, False]]))),
+    "self_attention": OpCase(
+        lambda c, x: F.self_attention(x, c["heads"], mask=c["mask"], dropout_p=c.get("p", 0.0)), ((2, 4, 12),),
+        dict(mask=_PADDING, heads=2),
+        torch=_torch_self_attention,
+        at_scale=_at_scale(lambda s, rng, B, T, D, H: (
+            [_f32(rng, B, T, 3 * D)], dict(mask=_padding(rng, B, T), heads=H, p=s["dropout"]),
+            f"qkv ({B}, {T}, {3 * D}), {H} heads, padding mask, dropout {s['dropout']}"))),
+}
+
+
+def small_inputs(name: str, dtype=np.float64, device: str = "cpu", seed: int = 0):
+    """(float input Tensors that require gradients, constants) of a case, at its small
+    shapes, on ``device``."""
+    case = CASES[name]
+    rng = np.random.default_rng(seed)
+    inputs = [Tensor(to_device(rng.standard_normal(s).astype(dtype), device), requires_grad=True)
+              for s in case.shapes]
+    return inputs, on_device(case.constants, device)
+
+
+def on_device(constants: dict, device: str) -> dict:
+    """The array constants moved to ``device`` (numbers and flags stay as they are)."""
+    return {k: to_device(v, device) if isinstance(v, np.ndarray) else v for k, v in constants.items()}
