@@ -26,10 +26,11 @@ import tinygrad_nlp.functional as F
 from tinygrad_nlp import backend, manual_seed
 from tinygrad_nlp.models import MaskedLanguageModel, TextClassifier
 from tinygrad_nlp.optim import Adam
+from tinygrad_nlp.testing import TUTORIAL_SHAPES
 
-CONFIGS = {
-    "mlm": dict(batch=128, seq=20, d=128, heads=8, layers=8, ff=512, vocab=40000, dropout=0.1, norm_first=True),
-    "classifier": dict(batch=32, seq=256, d=256, heads=4, layers=4, ff=512, vocab=30522, dropout=0.4, norm_first=False),
+CONFIGS = {  # the tutorials' settings (tinygrad_nlp/tutorials.py): pre-norm MLM, post-norm classifier
+    "mlm": dict(TUTORIAL_SHAPES["mlm"], norm_first=True),
+    "classifier": dict(TUTORIAL_SHAPES["classifier"], norm_first=False),
 }
 
 

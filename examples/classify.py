@@ -112,8 +112,8 @@ def train(args):
         if args.plot != "none":
             points = report.project_2d(predict_in_batches(model, model.embed, train_ids[shown], train_mask[shown]),
                                        args.plot, args.seed)
-            frames.append(report.scatter_frame(points, train_labels[shown], CLASS_NAMES,
-                                               f"[CLS] embeddings ({args.plot}), epoch {epoch}: test accuracy {accuracy:.1%}"))
+            title = f"[CLS] embeddings ({args.plot}), epoch {epoch}: test accuracy {accuracy:.1%}"
+            frames.append(report.scatter_frame(points, train_labels[shown], CLASS_NAMES, title))
         return accuracy
 
     test_accuracy_and_frame(0)
@@ -131,11 +131,9 @@ def train(args):
             saver.check_loss(loss.item(), f"in epoch {epoch}")
             losses.append(loss.item())
             correct += int((logits.numpy().argmax(1) == train_labels[rows]).sum())
-            if bar:
-                bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
-                bar.update(1)
-        if bar:
-            bar.close()
+            bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
+            bar.update(1)
+        bar.close()
         row = {"epoch": epoch, "train_loss": float(np.mean(losses)), "train_accuracy": correct / len(train_ids),
                "test_accuracy": test_accuracy_and_frame(epoch), "seconds": time.perf_counter() - started}
         metrics["epochs"].append(row)
@@ -155,7 +153,8 @@ def write_report(args, model, test, frames, metrics):
     text = ("rows: true class, columns: predicted class\n" + f"{'':>10} {'negative':>9} {'positive':>9}\n"
             + "\n".join(f"{CLASS_NAMES[i]:>10} {confusion[i, 0]:>9} {confusion[i, 1]:>9}" for i in range(2))
             + f"\naccuracy {np.trace(confusion) / confusion.sum():.4f}\n")
-    samples = [f"P(positive)={p[i, 1]:.3f} true={CLASS_NAMES[labels[i]]}: {texts[i][:200]}" for i in range(min(8, len(texts)))]
+    samples = [f"P(positive)={p[i, 1]:.3f} true={CLASS_NAMES[labels[i]]}: {texts[i][:200]}"
+               for i in range(min(8, len(texts)))]
     print(text + "\n".join(samples[:4]))
     metrics["final_test_accuracy"] = metrics["epochs"][-1]["test_accuracy"] if metrics["epochs"] else None
     for name, content in (("confusion.txt", text), ("samples.txt", "\n".join(samples) + "\n"),

@@ -104,8 +104,9 @@ def train(args):
         print(f"resumed from {args.resume} at step {start}")
 
     def save(step):
+        history = {k: metrics[k] for k in ("train_loss", "tokens_per_second", "eval")}
         saver.save(model, optimizer, f"step {step}", step=step, scheduler=scheduler.state_dict(),
-                   rng_state=backend.get_rng_state(), **{k: metrics[k] for k in ("train_loss", "tokens_per_second", "eval")})
+                   rng_state=backend.get_rng_state(), **history)
 
     bar = report.progress_bar(args.steps, start, args.no_progress, unit="step")
     for step in range(start + 1, args.steps + 1):
@@ -122,16 +123,12 @@ def train(args):
         if step % args.eval_every == 0 or step == args.steps:
             heldout_loss, accuracy = model.evaluate(batcher.heldout_batches())
             metrics["eval"].append({"step": step, "loss": heldout_loss, "accuracy": accuracy})
-            (bar.write if bar else print)(f"step {step}: held-out loss {heldout_loss:.3f}, masked accuracy {accuracy:.3f}")
-        if bar:
-            bar.set_postfix(loss=f"{loss.item():.3f}", tok_s=f"{metrics['tokens_per_second'][-1]:,.0f}", refresh=False)
-            bar.update(1)
-        elif step % 10 == 0:
-            print(f"step {step}/{args.steps} loss {loss.item():.3f}")
+            bar.write(f"step {step}: held-out loss {heldout_loss:.3f}, masked-token accuracy {accuracy:.3f}")
+        bar.set_postfix(loss=f"{loss.item():.3f}", tok_s=f"{metrics['tokens_per_second'][-1]:,.0f}", refresh=False)
+        bar.update(1)
         if args.save_every and step % args.save_every == 0:
             save(step)
-    if bar:
-        bar.close()
+    bar.close()
     save(args.steps)
     return model, vocab, batcher, metrics
 

@@ -12,13 +12,38 @@ import os
 import numpy as np
 
 
+class _PlainProgress:
+    """What a run shows without a live bar (``disable``, or tqdm not installed): messages
+    as lines, and the postfix (e.g. the loss) every ``every`` updates."""
+
+    def __init__(self, total, initial=0, every=10):
+        self.n, self.total, self.every, self.postfix = initial, total, every, {}
+
+    def write(self, message):
+        print(message)
+
+    def set_postfix(self, refresh=False, **values):
+        self.postfix = values
+
+    def update(self, n=1):
+        self.n += n
+        if self.postfix and self.n % self.every == 0:
+            print(f"{self.n}/{self.total} " + " ".join(f"{k} {v}" for k, v in self.postfix.items()))
+
+    def close(self):
+        pass
+
+
 def progress_bar(total: int, initial: int = 0, disable: bool = False, **kwargs):
-    """A tqdm bar, or None when tqdm is not installed (the caller prints lines instead)."""
+    """A tqdm bar, or with ``disable`` (or without tqdm) plain log lines through the same
+    methods: ``write``, ``set_postfix``, ``update``, ``close``."""
     try:
         from tqdm import tqdm
     except ImportError:
-        return None
-    return tqdm(total=total, initial=initial, disable=disable, dynamic_ncols=True, **kwargs)
+        disable = True
+    if disable:
+        return _PlainProgress(total, initial)
+    return tqdm(total=total, initial=initial, dynamic_ncols=True, **kwargs)
 
 
 def _pyplot():

@@ -17,14 +17,20 @@ import numpy as np
 from . import functional as F
 from .backend import manual_seed, to_device
 from .tensor import Tensor
+from .tutorials import CLASSIFIER_TUTORIAL, MLM_TUTORIAL
 
-# The tutorials' shapes: "mlm" is the MLM tutorial (batch 128, sequence 20, width 128,
-# 8 heads, feed-forward 512, vocabulary 40,000, 15% of positions scored); "classifier"
-# the IMDB tutorial (batch 32, sequence 256, width 256, 4 heads, feed-forward 512,
-# WordPiece vocabulary 30,522, 2 classes).
+
+def _shapes(tutorial, scored, classes):
+    return dict(batch=tutorial["batch_size"], seq=tutorial["seq_len"], d=tutorial["d_model"], heads=tutorial["n_heads"],
+                ff=tutorial["d_ff"], vocab=tutorial["vocab_size"], layers=tutorial["n_layers"], scored=scored,
+                classes=classes, dropout=tutorial["dropout"])
+
+
+# The tutorials' shapes (tutorials.py): the MLM scores 15% of its 128 x 20 positions over a
+# 40,000-word vocabulary; the classifier scores one [CLS] vector per review over 2 classes.
 TUTORIAL_SHAPES = {
-    "mlm": dict(batch=128, seq=20, d=128, heads=8, ff=512, vocab=40000, scored=384, classes=40000, dropout=0.1),
-    "classifier": dict(batch=32, seq=256, d=256, heads=4, ff=512, vocab=30522, scored=32, classes=2, dropout=0.4),
+    "mlm": _shapes(MLM_TUTORIAL, scored=384, classes=MLM_TUTORIAL["vocab_size"]),
+    "classifier": _shapes(CLASSIFIER_TUTORIAL, scored=CLASSIFIER_TUTORIAL["batch_size"], classes=2),
 }
 
 
