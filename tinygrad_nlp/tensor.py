@@ -74,6 +74,7 @@ class Function:
     """
 
     inputs: tuple = ()
+    floating = False  # True: integer or boolean inputs are computed in float32 (float64 if another input is)
     needs_input_grad: tuple = ()
     saved_names: tuple = ()
     released = False
@@ -114,6 +115,7 @@ class Function:
         tensors = as_tensors(inputs)
         arrays = [None if t is None else t.data for t in tensors]
         backend.get_array_module(*arrays)  # mixed NumPy/CuPy fails here, naming both
+        arrays = _promote_integers(arrays, self.floating)
         self.check(*arrays)
         self.needs_input_grad = tuple(t is not None and t.requires_grad for t in tensors)
         out = Tensor(self.forward(*arrays))
@@ -126,10 +128,27 @@ class Function:
         return out
 
 
+def _is_float(array) -> bool:
+    return np.issubdtype(array.dtype, np.floating)
+
+
+def _promote_integers(arrays, floating: bool):
+    """PyTorch's rule for integer inputs: mixed with float inputs, or into a float op
+    (``floating``), they are cast to the inputs' float dtype (float64 if one is, else
+    float32), never silently to float64. All-integer inputs to other ops stay integer."""
+    present = [a for a in arrays if a is not None]
+    floats = [a for a in present if _is_float(a)]
+    if len(floats) == len(present) or not (floats or floating):
+        return arrays
+    target = np.result_type(*(a.dtype for a in floats)) if floats else np.float32
+    return [a if a is None or _is_float(a) else a.astype(target) for a in arrays]
+
+
 def as_tensors(values) -> tuple:
     """The one place arguments become Tensors: Tensors stay, arrays are wrapped, and a
     Python number takes the dtype and device of the first Tensor or array among
-    ``values`` (so ``x * 2`` keeps x float32 on its device); None stays None."""
+    ``values`` (so ``x * 2`` keeps x float32 on its device), except that a float number
+    with an integer tensor is float32; None stays None."""
     like = next((v.data if isinstance(v, Tensor) else v for v in values if hasattr(v, "shape")), None)
     xp = backend.get_array_module(like)
     result = []
@@ -137,7 +156,8 @@ def as_tensors(values) -> tuple:
         if v is None or isinstance(v, Tensor):
             result.append(v)
         elif like is not None and not hasattr(v, "shape"):
-            result.append(Tensor(xp.asarray(v, dtype=like.dtype)))
+            keeps_dtype = _is_float(like) or isinstance(v, (bool, int, np.integer, np.bool_))
+            result.append(Tensor(xp.asarray(v, dtype=like.dtype if keeps_dtype else np.float32)))
         else:
             result.append(Tensor(v))
     return tuple(result)

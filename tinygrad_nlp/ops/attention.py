@@ -50,6 +50,8 @@ class ScaledDotProductAttention(Function):
     in the cache.
     """
 
+    floating = True
+
     def __init__(self, mask=None, dropout_p=0.0, training=True):
         self.mask = mask
         self.dropout_p = check_probability(dropout_p, "scaled_dot_product_attention dropout")

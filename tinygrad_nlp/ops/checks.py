@@ -42,3 +42,25 @@ def check_probability(p: float, what: str = "dropout") -> float:
     if not 0.0 <= p <= 1.0:
         raise ArgumentError(f"{what}: probability p must be in [0, 1], got {p}")
     return p
+
+
+def normalize_axes(op: str, axis, ndim: int) -> tuple:
+    """``axis`` (None, an int or a sequence) as a tuple of distinct axes in [0, ndim), or a
+    ShapeError naming the op, the axis and the dimension. A 0-d input accepts axis 0 or
+    -1 and reduces nothing (as PyTorch does)."""
+    if axis is None:
+        return tuple(range(ndim))
+    axes = (axis,) if isinstance(axis, (int,)) or hasattr(axis, "__index__") else tuple(axis)
+    if ndim == 0:
+        if all(int(a) in (0, -1) for a in axes):
+            return ()
+        raise ShapeError(f"{op}: axis {axis} is out of range for a 0-d input (only 0 or -1)")
+    normalized = []
+    for a in axes:
+        a = int(a)
+        if not -ndim <= a < ndim:
+            raise ShapeError(f"{op}: axis {a} is out of range for a {ndim}-d input (valid axes are {-ndim}..{ndim - 1})")
+        normalized.append(a % ndim)
+    if len(set(normalized)) != len(normalized):
+        raise ShapeError(f"{op}: axis {axis} repeats an axis")
+    return tuple(normalized)

@@ -13,6 +13,8 @@ class Dropout(Function):
     the boolean mask (1 byte per element). With p = 1 everything is dropped and y = 0.
     """
 
+    floating = True
+
     def __init__(self, p):
         self.p = check_probability(p)
         self.scale = 0.0 if self.p == 1.0 else 1.0 / (1.0 - self.p)

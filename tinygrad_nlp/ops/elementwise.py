@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 
 from ..backend import get_array_module
+from ..errors import ArgumentError
 from ..tensor import Function
 from .checks import broadcast_shape
 
@@ -75,6 +76,8 @@ class Mul(_Binary):
 class Div(_Binary):
     """y = a / b.  dL/da = g / b, dL/db = -g * a / b**2 = -g * y / b."""
 
+    floating = True
+
     def forward(self, a, b):
         self.shapes = (a.shape, b.shape)
         y = a / b
@@ -87,8 +90,22 @@ class Div(_Binary):
 
 
 class Pow(_Binary):
-    """y = a ** b.  dL/da = g * b * a**(b-1); dL/db = g * y * log(a) (defined for a > 0;
-    taken as 0 where a <= 0, where only integer exponents are meaningful)."""
+    """y = a ** b.
+
+    dL/da = g * b * a**(b-1), taken as 0 where b == 0 (y = 1 is constant in a there,
+    even at a = 0, where the formula would give 0 * inf).
+    dL/db = g * y * log(a), defined for a > 0 and taken as 0 where a <= 0 (only integer
+    exponents are meaningful there; PyTorch gives -inf at a = 0, b < 0).
+    Integer tensors raised to negative integer powers raise ArgumentError (as NumPy
+    refuses them).
+    """
+
+    def check(self, a, b):
+        super().check(a, b)
+        xp = get_array_module(a, b)
+        if xp.issubdtype(a.dtype, xp.integer) and xp.issubdtype(b.dtype, xp.integer) and b.size and bool((b < 0).any()):
+            raise ArgumentError(f"pow: integers to negative integer powers are not allowed (exponent {int(b.min())}); "
+                                "make the base a float tensor")
 
     def forward(self, a, b):
         self.shapes = (a.shape, b.shape)
@@ -98,10 +115,14 @@ class Pow(_Binary):
 
     def backward(self, g):
         xp = get_array_module(g)
-        ga = g * self.b * self.a ** (self.b - 1)
+        ga = None
+        if self.needs_input_grad[0]:
+            base = xp.where(self.b == 0, 1, self.a)  # b == 0: 0 * 1**-1 = 0, never 0 * inf
+            ga = g * self.b * base ** (self.b - 1)
         gb = None
         if self.needs_input_grad[1]:
-            gb = g * self.y * xp.log(xp.where(self.a > 0, self.a, 1))
+            positive = self.a > 0
+            gb = xp.where(positive, g * self.y * xp.log(xp.where(positive, self.a, 1)), 0)
         return self.unbroadcast(ga, gb)
 
 
@@ -118,6 +139,8 @@ class Neg(Function):
 class Exp(Function):
     """y = exp(x).  dy/dx = exp(x) = y, so dL/dx = g * y (reuses the output)."""
 
+    floating = True
+
     def forward(self, x):
         xp = get_array_module(x)
         y = xp.exp(x)
@@ -130,6 +153,8 @@ class Exp(Function):
 
 class Log(Function):
     """y = log(x).  dL/dx = g / x."""
+
+    floating = True
 
     def forward(self, x):
         xp = get_array_module(x)
@@ -162,6 +187,8 @@ class GELU(Function):
     dy/dx = (1 + t)/2 + x/2 * (1 - t^2) * c (1 + 3 * 0.044715 x^2), with t = tanh(u).
     """
 
+    floating = True
+
     def forward(self, x):
         xp = get_array_module(x)
         t = xp.tanh(_GELU_C * (x + 0.044715 * x ** 3))
@@ -176,6 +203,8 @@ class GELU(Function):
 
 class Tanh(Function):
     """y = tanh(x).  dy/dx = 1 - y^2 (reuses the output)."""
+
+    floating = True
 
     def forward(self, x):
         xp = get_array_module(x)

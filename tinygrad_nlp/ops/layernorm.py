@@ -19,6 +19,8 @@ class LayerNorm(Function):
     graph holds anyway); xhat is recomputed in the backward.
     """
 
+    floating = True
+
     def __init__(self, eps=1e-5):
         self.eps = eps
 

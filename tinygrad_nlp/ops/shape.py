@@ -7,6 +7,7 @@ from __future__ import annotations
 from ..backend import get_array_module, scatter_add
 from ..errors import ShapeError, TokenIdError
 from ..tensor import Function, array_of
+from .checks import normalize_axes
 from .embedding import scatter_add_rows
 
 
@@ -35,8 +36,10 @@ class Transpose(Function):
 
     def check(self, x):
         axes = self.axes if self.axes is not None else tuple(reversed(range(x.ndim)))
-        if len(axes) != x.ndim or sorted(a % max(x.ndim, 1) for a in axes) != list(range(x.ndim)):
-            raise ShapeError(f"transpose: axes {axes} are not a permutation of the {x.ndim} axes of shape {tuple(x.shape)}")
+        in_range = all(-x.ndim <= a < x.ndim for a in axes)
+        if len(axes) != x.ndim or not in_range or sorted(a % x.ndim for a in axes) != list(range(x.ndim)):
+            raise ShapeError(f"transpose: axes {axes} are not a permutation of the {x.ndim} axes of shape "
+                             f"{tuple(x.shape)}")
 
     def forward(self, x):
         axes = self.axes if self.axes is not None else tuple(reversed(range(x.ndim)))
@@ -104,6 +107,14 @@ class Concatenate(Function):
     def __init__(self, axis=0):
         self.axis = axis
 
+    def check(self, *xs):
+        if not xs:
+            raise ShapeError("concatenate: needs at least one tensor")
+        ndim = xs[0].ndim
+        if ndim == 0 or any(x.ndim != ndim for x in xs) or not -ndim <= self.axis < ndim:
+            raise ShapeError(f"concatenate: shapes {[tuple(x.shape) for x in xs]} do not fit along axis {self.axis} "
+                             "(all inputs need the same number of dimensions, at least 1, and the axis in range)")
+
     def forward(self, *xs):
         xp = get_array_module(*xs)
         self.sizes = [x.shape[self.axis] for x in xs]
@@ -118,13 +129,6 @@ class Concatenate(Function):
         return tuple(xp.split(g, bounds, axis=self.axis))
 
 
-def _normalise_axis(axis, ndim):
-    if axis is None:
-        return tuple(range(ndim))
-    axes = (axis,) if isinstance(axis, int) else tuple(axis)
-    return tuple(a % ndim for a in axes)
-
-
 class Sum(Function):
     """y = x summed over ``axis``.  Every summed element has derivative 1, so dL/dx is g
     broadcast back over the summed axes."""
@@ -132,9 +136,11 @@ class Sum(Function):
     def __init__(self, axis=None, keepdims=False):
         self.axis, self.keepdims = axis, keepdims
 
+    def check(self, x):
+        self.axes = normalize_axes(self.name.lower(), self.axis, x.ndim)
+
     def forward(self, x):
         self.x_shape = x.shape
-        self.axes = _normalise_axis(self.axis, x.ndim)
         return x.sum(axis=self.axes, keepdims=self.keepdims)
 
     def backward(self, g):
@@ -145,14 +151,19 @@ class Sum(Function):
 
 
 class Mean(Sum):
-    """y = mean of x over ``axis`` = sum / n.  dL/dx = g / n broadcast back."""
+    """y = mean of x over ``axis`` = sum / n.  dL/dx = g / n broadcast back. Integer
+    inputs give float32 (float64 stays float64)."""
+
+    floating = True
 
     def forward(self, x):
         y = super().forward(x)
         self.count = 1
         for a in self.axes:
             self.count *= x.shape[a]
-        return y / max(self.count, 1)
+        if self.count == 0:  # the mean of nothing is NaN, as in NumPy and PyTorch
+            return get_array_module(x).full(y.shape, float("nan"), dtype=y.dtype)
+        return y / self.count
 
     def backward(self, g):
         return super().backward(g / max(self.count, 1))

@@ -81,6 +81,8 @@ class Softmax(Function):
     ``y * (g - sum(g * y))``. Only y is saved.
     """
 
+    floating = True
+
     def __init__(self, axis=-1):
         self.axis = axis
 
@@ -105,6 +107,8 @@ class LogSoftmax(Function):
     dy_i/dx_j = delta_ij - softmax_j, so dL/dx = g - softmax(x) * sum(g), with
     softmax(x) = exp(y) recomputed from the saved output.
     """
+
+    floating = True
 
     def __init__(self, axis=-1):
         self.axis = axis
@@ -139,6 +143,8 @@ class CrossEntropy(Function):
     When every target is ignored, the loss is 0 and every gradient is 0 (PyTorch returns
     NaN there, from 0/0).
     """
+
+    floating = True
 
     def __init__(self, targets, ignore_index=-100):
         self.targets, self.ignore_index = targets, int(ignore_index)
