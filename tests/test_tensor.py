@@ -87,3 +87,13 @@ def test_diamond_graph(rng):
     c.sum().backward()
     e = np.exp(x.data)
     np.testing.assert_allclose(x.grad, e + 2 * e * e)
+
+
+def test_a_node_names_what_it_saved_and_release_drops_it():
+    import tinygrad_nlp.functional as F
+    x, w, b = (Tensor(np.ones(s), requires_grad=True) for s in ((2, 4), (4,), (4,)))
+    node = F.layer_norm(x, w, b).creator
+    assert sorted(node.saved_arrays()) == ["mean", "rstd", "weight", "x"]
+    assert node.saved_arrays()["rstd"].shape == (2, 1)
+    node.release()
+    assert node.saved_arrays() == {} and node.inputs == () and node.released
