@@ -39,8 +39,8 @@ def test_matches_torch_for_five_steps(name, kwargs, rng):
 
 def test_updates_in_place_without_new_arrays(rng):
     p = Parameter(rng.standard_normal(5).astype(np.float32))
-    data = p.data
     opt = Adam([p], lr=0.1, weight_decay=0.1)
+    data = p.data  # a view of the optimizer's flat buffer from here on
     for _ in range(3):
         p.grad = np.ones(5, dtype=np.float32)
         opt.step()

@@ -10,6 +10,7 @@ import math
 from . import backend
 from .backend import rows_per_block
 from .errors import ArgumentError, CheckpointError
+from .nn.flat import flatten
 
 _SCRATCH = ("decayed_grad",)  # per-step work buffers, not state
 
@@ -31,6 +32,14 @@ def _pieces(xp, arrays, scratch):
 
 
 class Optimizer:
+    """Base of the optimizers. The parameters are flattened (``nn.flat``) when the
+    optimizer is made: while a buffer holds its parameters and a backward has given
+    every one of them a gradient, ``step`` updates the whole buffer at once, with the
+    state (moments) in flat arrays of the same layout; otherwise each parameter with a
+    gradient is updated alone. Both give the same numbers (PyTorch's), and the
+    per-parameter state seen by ``state_dict`` is the same either way: its arrays are
+    views of the flat ones."""
+
     def __init__(self, params, lr: float):
         self.params = [p for p in params]
         if not self.params:
@@ -40,6 +49,10 @@ class Optimizer:
         self.lr = float(lr)
         self.step_count = 0
         self.state = [dict() for _ in self.params]
+        self._index = {id(p): i for i, p in enumerate(self.params)}
+        self.buffers = flatten(self.params)
+        self._flat_state = {}  # id(buffer) -> {name: flat array}
+        self._shared = {}  # id(buffer) -> {name: (flat array, the per-parameter views given out)}
         self._work = {}
 
     def zero_grad(self) -> None:
@@ -48,9 +61,49 @@ class Optimizer:
 
     def step(self) -> None:
         self.step_count += 1
-        for p, state in zip(self.params, self.state):
-            if p.grad is not None:
-                self._update(p.data, p.grad, state)
+        for buffer in self.buffers:
+            flat_state = self._state_of_buffer(buffer) if buffer.has_all_gradients() else None
+            if flat_state is not None:
+                self._update(buffer.data, buffer.grad, flat_state)
+                self._share(buffer, flat_state)
+                continue
+            for p in buffer.params:
+                if p.grad is not None:
+                    self._update(p.data, p.grad, self.state[self._index[id(p)]])
+
+    def _state_of_buffer(self, buffer):
+        """{name: flat array} of the state of ``buffer``'s parameters, in its layout,
+        rebuilt from the per-parameter state when that was replaced (``load_state_dict``,
+        a per-parameter step); None when the parameters differ in which entries they
+        have (then each is updated alone)."""
+        states = [self.state[self._index[id(p)]] for p in buffer.params]
+        names = {name for s in states for name in s if name not in _SCRATCH}
+        if any(name not in s for s in states for name in names):
+            return None
+        flat = self._flat_state.setdefault(id(buffer), {})
+        shared = self._shared.setdefault(id(buffer), {})
+        for name in [n for n in flat if n not in names and n not in _SCRATCH]:
+            del flat[name]
+            shared.pop(name, None)
+        for name in names:
+            array, views = shared.get(name, (None, ()))
+            if array is None or array is not flat.get(name) or any(s[name] is not v for s, v in zip(states, views)):
+                array = backend.get_array_module(buffer.data).empty(buffer.size, dtype=buffer.data.dtype)
+                for p, s in zip(buffer.params, states):
+                    buffer.piece(array, p)[...] = s[name]
+                flat[name] = array
+        return flat
+
+    def _share(self, buffer, flat):
+        """Make each parameter's state entries views of the flat arrays."""
+        shared = self._shared[id(buffer)]
+        for name, array in flat.items():
+            if name in _SCRATCH or shared.get(name, (None,))[0] is array:
+                continue
+            views = buffer.views_of(array)
+            for p, view in zip(buffer.params, views):
+                self.state[self._index[id(p)]][name] = view
+            shared[name] = (array, views)
 
     def _buffer(self, state, name, like):
         if name not in state:
@@ -194,8 +247,14 @@ def create_optimizer(name: str, params, lr: float, weight_decay: float = 0.0) ->
 
 def clip_grad_norm(params, max_norm: float) -> float:
     """Scale all gradients in place so their joint L2 norm is at most ``max_norm``;
-    return the norm before clipping."""
-    grads = [p.grad for p in params if p.grad is not None]
+    return the norm before clipping. Flat gradient buffers wholly among ``params`` are
+    read and scaled as one array each."""
+    unique = list({id(p): p for p in params}.values())
+    ids = set({id(p) for p in unique})
+    whole = {id(p.flat): p.flat for p in unique if getattr(p, "flat", None) is not None}
+    whole = [b for b in whole.values() if b.has_all_gradients() and all(id(q) in ids for q in b.params)]
+    covered = {id(q) for b in whole for q in b.params}
+    grads = [b.grad for b in whole] + [p.grad for p in unique if id(p) not in covered and p.grad is not None]
     if not grads:
         return 0.0
     xp = backend.get_array_module(grads[0])

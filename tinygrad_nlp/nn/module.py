@@ -12,10 +12,29 @@ from ..tensor import Tensor, no_grad
 
 
 class Parameter(Tensor):
-    """A Tensor that a Module owns and an optimizer updates (requires_grad by default)."""
+    """A Tensor that a Module owns and an optimizer updates (requires_grad by default).
+
+    Once flattened (``nn.flat``), ``data`` is a view into its FlatBuffer (``flat``) and
+    gradients accumulate into ``grad_slot``, its view of the buffer's gradients."""
+
+    flat = None
+    grad_slot = None
 
     def __init__(self, data, requires_grad: bool = True):
         super().__init__(data, requires_grad=requires_grad)
+
+    def _accumulate(self, g, assigned: set) -> None:
+        if self.grad_slot is None and self.flat is not None:
+            self.flat.make_grad()
+        slot = self.grad_slot
+        if slot is None or slot.shape != self.data.shape or slot.dtype != self.data.dtype \
+                or (self.grad is not None and self.grad is not slot):
+            return super()._accumulate(g, assigned)
+        if self.grad is None:
+            slot[...] = g.reshape(self.shape)  # casts too
+            self.grad = slot
+        else:
+            slot += g.reshape(self.shape)
 
     def __repr__(self):
         return "Parameter" + super().__repr__()[len("Tensor"):]
@@ -76,8 +95,18 @@ class Module:
 
     # -- state ---------------------------------------------------------------------------
     def state_dict(self) -> OrderedDict[str, np.ndarray]:
-        """{dotted name: host (NumPy) copy of the parameter}."""
-        return OrderedDict((name, backend.asnumpy(p.data).copy()) for name, p in self.named_parameters())
+        """{dotted name: host (NumPy) copy of the parameter}. Flattened parameters come
+        from one copy of their buffer (one device-to-host transfer)."""
+        host_buffers = {}
+        state = OrderedDict()
+        for name, p in self.named_parameters():
+            if p.flat is not None and p.flat.holds_parameters():
+                if id(p.flat) not in host_buffers:
+                    host_buffers[id(p.flat)] = backend.asnumpy(p.flat.data).copy()
+                state[name] = p.flat.piece(host_buffers[id(p.flat)], p)
+            else:
+                state[name] = backend.asnumpy(p.data).copy()
+        return state
 
     def load_state_dict(self, state: dict, strict: bool = True) -> None:
         """Copy ``state`` into the parameters in place (keeping their device and dtype).
@@ -102,9 +131,18 @@ class Module:
                 name = unexpected[0]
                 raise CheckpointError(f"load_state_dict: unexpected entry {name!r} {tuple(state[name].shape)} "
                                       "not in the model (a checkpoint from another architecture?)")
+        on_host = {}  # flattened GPU parameters: filled in a host copy, sent in one transfer
         for name, p in params.items():
-            if name in state:
+            if name not in state:
+                continue
+            if p.device != "cpu" and p.flat is not None and p.flat.holds_parameters():
+                if id(p.flat) not in on_host:
+                    on_host[id(p.flat)] = (p.flat, backend.asnumpy(p.flat.data))
+                p.flat.piece(on_host[id(p.flat)][1], p)[...] = state[name]
+            else:
                 p.data[...] = backend.to_device(state[name], p.device).astype(p.dtype, copy=False)
+        for flat, host in on_host.values():
+            flat.data[...] = backend.to_device(host, backend.device_of(flat.data))
 
     # -- modes and devices -----------------------------------------------------------
     def train(self, mode: bool = True) -> Module:
@@ -123,7 +161,7 @@ class Module:
             for p in [v for v in vars(m).values() if isinstance(v, Parameter)]:
                 data = p.data if device is None else backend.to_device(p.data, device)
                 p.data = data if dtype is None else data.astype(dtype)
-                p.grad = None
+                p.grad, p.flat, p.grad_slot = None, None, None
             for name, buf in list(getattr(m, "_buffers", {}).items()):
                 buf = buf if device is None else backend.to_device(buf, device)
                 m._buffers[name] = buf if dtype is None else buf.astype(dtype)
