@@ -184,12 +184,13 @@ def keep_mask(xp, shape, p: float):
 CACHE_BLOCK_BYTES = 1 << 18
 
 
-def rows_per_block(xp, n_rows: int, row_bytes: int) -> int:
-    """How many rows of ``row_bytes`` each to process at a time: a cache-sized block on
-    the CPU, all ``n_rows`` at once on the GPU (at least 1)."""
+def rows_per_block(xp, n_rows: int, row_bytes: int, block_bytes: int | None = None) -> int:
+    """How many rows of ``row_bytes`` each to process at a time: a block of
+    ``block_bytes`` (default ``CACHE_BLOCK_BYTES``, a cache-sized one) on the CPU, all
+    ``n_rows`` at once on the GPU (at least 1)."""
     if xp is not np:
         return max(1, n_rows)
-    return max(1, CACHE_BLOCK_BYTES // max(1, row_bytes))
+    return max(1, (block_bytes or CACHE_BLOCK_BYTES) // max(1, row_bytes))
 
 
 def scatter_add(target, index, values) -> None:

@@ -6,6 +6,7 @@ from hypothesis import strategies as st
 import tinygrad_nlp.functional as F
 from tests.helpers import assert_close, check_both_modes, needs_torch, tensor, to_torch, torch
 from tinygrad_nlp import ShapeError, Tensor, TokenIdError, backend, no_grad
+from tinygrad_nlp.ops import softmax as softmax_ops
 
 
 @pytest.mark.parametrize("shape,axis", [((3, 5), -1), ((2, 3, 4), 1), ((1, 1), -1), ((4,), 0)])
@@ -121,7 +122,32 @@ def test_linear_cross_entropy_equals_linear_then_cross_entropy(n, d, c, bias, se
             assert_close(g, p.grad)
 
 
-def test_linear_cross_entropy_buffers_of_live_graphs_stay_apart(rng):
+@pytest.mark.parametrize("with_bias", [False, True])
+def test_linear_cross_entropy_in_many_vocabulary_chunks(with_bias, rng, monkeypatch):
+    """Chunks of 2 columns (the running max and sum merged across 4 chunks, the last one
+    narrower, targets in every chunk and repeated): float64 finite differences, and the
+    same value and gradients as one chunk."""
+    x, w, b = tensor(rng, 5, 3, scale=4), tensor(rng, 7, 3), tensor(rng, 7)
+    t = np.array([6, 0, -100, 3, 3])
+    args = [x, w, b] if with_bias else [x, w]
+    loss = lambda x, w, b=None: F.linear_cross_entropy(x, w, t, bias=b)  # noqa: E731
+    whole = loss(*args)
+    whole.backward()
+    expected = [p.grad for p in args]
+    for p in args:
+        p.grad = None
+    monkeypatch.setattr(softmax_ops, "MIN_CHUNK_COLUMNS", 1)
+    monkeypatch.setattr(softmax_ops, "LOGITS_CHUNK_BYTES", 2 * 4 * 8)  # 4 scored rows x 2 columns of float64
+    assert len(softmax_ops.vocabulary_chunks(np, 4, 7, 8)) == 4
+    chunked = loss(*args)
+    chunked.backward()
+    assert_close(chunked, whole)
+    for p, g in zip(args, expected):
+        assert_close(p.grad, g)
+    check_both_modes(loss, args)
+
+
+def test_linear_cross_entropy_graphs_stay_apart(rng):
     """Two losses alive at once, a retained graph and a no-grad forward: each backward
     gives the gradients of its own inputs."""
     w = tensor(rng, 7, 4)

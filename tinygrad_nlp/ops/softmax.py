@@ -8,7 +8,7 @@ Guide: docs/backward.md#softmax and docs/backward.md#log-softmax-and-cross-entro
 """
 from __future__ import annotations
 
-from ..backend import get_array_module, rows_per_block
+from ..backend import get_array_module, rows_per_block, scatter_add
 from ..errors import ShapeError
 from ..tensor import Function, array_of
 from .checks import check_ids
@@ -168,17 +168,17 @@ class CrossEntropy(Function):
 
     def forward(self, logits):
         self.logits_shape = logits.shape
-        return self.mean_nll(logits.reshape(-1, logits.shape[-1]), self.targets.reshape(-1), overwrite=False)
+        return self.mean_nll(logits.reshape(-1, logits.shape[-1]), self.targets.reshape(-1))
 
-    def mean_nll(self, x, targets, overwrite):
+    def mean_nll(self, x, targets):
         """Mean NLL of the rows of x (N, C) under ``targets`` (N,). Saves exp(x - max)
-        (written over x when ``overwrite``) and 1 / its row sums."""
+        and 1 / its row sums."""
         xp = get_array_module(x)
         scored = targets != self.ignore_index
         safe_targets = xp.where(scored, targets, 0)
         self.count = int(scored.sum())
         target_logit = x[xp.arange(x.shape[0]), safe_targets]
-        e, shift, total = exp_rows(x, out=x if overwrite else None)
+        e, shift, total = exp_rows(x)
         # -log p_t = log(sum e) + shift - x_t: computed without forming log-probabilities
         nll = xp.log(total[:, 0]) + shift[:, 0] - target_logit
         self.save(exp_shifted=e, inv_total=1 / total[:, 0], scored=scored, safe_targets=safe_targets)
@@ -198,44 +198,37 @@ class CrossEntropy(Function):
         return self.logit_grad(g).reshape(self.logits_shape)
 
 
-class _SpareBuffer:
-    """One reusable flat work array per array module and dtype.
-
-    The first write to a freshly allocated large array page-faults every 4 KiB; for the
-    MLM head's (scored positions x 40,000) float32 logits that costs about as much as
-    the matrix product that fills them. ``LinearCrossEntropy`` takes its logits buffer
-    here and gives it back when its node is released."""
-
-    def __init__(self):
-        self.spare = {}
-
-    def take(self, xp, n, dtype):
-        """A flat array of at least ``n`` elements (a quarter more than asked when a new
-        one is made, as sizes vary from batch to batch)."""
-        dtype = xp.dtype(dtype)
-        flat = self.spare.pop((xp, dtype.str), None)
-        if flat is None or flat.size < n:
-            flat = xp.empty(n + n // 4, dtype=dtype)
-        return flat
-
-    def give_back(self, xp, flat) -> None:
-        current = self.spare.get((xp, flat.dtype.str))
-        if current is None or current.size < flat.size:
-            self.spare[(xp, flat.dtype.str)] = flat
+def vocabulary_chunks(xp, n_rows, n_classes, itemsize):
+    """Column ranges of the (n_rows, n_classes) logits to compute at a time: on the CPU
+    chunks of about ``LOGITS_CHUNK_BYTES`` and at least ``MIN_CHUNK_COLUMNS`` wide (in
+    cache while they are exponentiated and summed, wide enough for fast matrix
+    products), on the GPU one."""
+    width = rows_per_block(xp, n_classes, n_rows * itemsize, LOGITS_CHUNK_BYTES)
+    width = max(min(MIN_CHUNK_COLUMNS, n_classes), width)
+    return [slice(start, min(start + width, n_classes)) for start in range(0, n_classes, width)]
 
 
-_logits_buffers = _SpareBuffer()
+LOGITS_CHUNK_BYTES = 1 << 21
+MIN_CHUNK_COLUMNS = 256
 
 
 class LinearCrossEntropy(CrossEntropy):
-    """cross_entropy(x W^T + b, targets): the language-model head and its loss as one op.
+    """cross_entropy(x W^T + b, targets): the language-model head and its loss as one op,
+    computed over the vocabulary in chunks so that the (scored rows x C) logits never
+    exist in memory (the "cut cross-entropy" of Wijmans et al., 2024).
 
-    Same value and gradients as ``linear`` followed by ``cross_entropy``, but the head
-    runs only on the rows whose target is scored (the others have zero gradient), and
-    the (n, C) logits go into a reused buffer where softmax runs in place and the last
-    backward writes dL/dlogits (G) over them: one (n, C) array instead of three. Then,
-    as for ``linear``: dL/dx = G W (zero on unscored rows), dL/dW = G^T x,
-    dL/db = sum of G over rows.
+    Only the scored rows S (n of them) enter; for those, with X = x W^T + b,
+        L = (1/n) sum_r (lse_r - X[r, t_r]),   lse_r = log sum_j exp X[r, j].
+    Forward: each chunk of columns X[:, c] is made, its row maxima merged into the
+    running maxima m (the running sums s rescaled by exp(m_old - m_new)) and
+    exp(X[:, c] - m) added to s; lse = m + log s. The target logit is the row dot
+    product x_r . W[t_r] + b[t_r]. Only lse (n,) is saved besides the inputs.
+    Backward: dL/dX = (g/n) (P - onehot(t)), P = exp(X - lse). Each chunk's X[:, c] is
+    made again and turned into G_c = (g/n) P[:, c]; then dL/dx += G_c W[c],
+    dL/dW[c] = G_c^T x, dL/db[c] = column sums of G_c. The one-hot part is added at the
+    end: dL/dx_r -= (g/n) W[t_r], dL/dW[t_r] -= (g/n) x_r, dL/db[t_r] -= g/n (scattered,
+    as targets repeat). Rows outside S get zero gradient. One more matrix product than
+    the unchunked op, and no pass over a (n, C) array in memory.
     """
 
     op_name = "linear_cross_entropy"
@@ -261,38 +254,84 @@ class LinearCrossEntropy(CrossEntropy):
         xp = get_array_module(x, weight)
         scored_rows = xp.flatnonzero(self.targets != self.ignore_index)
         rows = x if scored_rows.size == x.shape[0] else x[scored_rows]
-        self.x_shape, self.has_bias = x.shape, bias is not None
-        self.buffer = _logits_buffers.take(xp, rows.shape[0] * weight.shape[0], xp.result_type(x, weight))
-        logits = self.buffer[: rows.shape[0] * weight.shape[0]].reshape(rows.shape[0], weight.shape[0])
-        xp.matmul(rows, weight.T, out=logits)
+        targets = self.targets[scored_rows]
+        dtype = xp.result_type(x, weight)
+        n = rows.shape[0]
+        self.x_shape = x.shape
+        self.save(rows=rows, weight=weight, bias=bias, scored_rows=scored_rows, targets=targets)
+        if n == 0:
+            self.save(lse=xp.zeros(0, dtype=dtype))
+            return xp.zeros((), dtype=dtype)
+        running_max = xp.full(n, -xp.inf, dtype=dtype)
+        running_sum = xp.zeros(n, dtype=dtype)
+        for _, logits in self._chunk_logits(xp, dtype):
+            chunk_max = xp.maximum(running_max, row_max(logits)[:, 0])
+            running_sum *= xp.exp(running_max - chunk_max)
+            logits -= chunk_max[:, None]
+            xp.exp(logits, out=logits)
+            running_sum += row_sum(logits)[:, 0]
+            running_max = chunk_max
+        lse = running_max + xp.log(running_sum)
+        target_logit = xp.einsum("nd,nd->n", rows, weight[targets])
         if bias is not None:
-            logits += bias
-        self.save(rows=rows, weight=weight, scored_rows=scored_rows)
-        return self.mean_nll(logits, self.targets[scored_rows], overwrite=True)
+            target_logit += bias[targets]
+        self.save(lse=lse)
+        return xp.asarray((lse - target_logit).sum() / n, dtype=dtype)
+
+    def _chunk_logits(self, xp, dtype):
+        """For each vocabulary chunk c, (c, the logits X[:, c] = rows W[c]^T + b[c]), the
+        logits written into one reused buffer (valid until the next chunk)."""
+        rows, weight, bias = self.rows, self.weight, self.bias
+        n = rows.shape[0]
+        chunks = vocabulary_chunks(xp, n, weight.shape[0], xp.dtype(dtype).itemsize)
+        buffer = xp.empty(n * (chunks[0].stop - chunks[0].start), dtype=dtype)
+        for cols in chunks:
+            logits = buffer[: n * (cols.stop - cols.start)].reshape(n, cols.stop - cols.start)
+            xp.matmul(rows, weight[cols].T, out=logits)
+            if bias is not None:
+                logits += bias[cols]
+            yield cols, logits
 
     def backward(self, g):
         xp = get_array_module(g)
-        grad_logits = self.logit_grad(g)
-        grad_rows = grad_logits @ self.weight
-        if self.scored_rows.size == self.x_shape[0]:
-            grad_x = grad_rows
+        rows, weight, bias, targets = self.rows, self.weight, self.bias, self.targets
+        need_x, need_weight = self.needs_input_grad[0], self.needs_input_grad[1]
+        need_bias = bias is not None and self.needs_input_grad[2]
+        dtype = self.lse.dtype
+        n = rows.shape[0]
+        row_weight = (g / max(n, 1)).astype(dtype)  # g/n: every scored row counts the same
+        grad_rows = xp.zeros(rows.shape, dtype=dtype) if need_x else None
+        grad_weight = xp.empty(weight.shape, dtype=dtype) if need_weight else None
+        grad_bias = xp.empty(weight.shape[0], dtype=dtype) if need_bias else None
+        if n == 0:
+            grad_weight = None if grad_weight is None else xp.zeros_like(grad_weight)
+            grad_bias = None if grad_bias is None else xp.zeros_like(grad_bias)
         else:
-            grad_x = xp.zeros(self.x_shape, dtype=grad_rows.dtype)
-            grad_x[self.scored_rows] = grad_rows
-        grads = (grad_x, grad_logits.T @ self.rows)
-        if self.has_bias:
-            grads += (row_sum(grad_logits.T)[:, 0],)
-        return grads
-
-    def release(self):
-        buffer = self.__dict__.pop("buffer", None)
-        super().release()  # drops the views into the buffer first
-        if buffer is not None:
-            _logits_buffers.give_back(get_array_module(buffer), buffer)
-
-    def __del__(self):  # a forward without a backward (no_grad, retain_graph) ends here
-        if "buffer" in self.__dict__:
-            self.release()
+            for cols, logits in self._chunk_logits(xp, dtype):
+                logits -= self.lse[:, None]
+                xp.exp(logits, out=logits)
+                logits *= row_weight  # G_c = (g/n) P[:, c]
+                if need_x:
+                    grad_rows += logits @ weight[cols]
+                if need_weight:
+                    xp.matmul(logits.T, rows, out=grad_weight[cols])
+                if need_bias:
+                    grad_bias[cols] = row_sum(logits.T)[:, 0]
+            # the one-hot part, -(g/n) at each row's target
+            if need_x:
+                grad_rows -= row_weight * weight[targets]
+            if need_weight:
+                scatter_add(grad_weight, targets, -row_weight * rows)
+            if need_bias:
+                scatter_add(grad_bias, targets, xp.full(n, -row_weight, dtype=dtype))
+        grad_x = None
+        if need_x:
+            if self.scored_rows.size == self.x_shape[0]:
+                grad_x = grad_rows
+            else:
+                grad_x = xp.zeros(self.x_shape, dtype=dtype)
+                grad_x[self.scored_rows] = grad_rows
+        return (grad_x, grad_weight) + ((grad_bias,) if bias is not None else ())
 
 
 # -- the public functions ------------------------------------------------------------
