@@ -56,17 +56,13 @@ def matmul_peak(xp, device):
 
 def ours(c, device, name):
     manual_seed(0)
-    rng = np.random.default_rng(0)
     xp = backend.xp_for(device)
-    ids = xp.asarray(rng.integers(5, c["vocab"], (c["batch"], c["seq"])))
+    ids, targets, mask, labels = (xp.asarray(a) for a in inputs(c))
     if name == "mlm":
         model = MaskedLanguageModel(c["vocab"], c["d"], c["heads"], c["ff"], c["layers"], c["seq"], c["dropout"])
-        targets = xp.asarray(np.where(rng.random((c["batch"], c["seq"])) < 0.15, backend.asnumpy(ids), -100))
         loss_fn = lambda: model.loss(ids, targets)  # noqa: E731
     else:
         model = TextClassifier(c["vocab"], 2, c["d"], c["heads"], c["ff"], c["layers"], c["seq"], c["dropout"])
-        mask = xp.asarray(np.arange(c["seq"])[None] < rng.integers(c["seq"] // 2, c["seq"] + 1, (c["batch"], 1)))
-        labels = xp.asarray(rng.integers(0, 2, c["batch"]))
         loss_fn = lambda: F.cross_entropy(model(ids, mask), labels)  # noqa: E731
     model.to(device)
     opt = Adam(model.parameters(), lr=1e-4)
@@ -80,7 +76,18 @@ def ours(c, device, name):
     return step
 
 
-def torch_step(c, device, name, full_head):
+def inputs(c):
+    """The batch every contender trains on: ids, MLM targets (-100 where not scored), the
+    classifier's key-padding mask (True on real tokens) and labels, as NumPy arrays."""
+    rng = np.random.default_rng(0)
+    ids = rng.integers(5, c["vocab"], (c["batch"], c["seq"]))
+    targets = np.where(rng.random((c["batch"], c["seq"])) < 0.15, ids, -100)
+    mask = np.arange(c["seq"])[None] < rng.integers(c["seq"] // 2, c["seq"] + 1, (c["batch"], 1))
+    labels = rng.integers(0, 2, c["batch"])
+    return ids, targets, mask, labels
+
+
+def torch_step(c, device, name, full_head, compiled=False):
     import torch
     torch.manual_seed(0)
     dev = "cuda" if device == "cuda" else "cpu"
@@ -92,42 +99,60 @@ def torch_step(c, device, name, full_head):
     norm = torch.nn.LayerNorm(c["d"])
     modules = torch.nn.ModuleList([emb, encoder, head, norm]).to(dev)
     opt = torch.optim.Adam(modules.parameters(), lr=1e-4)
-    rng = np.random.default_rng(0)
-    ids = torch.tensor(rng.integers(5, c["vocab"], (c["batch"], c["seq"])), device=dev)
+    ids, targets, mask, labels = (torch.tensor(a, device=dev) for a in inputs(c))
     pe = torch.zeros(c["seq"], c["d"], device=dev)
-    targets = torch.tensor(np.where(rng.random((c["batch"], c["seq"])) < 0.15, ids.cpu().numpy(), -100), device=dev)
     scored = (targets.reshape(-1) != -100).nonzero().squeeze(1)
-    pad = torch.tensor(np.arange(c["seq"])[None] >= rng.integers(c["seq"] // 2, c["seq"] + 1, (c["batch"], 1)),
-                       device=dev)
-    labels = torch.tensor(rng.integers(0, 2, c["batch"]), device=dev)
+    pad = ~mask
 
-    def step():
-        opt.zero_grad()
+    def loss_of():
         x = emb(ids) + pe
         if name == "mlm":
             h = norm(encoder(x))
             if full_head:
-                loss = torch.nn.functional.cross_entropy(head(h).reshape(-1, c["vocab"]), targets.reshape(-1))
-            else:
-                loss = torch.nn.functional.cross_entropy(head(h.reshape(-1, c["d"])[scored]), targets.reshape(-1)[scored])
-        else:
-            loss = torch.nn.functional.cross_entropy(head(encoder(x, src_key_padding_mask=pad)[:, 0]), labels)
-        loss.backward()
+                return torch.nn.functional.cross_entropy(head(h).reshape(-1, c["vocab"]), targets.reshape(-1))
+            return torch.nn.functional.cross_entropy(head(h.reshape(-1, c["d"])[scored]), targets.reshape(-1)[scored])
+        return torch.nn.functional.cross_entropy(head(encoder(x, src_key_padding_mask=pad)[:, 0]), labels)
+
+    if compiled:  # forward and backward compiled (TorchInductor); on the GPU with CUDA graphs
+        loss_of = torch.compile(loss_of, mode="reduce-overhead" if dev == "cuda" else None)
+
+    def step():
+        opt.zero_grad()
+        loss_of().backward()
         opt.step()
         if dev == "cuda":
             torch.cuda.synchronize()
     return step
 
 
-def contender_makers(c, device, config, with_torch):
-    """{name: function building that contender's step}: ours, then PyTorch (for the MLM
-    both as the tutorial writes it and with the head on the scored positions only)."""
+def jax_step(c, device, name):
+    ids, targets, mask, labels = inputs(c)
+    from jax_step import make_step
+    return make_step(c, name, ids, targets, mask, labels)
+
+
+def available(module):
+    import importlib.util
+    return importlib.util.find_spec(module) is not None
+
+
+def contender_makers(c, device, config, with_torch, with_jax=False):
+    """{name: function building that contender's step}: ours; PyTorch eager and
+    ``torch.compile`` (for the MLM with the head on the scored positions, and eager also
+    as the tutorial writes it, on every position); JAX ``jit``. A peer that is not
+    installed is skipped with one line."""
     makers = {"tinygrad_nlp": lambda: ours(c, device, config)}
-    if with_torch and config == "mlm":
-        makers["torch (head on all positions)"] = lambda: torch_step(c, device, config, True)
-        makers["torch (head on scored only)"] = lambda: torch_step(c, device, config, False)
+    if with_torch and not available("torch"):
+        print("PyTorch is not installed: skipping the PyTorch contenders (pip install torch)")
     elif with_torch:
-        makers["torch"] = lambda: torch_step(c, device, config, True)
+        if config == "mlm":
+            makers["torch (head on all positions)"] = lambda: torch_step(c, device, config, True)
+        makers["torch eager"] = lambda: torch_step(c, device, config, False)
+        makers["torch.compile"] = lambda: torch_step(c, device, config, False, compiled=True)
+    if with_jax and not available("jax"):
+        print("JAX is not installed: skipping the JAX contender (pip install jax)")
+    elif with_jax:
+        makers["jax.jit"] = lambda: jax_step(c, device, config)
     return makers
 
 
@@ -143,7 +168,7 @@ def measure_memory(c, device, config, name, steps):
     """Run one contender alone (in a fresh process) and return its step memory (MiB):
     the peak during ``steps`` training steps minus the memory held after the model was
     built, which covers gradients, optimizer state and activations."""
-    step = contender_makers(c, device, config, with_torch=True)[name]()
+    step = contender_makers(c, device, config, with_torch=True, with_jax=True)[name]()
     if device == "cuda":
         if name == "tinygrad_nlp":
             pool = backend.xp_for("cuda").get_default_memory_pool()
@@ -151,6 +176,8 @@ def measure_memory(c, device, config, name, steps):
             for _ in range(steps):
                 step()
             return (pool.total_bytes() - base) / 2 ** 20
+        if name == "jax.jit":
+            return float("nan")  # JAX preallocates its GPU pool: no per-step figure
         import torch
         base = torch.cuda.memory_allocated()
         torch.cuda.reset_peak_memory_stats()
@@ -193,7 +220,9 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", choices=sorted(CONFIGS), default="mlm", help="which tutorial's model (mlm)")
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="backend (cpu)")
-    p.add_argument("--torch", action="store_true", help="also time PyTorch eager in the same process")
+    p.add_argument("--torch", action="store_true",
+                   help="also time PyTorch eager and torch.compile in the same process")
+    p.add_argument("--jax", action="store_true", help="also time a JAX jit of the whole step in the same process")
     p.add_argument("--repeats", type=int, default=10, help="timed steps per contender after warm-up (10)")
     p.add_argument("--warmup", type=int, default=3, help="untimed warm-up steps (3)")
     p.add_argument("--memory", action="store_true",
@@ -207,7 +236,7 @@ def main(argv=None):
         import json
         print(json.dumps({"step_mib": measure_memory(c, args.device, args.config, args.memory_of, args.memory_steps)}))
         return
-    contenders = {name: make() for name, make in contender_makers(c, args.device, args.config, args.torch).items()}
+    contenders = {name: make() for name, make in contender_makers(c, args.device, args.config, args.torch, args.jax).items()}
     times = time_alternating(contenders, args.repeats, args.warmup)
     xp = backend.xp_for(args.device)
     peak = matmul_peak(xp, args.device)
