@@ -1,15 +1,18 @@
 """Time one full training step (forward, loss, backward, Adam) of a tutorial's model.
 
     python benchmarks/train_step.py --config mlm --device cpu --torch
-    python benchmarks/train_step.py --config classifier --device cpu --torch
+    python benchmarks/train_step.py --config classifier --device cpu --torch --jax --memory
 
 mlm: batch 128, sequence 20, width 128, 8 heads, 8 pre-norm layers, feed-forward 512,
 vocabulary 40,000, dropout 0.1, 15% of positions scored.
 classifier: batch 32, sequence 256, width 256, 4 heads, 4 post-norm layers, feed-forward
 512, vocabulary 30,522, dropout 0.4.
-With --torch the same model runs in PyTorch eager mode in the same process, alternating
-with ours; for mlm PyTorch is timed both as the tutorial writes it (LM head on every
-position) and with the head on the scored positions only.
+With --torch the same model runs in PyTorch in the same process, alternating with ours:
+eager (for mlm both as the tutorial writes it, LM head on every position, and with the
+head on the scored positions only) and under torch.compile; --jax adds a JAX jit of the
+whole step (benchmarks/jax_step.py). Each report gives tokens/s, the share of the
+measured matmul peak, and a roofline line: the step's matmul FLOPs at that peak and its
+least memory traffic at the measured copy bandwidth.
 """
 from __future__ import annotations
 
@@ -23,7 +26,7 @@ import numpy as np
 from common import run_cli, time_alternating
 
 import tinygrad_nlp.functional as F
-from tinygrad_nlp import backend, manual_seed
+from tinygrad_nlp import backend, graph, manual_seed
 from tinygrad_nlp.models import MaskedLanguageModel, TextClassifier
 from tinygrad_nlp.optim import Adam
 from tinygrad_nlp.testing import TUTORIAL_SHAPES
@@ -54,7 +57,8 @@ def matmul_peak(xp, device):
     return 2 * 2048 ** 3 / best / 1e9
 
 
-def ours(c, device, name):
+def build(c, device, name):
+    """Our model of the tutorial on ``device``, and a function computing its loss."""
     manual_seed(0)
     xp = backend.xp_for(device)
     ids, targets, mask, labels = (xp.asarray(a) for a in inputs(c))
@@ -64,8 +68,13 @@ def ours(c, device, name):
     else:
         model = TextClassifier(c["vocab"], 2, c["d"], c["heads"], c["ff"], c["layers"], c["seq"], c["dropout"])
         loss_fn = lambda: F.cross_entropy(model(ids, mask), labels)  # noqa: E731
-    model.to(device)
+    return model.to(device), loss_fn
+
+
+def ours(c, device, name):
+    model, loss_fn = build(c, device, name)
     opt = Adam(model.parameters(), lr=1e-4)
+    xp = backend.xp_for(device)
 
     def step():
         opt.zero_grad()
@@ -74,6 +83,31 @@ def ours(c, device, name):
         if device == "cuda":
             xp.cuda.Device().synchronize()
     return step
+
+
+def memory_bandwidth(xp, device):
+    """Bytes per second of copying a 256 MiB array (read + write), best of five."""
+    a = xp.ones(2 ** 26, dtype=np.float32)
+    b = xp.empty_like(a)
+    best = float("inf")
+    for _ in range(5):
+        t = time.perf_counter()
+        b[...] = a
+        if device == "cuda":
+            xp.cuda.Device().synchronize()
+        best = min(best, time.perf_counter() - t)
+    return 2 * a.nbytes / best
+
+
+def minimum_traffic(c, device, name):
+    """The least memory traffic of one step (bytes): each array saved for the backward
+    written once and read once (``graph.saved_memory`` of the step's graph), and per
+    parameter element the forward's and backward's reads, the gradient's write and
+    Adam's four reads and three writes (10 accesses)."""
+    model, loss_fn = build(c, device, name)
+    saved = graph.saved_memory(loss_fn()).total_bytes
+    parameter_bytes = sum(p.data.nbytes for p in model.parameters())
+    return 2 * saved + 10 * parameter_bytes, saved, parameter_bytes
 
 
 def inputs(c):
@@ -252,6 +286,14 @@ def main(argv=None):
         m = np.median(ts)
         gflops = flops / m / 1e9
         print(f"{k:34} {m * 1000:10.1f} {tokens / m:10,.0f} {gflops:8.1f} {100 * gflops / peak:6.1f}% {ref / m:9.2f}")
+    traffic, saved, parameter_bytes = minimum_traffic(c, args.device, args.config)
+    bandwidth = memory_bandwidth(xp, args.device)
+    at_peak, at_bandwidth = flops / peak / 1e9, traffic / bandwidth
+    print(f"roofline: {flops / 1e9:.2f} GFLOP at {peak:.0f} GFLOP/s = {1000 * at_peak:.1f} ms; "
+          f"{traffic / 2 ** 20:.0f} MiB least traffic (saved for backward {saved / 2 ** 20:.0f} MiB x 2, "
+          f"parameters {parameter_bytes / 2 ** 20:.0f} MiB x 10) at {bandwidth / 1e9:.1f} GB/s = "
+          f"{1000 * at_bandwidth:.1f} ms; our step takes {ref / (at_peak + at_bandwidth):.2f}x their sum "
+          f"and {ref / max(at_peak, at_bandwidth):.2f}x the larger")
     peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"peak resident memory of this process (all contenders): {peak_rss:.0f} MiB")
     if args.memory:
