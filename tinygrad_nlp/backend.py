@@ -203,6 +203,23 @@ def scatter_add(target, index, values) -> None:
         np.add.at(target, index, values)
 
 
+def erf(x):
+    """The error function, elementwise, to the precision of x's dtype: CuPy's on the
+    GPU; SciPy's on the CPU when SciPy is installed, else the C library's ``math.erf``
+    element by element (exact, but about 50 times slower)."""
+    if is_cupy_array(x):
+        import cupyx.scipy.special
+        return cupyx.scipy.special.erf(x)
+    try:
+        import scipy.special
+    except ImportError:
+        return _erf_elementwise(x).astype(x.dtype, copy=False)
+    return scipy.special.erf(x)
+
+
+_erf_elementwise = np.frompyfunc(math.erf, 1, 1)
+
+
 def per_device(cpu, cuda):
     """One function from a CPU and a GPU version of it: each call runs the version for
     the device of its array arguments (the first positional arguments that are arrays)."""

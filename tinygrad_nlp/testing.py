@@ -92,6 +92,8 @@ CASES = {
     "relu": OpCase(lambda c, x: F.relu(x), ((4, 5),), torch=lambda torch, c, x: x.relu()),
     "gelu": OpCase(lambda c, x: F.gelu(x), ((4, 5),),
                    torch=lambda torch, c, x: torch.nn.functional.gelu(x, approximate="tanh")),
+    "gelu_exact": OpCase(lambda c, x: F.gelu(x * 2.0, approximate="none"), ((4, 5),),
+                         torch=lambda torch, c, x: torch.nn.functional.gelu(x * 2.0)),
     "tanh": OpCase(lambda c, x: F.tanh(x), ((4, 5),), torch=lambda torch, c, x: x.tanh()),
     "reshape": OpCase(lambda c, x: F.reshape(x, (3, 8)), ((2, 3, 4),), torch=lambda torch, c, x: x.reshape(3, 8)),
     "transpose": OpCase(lambda c, x: F.transpose(x, (1, 0, 2)), ((2, 3, 4),), torch=lambda torch, c, x: x.permute(1, 0, 2)),

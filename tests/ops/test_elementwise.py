@@ -1,3 +1,6 @@
+import math
+import sys
+
 import numpy as np
 import pytest
 from hypothesis import given
@@ -5,7 +8,7 @@ from hypothesis import strategies as st
 
 import tinygrad_nlp.functional as F
 from tests.helpers import assert_close, check_both_modes, needs_torch, tensor, to_torch, torch
-from tinygrad_nlp import ShapeError, Tensor
+from tinygrad_nlp import ArgumentError, ShapeError, Tensor, backend
 
 BINARY = {"add": F.add, "sub": F.sub, "mul": F.mul, "div": F.div}
 UNARY = {"neg": F.neg, "exp": F.exp, "relu": F.relu, "gelu": F.gelu, "tanh": F.tanh}
@@ -84,3 +87,22 @@ def test_against_torch(name, rng):
     tout.backward(torch.tensor(g))
     for t, tt in zip(args, targs):
         assert_close(t.grad, tt.grad)
+
+
+def test_exact_gelu_matches_math_erf_and_differs_from_tanh_form():
+    x = np.linspace(-6, 6, 101)
+    expected = np.array([v * 0.5 * (1 + math.erf(v / math.sqrt(2))) for v in x])
+    exact = F.gelu(Tensor(x), approximate="none").numpy()
+    np.testing.assert_allclose(exact, expected, rtol=1e-14, atol=1e-15)
+    assert np.abs(F.gelu(Tensor(x)).numpy() - expected).max() > 1e-4
+    with pytest.raises(ArgumentError, match="approximate must be 'tanh' or 'none', got 'erf'"):
+        F.gelu(Tensor(x), approximate="erf")
+
+
+def test_erf_without_scipy_is_the_c_library_erf(monkeypatch):
+    x = np.linspace(-4, 4, 33).astype(np.float32)
+    with_scipy = backend.erf(x)
+    monkeypatch.setitem(sys.modules, "scipy.special", None)  # import fails
+    without = backend.erf(x)
+    assert without.dtype == np.float32
+    np.testing.assert_allclose(without, with_scipy, rtol=1e-6, atol=1e-7)

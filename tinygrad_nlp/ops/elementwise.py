@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 
-from ..backend import get_array_module
+from ..backend import erf, get_array_module
 from ..errors import ArgumentError
 from ..tensor import Function
 from .checks import broadcast_shape
@@ -179,6 +179,8 @@ class ReLU(Function):
 
 
 _GELU_C = math.sqrt(2.0 / math.pi)
+_SQRT_HALF = math.sqrt(0.5)
+_INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
 
 
 class GELU(Function):
@@ -199,6 +201,34 @@ class GELU(Function):
         x, t = self.x, self.t
         du = _GELU_C * (1 + 3 * 0.044715 * x * x)
         return g * (0.5 * (1 + t) + 0.5 * x * (1 - t * t) * du)
+
+
+class ExactGELU(Function):
+    """GELU as BERT defines it ("gelu"): y = x Phi(x), Phi the standard normal CDF,
+    Phi(x) = (1 + erf(x / sqrt 2)) / 2.
+
+    dy/dx = Phi(x) + x phi(x), with phi(x) = exp(-x^2 / 2) / sqrt(2 pi) the density
+    (the product rule, Phi' = phi). The forward saves x and Phi(x).
+    """
+
+    floating = True
+
+    def forward(self, x):
+        cdf = erf(x * x.dtype.type(_SQRT_HALF))
+        cdf += 1
+        cdf *= 0.5
+        self.save(x=x, cdf=cdf)
+        return x * cdf
+
+    def backward(self, g):
+        xp = get_array_module(g)
+        x = self.x
+        density = xp.exp(-0.5 * x * x)
+        density *= x.dtype.type(_INV_SQRT_2PI)
+        density *= x
+        density += self.cdf
+        density *= g
+        return density
 
 
 class Tanh(Function):
@@ -258,9 +288,15 @@ def relu(x):
     return ReLU()(x)
 
 
-def gelu(x):
-    """GELU in its tanh approximation (as BERT and GPT-2 use)."""
-    return GELU()(x)
+def gelu(x, approximate="tanh"):
+    """GELU. ``approximate="tanh"`` (the default here, GPT-2's and the tutorials'):
+    x/2 (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))); ``approximate="none"``: the exact
+    x Phi(x) with the normal CDF through erf (BERT's "gelu", PyTorch's default)."""
+    if approximate == "tanh":
+        return GELU()(x)
+    if approximate == "none":
+        return ExactGELU()(x)
+    raise ArgumentError(f"gelu: approximate must be 'tanh' or 'none', got {approximate!r}")
 
 
 def tanh(x):
