@@ -8,6 +8,7 @@ from .errors import (
                      DeviceError,
                      GradcheckError,
                      GraphError,
+                     MissingDependencyError,
                      ShapeError,
                      TinygradNLPError,
                      TokenIdError,
@@ -19,5 +20,5 @@ __version__ = "0.1.0"
 __all__ = [
     "Tensor", "no_grad", "is_grad_enabled", "detect_anomaly", "manual_seed", "get_array_module", "cuda_available",
     "TinygradNLPError", "ArgumentError", "ShapeError", "TokenIdError", "DeviceError", "GraphError", "AnomalyError",
-    "CheckpointError", "DataError", "GradcheckError",
+    "CheckpointError", "DataError", "GradcheckError", "MissingDependencyError",
 ]

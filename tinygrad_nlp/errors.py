@@ -45,3 +45,8 @@ class DataError(TinygradNLPError, ValueError):
 class GradcheckError(TinygradNLPError, AssertionError):
     """Analytic and numerical gradients disagree (the message names the input, the worst
     index and both values)."""
+
+
+class MissingDependencyError(TinygradNLPError, ImportError):
+    """An optional extra this feature needs is not installed (the message names the
+    package and how to install it): safetensors, tokenizers, mpi4py, graphviz."""
