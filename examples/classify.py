@@ -25,7 +25,7 @@ import numpy as np
 
 import tinygrad_nlp.functional as F
 from tinygrad_nlp import TinygradNLPError, backend, checkpoint, manual_seed, report
-from tinygrad_nlp.data import Vocab, encode_reviews, load_reviews, tokenize
+from tinygrad_nlp.data import Vocab, WordPieceTokenizer, encode_reviews, load_reviews, tokenize
 from tinygrad_nlp.errors import DataError
 from tinygrad_nlp.models import TextClassifier
 from tinygrad_nlp.nn import predict_in_batches
@@ -56,6 +56,9 @@ def parse_args(argv=None):
     p.add_argument("--weight-decay", type=float, default=0.01, help="weight decay (0.01)")
     p.add_argument("--norm-first", action="store_true", help="pre-norm layers (default post-norm, as the tutorial)")
     p.add_argument("--vocab-size", type=int, default=20000, help="largest vocabulary incl. special tokens (20000)")
+    p.add_argument("--tokenizer", choices=["words", "wordpiece"], default="words",
+                   help="words (the tutorial's word splitter) or wordpiece (BERT's subwords, trained on the training "
+                        "reviews; needs the tokenizers extra)")
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="cpu (NumPy) or cuda (CuPy)")
     p.add_argument("--seed", type=int, default=0, help="seed for the split, init, dropout and shuffling (0)")
     p.add_argument("--out", default="runs/classify", help="output folder (runs/classify)")
@@ -76,12 +79,35 @@ def probabilities(model, ids, mask):
     return predict_in_batches(model, lambda *rows: F.softmax(model(*rows)), ids, mask)
 
 
+def text_encoder(folder, args, train_texts=None):
+    """(vocabulary size, texts -> (ids, mask)): the tokenizer learnt from ``train_texts``
+    and saved in ``folder``, or, without texts, the one saved there."""
+    if args.tokenizer == "wordpiece" or (train_texts is None and os.path.exists(os.path.join(folder, "tokenizer.json"))):
+        if train_texts is None:
+            tokenizer = WordPieceTokenizer.from_pretrained(folder)
+        else:
+            tokenizer = WordPieceTokenizer.train(train_texts, args.vocab_size)
+            tokenizer.save(folder)
+
+        def encode(texts):
+            batch = tokenizer.encode(texts, args.seq_len)
+            return batch["input_ids"], batch["attention_mask"] == 1
+        return len(tokenizer), encode
+    if train_texts is None:
+        vocab = Vocab.load(os.path.join(folder, "vocab.txt"))
+    else:
+        vocab = Vocab.build((tokenize(t) for t in train_texts), max_size=args.vocab_size)
+        vocab.save(os.path.join(folder, "vocab.txt"))
+    return len(vocab), lambda texts: encode_reviews(texts, vocab, args.seq_len)
+
+
 def predict(args):
     if not args.resume:
         raise DataError("--predict needs --resume PATH (a checkpoint written by a training run)")
     model = checkpoint.load_model(args.resume, args.device)
-    vocab = Vocab.load(os.path.join(os.path.dirname(os.path.abspath(args.resume)), "vocab.txt"))
-    p = probabilities(model, *encode_reviews([args.predict], vocab, model.config["max_len"]))[0]
+    args.seq_len = model.config["max_len"]
+    _, encode = text_encoder(os.path.dirname(os.path.abspath(args.resume)), args)
+    p = probabilities(model, *encode([args.predict]))[0]
     print(f"{CLASS_NAMES[p.argmax()]} (probability {p.max():.3f})")
 
 
@@ -91,12 +117,11 @@ def train(args):
     manual_seed(args.seed)
     train_texts, train_labels, test_texts, test_labels = load_reviews(
         args.data, args.train_per_class, args.test_per_class, args.seed, args.cache_dir)
-    vocab = Vocab.build((tokenize(t) for t in train_texts), max_size=args.vocab_size)
-    vocab.save(os.path.join(args.out, "vocab.txt"))
-    train_ids, train_mask = encode_reviews(train_texts, vocab, args.seq_len)
-    test = (test_texts, *encode_reviews(test_texts, vocab, args.seq_len), test_labels)
-    print(f"data: {len(train_texts)} training / {len(test_texts)} test reviews, vocabulary {len(vocab)}")
-    model = TextClassifier(len(vocab), 2, args.d_model, args.n_heads, args.d_ff, args.n_layers, max_len=args.seq_len,
+    vocab_size, encode = text_encoder(args.out, args, train_texts)
+    train_ids, train_mask = encode(train_texts)
+    test = (test_texts, *encode(test_texts), test_labels)
+    print(f"data: {len(train_texts)} training / {len(test_texts)} test reviews, {args.tokenizer} vocabulary {vocab_size}")
+    model = TextClassifier(vocab_size, 2, args.d_model, args.n_heads, args.d_ff, args.n_layers, max_len=args.seq_len,
                            dropout=args.dropout, norm_first=args.norm_first).to(args.device)
     optimizer = create_optimizer(args.optimizer, model.parameters(), args.lr, args.weight_decay)
     if args.resume:

@@ -45,3 +45,15 @@ def test_missing_columns_give_one_line_error(tmp_path):
                              "--out", str(tmp_path / "o")], capture_output=True, text=True)
     assert result.returncode != 0 and "Traceback" not in result.stderr
     assert "bad.csv" in result.stderr and "'text'" in result.stderr
+
+
+def test_wordpiece_tokenizer_trains_saves_and_predicts(tmp_path, capsys):
+    pytest.importorskip("tokenizers", reason="tokenizers is not installed")
+    args = TINY + ["--tokenizer", "wordpiece", "--vocab-size", "300", "--plot", "none", "--out", str(tmp_path)]
+    assert classify.main(args) == 0
+    assert (tmp_path / "tokenizer.json").exists() and (tmp_path / "vocab.txt").exists()
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["config"]["tokenizer"] == "wordpiece"
+    capsys.readouterr()
+    assert classify.main(["--predict", "a wonderful film", "--resume", str(tmp_path / "model.npz")]) == 0
+    assert "probability" in capsys.readouterr().out
