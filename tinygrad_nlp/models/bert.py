@@ -357,7 +357,7 @@ class BertForMaskedLM(BertPreTrained):
 class BertForSequenceClassification(BertPreTrained):
     """BERT, its pooled [CLS] output, dropout and a linear layer to ``num_labels`` logits."""
 
-    head_parameters = ("classifier",)
+    head_parameters = ("classifier", "bert.pooler")  # an MLM checkpoint has no pooler
 
     def __init__(self, config=None, num_labels: int = 2):
         config = _as_config(config)

@@ -1,0 +1,53 @@
+"""examples/bert.py on a tiny BERT checkpoint made here (random weights, a WordPiece
+vocabulary trained on the built-in reviews): fill-mask, fine-tuning with its outputs,
+and the one-line error without a checkpoint."""
+import json
+
+import pytest
+
+from tests.helpers import load_example
+from tinygrad_nlp import manual_seed
+from tinygrad_nlp.data import WordPieceTokenizer, load_reviews
+from tinygrad_nlp.models import BertConfig, BertForMaskedLM
+
+pytest.importorskip("tokenizers", reason="tokenizers is not installed")
+pytest.importorskip("safetensors", reason="safetensors is not installed")
+bert = load_example("bert")
+
+
+@pytest.fixture(scope="module")
+def checkpoint_folder(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("tiny-bert")
+    texts, *_ = load_reviews("builtin", 100, 10, seed=0)
+    tokenizer = WordPieceTokenizer.train(texts, vocab_size=200)
+    manual_seed(0)
+    config = BertConfig(vocab_size=len(tokenizer), hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                        intermediate_size=32, max_position_embeddings=64)
+    BertForMaskedLM(config).save_pretrained(folder)
+    tokenizer.save(folder)
+    return folder
+
+
+def test_fill_mask_prints_candidates(checkpoint_folder, capsys):
+    assert bert.main(["fill-mask", "--model", str(checkpoint_folder), "--top-k", "3", "the film was [MASK] ."]) == 0
+    out = capsys.readouterr().out
+    assert "the film was [MASK] ." in out and out.count("(0.") >= 3
+
+
+def test_classify_fine_tunes_and_writes_outputs(checkpoint_folder, tmp_path):
+    args = ["classify", "--model", str(checkpoint_folder), "--epochs", "1", "--train-per-class", "16",
+            "--test-per-class", "8", "--batch-size", "8", "--seq-len", "24", "--lr", "1e-3", "--no-progress",
+            "--out", str(tmp_path)]
+    with pytest.warns(UserWarning, match="bert.pooler.weight, bert.pooler.bias, classifier.weight, classifier.bias not in"):
+        assert bert.main(args) == 0
+    for name in ("metrics.json", "cls_embeddings.gif", "confusion.txt", "samples.txt", "model/config.json",
+                 "model/model.safetensors", "model/tokenizer.json"):
+        assert (tmp_path / name).stat().st_size > 0, name
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["epochs"][0]["epoch"] == 1 and 0 <= metrics["final_test_accuracy"] <= 1
+
+
+def test_without_a_checkpoint_it_says_so_in_one_line(tmp_path, capsys):
+    assert bert.main(["fill-mask", "--model", str(tmp_path / "absent"), "x [MASK]"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "no BERT checkpoint at" in err and "README" in err
