@@ -27,13 +27,16 @@ from common import run_cli, time_alternating
 
 import tinygrad_nlp.functional as F
 from tinygrad_nlp import backend, graph, manual_seed
-from tinygrad_nlp.models import MaskedLanguageModel, TextClassifier
+from tinygrad_nlp.models import BertConfig, BertForSequenceClassification, MaskedLanguageModel, TextClassifier
 from tinygrad_nlp.optim import Adam
 from tinygrad_nlp.testing import TUTORIAL_SHAPES
 
 CONFIGS = {  # the tutorials' settings (tinygrad_nlp/tutorials.py): pre-norm MLM, post-norm classifier
     "mlm": dict(TUTORIAL_SHAPES["mlm"], norm_first=True),
     "classifier": dict(TUTORIAL_SHAPES["classifier"], norm_first=False),
+    # fine-tuning bert-base-uncased's shape with a 2-class head (random weights)
+    "bert-base": dict(batch=8, seq=128, d=768, heads=12, ff=3072, layers=12, vocab=30522, scored=8, classes=2,
+                      dropout=0.1, norm_first=False),
 }
 
 
@@ -41,7 +44,7 @@ def flops_per_step(c, scored):
     """Matrix-multiply FLOPs of forward + backward (3x forward)."""
     n = c["batch"] * c["seq"]
     per_layer = 2 * n * (c["d"] * 3 * c["d"] + c["d"] * c["d"] + 2 * c["d"] * c["ff"]) + 4 * n * c["seq"] * c["d"]
-    head = 2 * scored * c["d"] * (c["vocab"] if c is CONFIGS["mlm"] else 2)
+    head = 2 * scored * c["d"] * c["classes"]
     return 3 * (c["layers"] * per_layer + head)
 
 
@@ -60,12 +63,20 @@ def matmul_probe(xp, device):
     return run
 
 
+def bert_config(c):
+    return dict(vocab_size=c["vocab"], hidden_size=c["d"], num_hidden_layers=c["layers"], num_attention_heads=c["heads"],
+                intermediate_size=c["ff"], hidden_dropout_prob=c["dropout"], attention_probs_dropout_prob=c["dropout"])
+
+
 def build(c, device, name):
     """Our model of the tutorial on ``device``, and a function computing its loss."""
     manual_seed(0)
     xp = backend.xp_for(device)
     ids, targets, mask, labels = (xp.asarray(a) for a in inputs(c))
-    if name == "mlm":
+    if name == "bert-base":
+        model = BertForSequenceClassification(BertConfig(**bert_config(c)))
+        loss_fn = lambda: F.cross_entropy(model(ids, None, mask), labels)  # noqa: E731
+    elif name == "mlm":
         model = MaskedLanguageModel(c["vocab"], c["d"], c["heads"], c["ff"], c["layers"], c["seq"], c["dropout"])
         loss_fn = lambda: model.loss(ids, targets)  # noqa: E731
     else:
@@ -124,22 +135,17 @@ def inputs(c):
     return ids, targets, mask, labels
 
 
-def torch_step(c, device, name, full_head, compiled=False):
-    import torch
-    torch.manual_seed(0)
-    dev = "cuda" if device == "cuda" else "cpu"
+def torch_encoder_loss(torch, c, dev, name, full_head, ids, targets, mask, labels):
+    """PyTorch's own encoder with the tutorial's shapes: (modules, loss function)."""
     layer = torch.nn.TransformerEncoderLayer(c["d"], c["heads"], c["ff"], c["dropout"], batch_first=True,
                                              norm_first=c["norm_first"])
     encoder = torch.nn.TransformerEncoder(layer, c["layers"], enable_nested_tensor=False)
     emb = torch.nn.Embedding(c["vocab"], c["d"])
-    head = torch.nn.Linear(c["d"], c["vocab"] if name == "mlm" else 2, bias=name != "mlm")
+    head = torch.nn.Linear(c["d"], c["classes"], bias=name != "mlm")
     norm = torch.nn.LayerNorm(c["d"])
     modules = torch.nn.ModuleList([emb, encoder, head, norm]).to(dev)
-    opt = torch.optim.Adam(modules.parameters(), lr=1e-4)
-    ids, targets, mask, labels = (torch.tensor(a, device=dev) for a in inputs(c))
     pe = torch.zeros(c["seq"], c["d"], device=dev)
     scored = (targets.reshape(-1) != -100).nonzero().squeeze(1)
-    pad = ~mask
 
     def loss_of():
         x = emb(ids) + pe
@@ -148,8 +154,27 @@ def torch_step(c, device, name, full_head, compiled=False):
             if full_head:
                 return torch.nn.functional.cross_entropy(head(h).reshape(-1, c["vocab"]), targets.reshape(-1))
             return torch.nn.functional.cross_entropy(head(h.reshape(-1, c["d"])[scored]), targets.reshape(-1)[scored])
-        return torch.nn.functional.cross_entropy(head(encoder(x, src_key_padding_mask=pad)[:, 0]), labels)
+        return torch.nn.functional.cross_entropy(head(encoder(x, src_key_padding_mask=~mask)[:, 0]), labels)
+    return modules, loss_of
 
+
+def huggingface_bert_loss(c, dev, ids, mask, labels):
+    """transformers' BertForSequenceClassification with the same config."""
+    import transformers
+    model = transformers.BertForSequenceClassification(transformers.BertConfig(**bert_config(c))).to(dev)
+    return model, lambda: model(ids, attention_mask=mask.long(), labels=labels).loss
+
+
+def torch_step(c, device, name, full_head, compiled=False):
+    import torch
+    torch.manual_seed(0)
+    dev = "cuda" if device == "cuda" else "cpu"
+    ids, targets, mask, labels = (torch.tensor(a, device=dev) for a in inputs(c))
+    if name == "bert-base" and available("transformers"):
+        modules, loss_of = huggingface_bert_loss(c, dev, ids, mask, labels)
+    else:  # for bert-base without transformers: PyTorch's encoder with its shapes (post-norm, ReLU)
+        modules, loss_of = torch_encoder_loss(torch, c, dev, name, full_head, ids, targets, mask, labels)
+    opt = torch.optim.Adam(modules.parameters(), lr=1e-4)
     if compiled:  # forward and backward compiled (TorchInductor); on the GPU with CUDA graphs
         loss_of = torch.compile(loss_of, mode="reduce-overhead" if dev == "cuda" else None)
 
@@ -186,7 +211,9 @@ def contender_makers(c, device, config, with_torch, with_jax=False):
             makers["torch (head on all positions)"] = lambda: torch_step(c, device, config, True)
         makers["torch eager"] = lambda: torch_step(c, device, config, False)
         makers["torch.compile"] = lambda: torch_step(c, device, config, False, compiled=True)
-    if with_jax and not available("jax"):
+    if with_jax and config == "bert-base":
+        print("JAX: no bert-base contender (the JAX step re-creates the tutorials' models only)")
+    elif with_jax and not available("jax"):
         print("JAX is not installed: skipping the JAX contender (pip install jax)")
     elif with_jax:
         makers["jax.jit"] = lambda: jax_step(c, device, config)
