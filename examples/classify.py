@@ -24,7 +24,7 @@ import time
 import numpy as np
 
 import tinygrad_nlp.functional as F
-from tinygrad_nlp import TinygradNLPError, backend, checkpoint, manual_seed, report
+from tinygrad_nlp import TinygradNLPError, backend, checkpoint, graph, manual_seed, report
 from tinygrad_nlp.data import Vocab, WordPieceTokenizer, encode_reviews, load_reviews, tokenize
 from tinygrad_nlp.errors import DataError
 from tinygrad_nlp.models import TextClassifier
@@ -68,6 +68,8 @@ def parse_args(argv=None):
     p.add_argument("--plot-points", type=int, default=400, help="training reviews shown in each frame (400)")
     p.add_argument("--predict", default=None, metavar="TEXT", help="print the class and probability of TEXT and exit")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--graph", default=None, metavar="PATH", help="draw the backward graph of one training step of a "
+                   "one-layer model to PATH (.svg, .png or .dot), print what it saves, and exit")
     args = p.parse_args(argv)
     if args.tutorial:
         vars(args).update(CLASSIFIER_TUTORIAL)
@@ -121,8 +123,13 @@ def train(args):
     train_ids, train_mask = encode(train_texts)
     test = (test_texts, *encode(test_texts), test_labels)
     print(f"data: {len(train_texts)} training / {len(test_texts)} test reviews, {args.tokenizer} vocabulary {vocab_size}")
-    model = TextClassifier(vocab_size, 2, args.d_model, args.n_heads, args.d_ff, args.n_layers, max_len=args.seq_len,
-                           dropout=args.dropout, norm_first=args.norm_first).to(args.device)
+    model = TextClassifier(vocab_size, 2, args.d_model, args.n_heads, args.d_ff, 1 if args.graph else args.n_layers,
+                           max_len=args.seq_len, dropout=args.dropout, norm_first=args.norm_first).to(args.device)
+    if args.graph:
+        rows = [backend.to_device(a[:args.batch_size], args.device) for a in (train_ids, train_mask, train_labels)]
+        print(graph.draw_training_step(args.graph, lambda: F.cross_entropy(model(*rows[:2]), rows[2]),
+                                       model.named_parameters()))
+        return None
     optimizer = create_optimizer(args.optimizer, model.parameters(), args.lr, args.weight_decay)
     if args.resume:
         checkpoint.load(args.resume, model, optimizer)
@@ -200,7 +207,9 @@ def main(argv=None):
         if args.predict is not None:
             predict(args)
             return 0
-        write_report(args, *train(args))
+        trained = train(args)
+        if trained is not None:
+            write_report(args, *trained)
     except (TinygradNLPError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

@@ -19,7 +19,7 @@ import time
 
 import numpy as np
 
-from tinygrad_nlp import TinygradNLPError, backend, checkpoint, manual_seed, report
+from tinygrad_nlp import TinygradNLPError, backend, checkpoint, graph, manual_seed, report
 from tinygrad_nlp.data import MLMBatcher, Vocab, encode_stream, read_lines, tokenize, word_class_corpus, word_class_of
 from tinygrad_nlp.data.evaluate import nearest_neighbours, neighbour_purity
 from tinygrad_nlp.errors import DataError
@@ -65,6 +65,8 @@ def parse_args(argv=None):
     p.add_argument("--eval-every", type=int, default=50, help="held-out loss and masked accuracy every N steps (50)")
     p.add_argument("--export-rows", type=int, default=3000, help="rows of values.tsv/names.tsv (3000, as the tutorial)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (plain log lines instead)")
+    p.add_argument("--graph", default=None, metavar="PATH", help="draw the backward graph of one training step of a "
+                   "one-layer model to PATH (.svg, .png or .dot), print what it saves, and exit")
     args = p.parse_args(argv)
     if args.tutorial:
         vars(args).update({k: v for k, v in MLM_TUTORIAL.items() if k != "mask_prob"}, tie_weights=False)
@@ -86,9 +88,13 @@ def train(args):
                          bert_masking=args.bert_masking)
     print(f"corpus: {len(sentences)} sentences, vocabulary {len(vocab)}; {len(batcher.train_rows)} training rows, "
           f"{len(batcher.heldout_rows)} held-out rows of {args.seq_len}")
-
-    model = MaskedLanguageModel(len(vocab), args.d_model, args.n_heads, args.d_ff, args.n_layers, max_len=args.seq_len,
+    layers = 1 if args.graph else args.n_layers
+    model = MaskedLanguageModel(len(vocab), args.d_model, args.n_heads, args.d_ff, layers, max_len=args.seq_len,
                                 dropout=args.dropout, tie_weights=args.tie_weights).to(args.device)
+    if args.graph:
+        ids, targets = (backend.to_device(a, args.device) for a in batcher.batch(0))
+        print(graph.draw_training_step(args.graph, lambda: model.loss(ids, targets), model.named_parameters()))
+        return None
     optimizer = create_optimizer(args.optimizer, model.parameters(), args.lr, args.weight_decay)
     scheduler = LRScheduler(optimizer, warmup_schedule(args.warmup))
     print(f"model: {model.num_parameters():,} parameters, {args.n_layers} pre-norm layers, device {args.device}")
@@ -179,7 +185,9 @@ def main(argv=None):
     started = time.time()
     try:
         args = parse_args(argv)
-        write_report(args, *train(args))
+        trained = train(args)
+        if trained is not None:
+            write_report(args, *trained)
     except (TinygradNLPError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

@@ -14,7 +14,15 @@ def test_worked_numbers_match_the_code():
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-@pytest.mark.parametrize("name", ["embedding", "linear", "softmax", "cross_entropy",
+def test_graph_pictures_and_saved_table_are_current():
+    result = subprocess.run([sys.executable, os.path.join(ROOT, "docs", "graphs.py"), "--check"],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+    for kind in ("pre_norm", "post_norm"):
+        assert os.path.getsize(os.path.join(ROOT, "docs", "images", f"encoder_layer_{kind}.svg")) > 0
+
+
+@pytest.mark.parametrize("name", ["embedding", "linear", "softmax", "cross_entropy", "gelu_exact",
                                   "linear_cross_entropy", "layer_norm", "dropout", "attention",
                                   "self_attention", "encoder_pre_norm", "encoder_post_norm"])
 def test_check_commands_print_what_the_guide_says(name):

@@ -57,3 +57,9 @@ def test_wordpiece_tokenizer_trains_saves_and_predicts(tmp_path, capsys):
     capsys.readouterr()
     assert classify.main(["--predict", "a wonderful film", "--resume", str(tmp_path / "model.npz")]) == 0
     assert "probability" in capsys.readouterr().out
+
+
+def test_graph_draws_one_step(tmp_path, capsys):
+    assert classify.main(TINY + ["--graph", str(tmp_path / "step.dot"), "--out", str(tmp_path)]) == 0
+    assert "measured step memory" in capsys.readouterr().out
+    assert "classifier.weight" in (tmp_path / "step.dot").read_text()

@@ -1,5 +1,6 @@
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -85,3 +86,12 @@ def test_europarl_tutorial_setting_runs(shared_data, tmp_path):
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["vocab_size"] == 7666 + 5
     assert metrics["train_loss"][-1] < metrics["train_loss"][0]
+
+
+def test_graph_draws_one_step_of_a_one_layer_model_and_compares_memory(tmp_path, capsys):
+    assert mlm.main(["--graph", str(tmp_path / "step.dot"), "--builtin-sentences", "300", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "saved for backward" in out and "measured step memory" in out
+    dot = (tmp_path / "step.dot").read_text()
+    assert len(re.findall(r"\d+\. Linear\\n", dot)) == 4 and "PackedSelfAttention" in dot and "encoder.layers.0." in dot
+    assert "encoder.layers.1." not in dot  # a one-layer model

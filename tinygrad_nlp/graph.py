@@ -1,0 +1,167 @@
+"""A picture of the backward graph, and of what each node keeps for its backward.
+
+    loss = model.loss(ids, targets)
+    print(graph.saved_memory(loss).table())        # op, saved arrays, bytes; the total
+    graph.render(loss, "step.svg", params=model.named_parameters())
+    loss.backward()                                  # frees the graph: draw it before
+
+``to_dot`` gives Graphviz DOT text: one node per Function (its place in the order the
+backward visits it, op name, output shape and dtype, and the arrays it saved, with their
+shapes and bytes), one per leaf that wants a gradient (named when ``params`` is given),
+edges in data-flow order. ``render`` turns it into SVG or PNG through the ``graphviz``
+package and its ``dot`` program (the optional extra ``graph``).
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+from .errors import ArgumentError, GraphError, MissingDependencyError
+from .tensor import Tensor
+
+
+def _functions(tensor: Tensor):
+    """(tensors in the order the backward visits them, their creators in that order).
+    Raises GraphError when there is no graph, or it was freed by a backward."""
+    if not isinstance(tensor, Tensor) or tensor.creator is None:
+        raise GraphError("graph: this tensor has no graph (a leaf, or made under no_grad or from inputs "
+                         "that require no gradient)")
+    order = tensor._topological_order()
+    functions = [t.creator for t in order if t.creator is not None]
+    if any(fn.released for fn in functions):
+        raise GraphError("graph: the graph was already freed by backward(); draw it before calling backward(), "
+                         "or call backward(retain_graph=True)")
+    return order, functions
+
+
+def _owner(array):
+    """The array that owns the memory of ``array`` (itself, or the base of a view)."""
+    while getattr(array, "base", None) is not None:
+        array = array.base
+    return array
+
+
+@dataclass
+class SavedRow:
+    op: str
+    arrays: dict  # {name: (shape, dtype name, bytes)}
+    bytes: int
+
+
+@dataclass
+class SavedMemory:
+    """What a graph's Functions keep for their backward: one row per Function (in the
+    order the backward visits them) and ``total_bytes``, the memory those arrays hold
+    beyond the leaves' own (the weights and inputs are held anyway), each owning buffer
+    counted once (an array saved by two ops, or a view of another, costs nothing extra)."""
+    rows: list = field(default_factory=list)
+    total_bytes: int = 0
+
+    def table(self) -> str:
+        lines = [f"{'op':22} {'bytes':>12}  saved arrays"]
+        for row in self.rows:
+            saved = ", ".join(f"{n} {tuple(s)} {d}" for n, (s, d, _) in row.arrays.items()) or "-"
+            lines.append(f"{row.op:22} {row.bytes:12,}  {saved}")
+        lines.append(f"{'total':22} {self.total_bytes:12,}  (each buffer once, leaves' own arrays not counted)")
+        return "\n".join(lines)
+
+
+def saved_memory(tensor: Tensor) -> SavedMemory:
+    """The arrays the graph behind ``tensor`` keeps for its backward, op by op, and the
+    memory they hold in all."""
+    order, functions = _functions(tensor)
+    leaves = {id(_owner(t.data)) for t in order if t.creator is None}
+    result, owners = SavedMemory(), {}
+    for fn in functions:
+        saved = fn.saved_arrays()
+        arrays = {name: (tuple(a.shape), a.dtype.name, int(a.nbytes)) for name, a in saved.items()}
+        result.rows.append(SavedRow(fn.name, arrays, sum(b for _, _, b in arrays.values())))
+        for a in saved.values():
+            owner = _owner(a)
+            if id(owner) not in leaves:
+                owners[id(owner)] = int(owner.nbytes)
+    result.total_bytes = sum(owners.values())
+    return result
+
+
+def _quote(text: str) -> str:
+    """A DOT string literal; line breaks become centred ``\\n`` breaks."""
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+
+
+def to_dot(tensor: Tensor, params=None) -> str:
+    """Graphviz DOT text of the graph behind ``tensor``. ``params``: (name, Parameter)
+    pairs (``model.named_parameters()``) or a dict, to name the leaves."""
+    order, functions = _functions(tensor)
+    names = {id(p): name for name, p in (params.items() if isinstance(params, dict) else params or ())}
+    node_of = {}  # id(Function or leaf Tensor) -> DOT node name
+    lines = ["digraph backward {", "  rankdir=TB;", '  node [fontname="Helvetica", fontsize=10];']
+    for t in order:
+        if t.creator is None:
+            name = f"leaf{len(node_of)}"
+            node_of[id(t)] = name
+            label = f"{names[id(t)]}\n" if id(t) in names else "input\n"
+            label += f"{t.shape} {t.dtype.name}"
+            lines.append(f"  {name} [shape=box, style=filled, fillcolor=lightblue, label={_quote(label)}];")
+    for step, (t, fn) in enumerate((t, t.creator) for t in order if t.creator is not None):
+        name = f"op{step}"
+        node_of[id(fn)] = name
+        saved = [f"{n}: {tuple(a.shape)} {a.dtype.name}, {int(a.nbytes):,} B" for n, a in fn.saved_arrays().items()]
+        label = f"{step}. {fn.name}\n{t.shape} {t.dtype.name}" + ("\nsaves " + "\n".join(saved) if saved else "")
+        lines.append(f"  {name} [shape=box, style=rounded, label={_quote(label)}];")
+    for fn in functions:
+        for t in fn.inputs:
+            if t is None or not t.requires_grad:
+                continue
+            source = node_of[id(t.creator)] if t.creator is not None else node_of[id(t)]
+            lines.append(f"  {source} -> {node_of[id(fn)]};")
+    lines.append("}")
+    return "\n".join(lines) + "\n"
+
+
+def render(tensor: Tensor, path, params=None) -> str:
+    """Draw the graph behind ``tensor`` into ``path`` (.svg or .png) with Graphviz;
+    returns the path."""
+    fmt = os.path.splitext(os.fspath(path))[1].lstrip(".").lower()
+    if fmt not in ("svg", "png"):
+        raise ArgumentError(f"render: cannot draw to {os.fspath(path)!r}; use a .svg or .png path")
+    dot = to_dot(tensor, params)
+    try:
+        import graphviz
+    except ImportError:
+        raise MissingDependencyError("render needs the graphviz package: pip install 'tinygrad_nlp[graph]' "
+                                     "(and the Graphviz program dot: apt install graphviz)") from None
+    try:
+        image = graphviz.Source(dot).pipe(format=fmt)
+    except graphviz.ExecutableNotFound:
+        raise MissingDependencyError("render needs the Graphviz program dot, which is not installed "
+                                     "(apt install graphviz, brew install graphviz)") from None
+    tmp = os.fspath(path) + ".tmp"
+    with open(tmp, "wb") as f:
+        f.write(image)
+    os.replace(tmp, path)
+    return os.fspath(path)
+
+
+def draw_training_step(path, loss_fn, params=None) -> str:
+    """Build the graph of ``loss_fn()``, draw it into ``path`` (.svg, .png, or .dot for
+    the DOT text alone), then run its backward while measuring the memory the step
+    allocates; returns a line comparing what the graph saves with that measurement (the
+    peak of NumPy's allocations during forward and backward, via ``tracemalloc``)."""
+    import tracemalloc
+    tracemalloc.start()
+    try:
+        loss = loss_fn()
+        saved = saved_memory(loss)
+        if os.fspath(path).endswith(".dot"):
+            with open(path, "w", encoding="utf-8") as f:
+                f.write(to_dot(loss, params))
+        else:
+            render(loss, path, params)
+        loss.backward()
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    return (f"graph of one training step: {len(saved.rows)} ops, drawn to {os.fspath(path)}; saved for backward "
+            f"{saved.total_bytes / 2 ** 20:.2f} MiB (graph.saved_memory), measured step memory "
+            f"{peak / 2 ** 20:.2f} MiB (peak NumPy allocations of forward + backward)")
