@@ -19,7 +19,7 @@ import time
 
 import numpy as np
 
-from tinygrad_nlp import TinygradNLPError, backend, checkpoint, graph, manual_seed, report
+from tinygrad_nlp import TinygradNLPError, backend, checkpoint, distributed, graph, manual_seed, report
 from tinygrad_nlp.data import MLMBatcher, Vocab, encode_stream, read_lines, tokenize, word_class_corpus, word_class_of
 from tinygrad_nlp.data.evaluate import nearest_neighbours, neighbour_purity
 from tinygrad_nlp.errors import DataError
@@ -76,17 +76,19 @@ def parse_args(argv=None):
     return args
 
 
-def train(args):
+def train(args, comm):
     backend.check_device(args.device)
     os.makedirs(args.out, exist_ok=True)
     manual_seed(args.seed)
+    say = print if comm.is_root else lambda *_, **__: None
     builtin = args.corpus == "builtin"
     sentences = word_class_corpus(args.builtin_sentences, seed=args.seed) if builtin else read_lines(args.corpus)
     vocab = Vocab.build((tokenize(s) for s in sentences), max_size=args.vocab_size)
-    vocab.save(os.path.join(args.out, "vocab.txt"))
+    if comm.is_root:
+        vocab.save(os.path.join(args.out, "vocab.txt"))
     batcher = MLMBatcher(encode_stream(sentences, vocab), vocab, args.seq_len, args.batch_size, seed=args.seed,
                          bert_masking=args.bert_masking)
-    print(f"corpus: {len(sentences)} sentences, vocabulary {len(vocab)}; {len(batcher.train_rows)} training rows, "
+    say(f"corpus: {len(sentences)} sentences, vocabulary {len(vocab)}; {len(batcher.train_rows)} training rows, "
           f"{len(batcher.heldout_rows)} held-out rows of {args.seq_len}")
     layers = 1 if args.graph else args.n_layers
     model = MaskedLanguageModel(len(vocab), args.d_model, args.n_heads, args.d_ff, layers, max_len=args.seq_len,
@@ -97,9 +99,11 @@ def train(args):
         return None
     optimizer = create_optimizer(args.optimizer, model.parameters(), args.lr, args.weight_decay)
     scheduler = LRScheduler(optimizer, warmup_schedule(args.warmup))
-    print(f"model: {model.num_parameters():,} parameters, {args.n_layers} pre-norm layers, device {args.device}")
-    metrics = {"config": vars(args), "seed": args.seed, "vocab_size": len(vocab), "train_loss": [],
-               "tokens_per_second": [], "eval": []}
+    say(f"model: {model.num_parameters():,} parameters, {args.n_layers} pre-norm layers, device {args.device}, "
+        f"{comm.world_size} process(es)")
+    shares = [len(range(args.batch_size)[comm.share(args.batch_size, r)]) for r in range(comm.world_size)]
+    metrics = {"config": vars(args), "seed": args.seed, "vocab_size": len(vocab), "world_size": comm.world_size,
+               "rows_per_process": shares, "train_loss": [], "tokens_per_second": [], "eval": []}
     saver, start = checkpoint.Checkpointer(args.checkpoint), 0
     if args.resume:
         extra = checkpoint.load(args.resume, model, optimizer)
@@ -107,35 +111,43 @@ def train(args):
         metrics.update({k: list(extra[k]) for k in ("train_loss", "tokens_per_second", "eval")})
         scheduler.load_state_dict(extra["scheduler"])
         backend.set_rng_state(extra["rng_state"])
-        print(f"resumed from {args.resume} at step {start}")
+        say(f"resumed from {args.resume} at step {start}")
 
     def save(step):
         history = {k: metrics[k] for k in ("train_loss", "tokens_per_second", "eval")}
         saver.save(model, optimizer, f"step {step}", step=step, scheduler=scheduler.state_dict(),
                    rng_state=backend.get_rng_state(), **history)
 
-    bar = report.progress_bar(args.steps, start, args.no_progress, unit="step")
+    comm.broadcast_parameters(model.parameters())  # data-parallel: every process starts from rank 0's weights
+    if comm.world_size > 1:
+        manual_seed(args.seed + 1 + comm.rank)  # each process its own dropout masks
+    bar = report.progress_bar(args.steps, start, args.no_progress or not comm.is_root, unit="step")
     for step in range(start + 1, args.steps + 1):
         started = time.perf_counter()
         inputs, targets = batcher.batch(step - 1)
+        mine = comm.share(len(inputs))  # this process's rows of the global batch
         optimizer.zero_grad()
-        loss = model.loss(backend.to_device(inputs, args.device), backend.to_device(targets, args.device))
+        loss = model.loss(backend.to_device(inputs[mine], args.device), backend.to_device(targets[mine], args.device))
         loss.backward()
+        scored = int((targets[mine] != -100).sum())  # the loss is a mean over scored tokens: weight by their count
+        comm.all_reduce_gradients(model.parameters(), scored)
         optimizer.step()
         scheduler.step()
-        saver.check_loss(loss.item(), f"at step {step}")
-        metrics["train_loss"].append(loss.item())
+        step_loss = distributed.weighted_mean(comm, loss.item(), scored)
+        saver.check_loss(step_loss, f"at step {step}")
+        metrics["train_loss"].append(step_loss)
         metrics["tokens_per_second"].append(inputs.size / (time.perf_counter() - started))
-        if step % args.eval_every == 0 or step == args.steps:
+        if comm.is_root and (step % args.eval_every == 0 or step == args.steps):
             heldout_loss, accuracy = model.evaluate(batcher.heldout_batches())
             metrics["eval"].append({"step": step, "loss": heldout_loss, "accuracy": accuracy})
             bar.write(f"step {step}: held-out loss {heldout_loss:.3f}, masked-token accuracy {accuracy:.3f}")
-        bar.set_postfix(loss=f"{loss.item():.3f}", tok_s=f"{metrics['tokens_per_second'][-1]:,.0f}", refresh=False)
+        bar.set_postfix(loss=f"{step_loss:.3f}", tok_s=f"{metrics['tokens_per_second'][-1]:,.0f}", refresh=False)
         bar.update(1)
-        if args.save_every and step % args.save_every == 0:
+        if comm.is_root and args.save_every and step % args.save_every == 0:
             save(step)
     bar.close()
-    save(args.steps)
+    if comm.is_root:
+        save(args.steps)
     return model, vocab, batcher, metrics
 
 
@@ -182,15 +194,20 @@ def write_report(args, model, vocab, batcher, metrics):
 
 
 def main(argv=None):
-    started = time.time()
+    started, comm = time.time(), distributed.Communicator()
     try:
         args = parse_args(argv)
-        trained = train(args)
-        if trained is not None:
+        comm = distributed.init(args.device)
+        trained = train(args, comm)
+        if trained is not None and comm.is_root:
             write_report(args, *trained)
     except (TinygradNLPError, OSError) as e:
+        if comm.world_size > 1:
+            comm.abort(f"error: {e}")  # ends every process of the job, not just this one
         print(f"error: {e}", file=sys.stderr)
         return 1
+    if not comm.is_root:
+        return 0
     print(f"done in {time.time() - started:.0f} s")
     return 0
 

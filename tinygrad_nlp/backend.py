@@ -220,6 +220,38 @@ def erf(x):
 _erf_elementwise = np.frompyfunc(math.erf, 1, 1)
 
 
+# -- NCCL (GPU collectives for tinygrad_nlp.distributed) ----------------------------------
+def nccl_unique_id():
+    """A new NCCL unique id (rank 0 makes it and shares it over MPI)."""
+    require_cuda()
+    from cupy.cuda import nccl
+    return nccl.get_unique_id()
+
+
+def nccl_communicator(world_size: int, unique_id, rank: int):
+    require_cuda()
+    from cupy.cuda import nccl
+    return nccl.NcclCommunicator(world_size, unique_id, rank)
+
+
+def _nccl_type(array):
+    from cupy.cuda import nccl
+    return {"float32": nccl.NCCL_FLOAT32, "float64": nccl.NCCL_FLOAT64, "float16": nccl.NCCL_FLOAT16}[array.dtype.name]
+
+
+def nccl_all_reduce(communicator, array) -> None:
+    """Sum ``array`` (contiguous, on this process's GPU) over all ranks, in place."""
+    from cupy.cuda import nccl
+    stream = _cupy.cuda.get_current_stream().ptr
+    communicator.allReduce(array.data.ptr, array.data.ptr, array.size, _nccl_type(array), nccl.NCCL_SUM, stream)
+
+
+def nccl_broadcast(communicator, array, root: int = 0) -> None:
+    """Every rank's ``array`` becomes rank ``root``'s, in place."""
+    stream = _cupy.cuda.get_current_stream().ptr
+    communicator.bcast(array.data.ptr, array.size, _nccl_type(array), root, stream)
+
+
 def per_device(cpu, cuda):
     """One function from a CPU and a GPU version of it: each call runs the version for
     the device of its array arguments (the first positional arguments that are arrays)."""

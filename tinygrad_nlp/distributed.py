@@ -1,0 +1,158 @@
+"""Data-parallel training: one process per CPU (or GPU), each taking its share of every
+global batch, on MPI through ``mpi4py`` (Open MPI or MPICH), with NCCL through CuPy for
+GPUs — the way ChainerMN and llm.c do it.
+
+    mpirun -n 4 python -m mpi4py examples/mlm.py --batch-size 128     # 32 rows per process
+
+    comm = distributed.init(device)               # rank and world size from the launcher
+    comm.broadcast_parameters(model.parameters())  # every process starts from rank 0's weights
+    rows = comm.share(len(batch))                  # this process's rows of the global batch
+    ...loss on those rows..., loss.backward()
+    comm.all_reduce_gradients(params, local_count)  # = the one-process gradient of the global batch
+    optimizer.step()
+
+The gradient all-reduce works on the flat gradient buffer (``nn.flat``), one call per
+dtype and device. It is weighted: a loss that is a mean over ``count`` items (scored
+tokens for the MLM, examples for the classifier), whose count differs between ranks,
+contributes count / total to the sum, so the result equals the gradient of the mean over
+the whole global batch. Without MPI, or with one process, ``init`` gives a communicator
+of one that does nothing; ``mpi4py`` is needed only to run several.
+
+A failure on one rank should end the job: ``abort(message)`` prints the rank's one-line
+message and calls ``MPI_Abort``, which makes the launcher stop every process.
+"""
+from __future__ import annotations
+
+import os
+import sys
+
+from . import backend
+from .errors import MissingDependencyError
+from .nn.flat import flatten
+
+_LAUNCHER_VARIABLES = ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK", "MPI_LOCALNRANKS", "SLURM_NTASKS")
+
+
+def launched_under_mpi() -> bool:
+    """True when an MPI launcher (mpirun, mpiexec, srun) started this process."""
+    return any(v in os.environ for v in _LAUNCHER_VARIABLES) or "mpi4py" in sys.modules
+
+
+class Communicator:
+    """A communicator of one: what training code calls, doing nothing."""
+
+    rank, world_size = 0, 1
+
+    @property
+    def is_root(self) -> bool:
+        return self.rank == 0
+
+    def share(self, n: int, rank: int | None = None) -> slice:
+        """This rank's (or ``rank``'s) contiguous part of ``n`` rows; the parts differ by
+        at most one row and cover all ``n`` in rank order."""
+        rank = self.rank if rank is None else rank
+        base, extra = divmod(n, self.world_size)
+        start = rank * base + min(rank, extra)
+        return slice(start, start + base + (rank < extra))
+
+    def broadcast_parameters(self, params) -> None:
+        pass
+
+    def all_reduce_gradients(self, params, count) -> float:
+        """Sum ``grad * count / total`` over ranks, in place; returns the total count."""
+        return float(count)
+
+    def sum(self, value: float) -> float:
+        return float(value)
+
+    def barrier(self) -> None:
+        pass
+
+    def abort(self, message: str, code: int = 1):
+        print(message, file=sys.stderr, flush=True)
+        sys.exit(code)
+
+
+class MPICommunicator(Communicator):
+    """Processes started by an MPI launcher, talking over MPI (CPU arrays) or NCCL (GPU
+    arrays, the NCCL id shared over MPI)."""
+
+    def __init__(self, comm, device: str):
+        self.comm, self.device = comm, device
+        self.rank, self.world_size = comm.Get_rank(), comm.Get_size()
+        self.nccl = None
+        if device == "cuda":
+            unique_id = backend.nccl_unique_id() if self.rank == 0 else None
+            unique_id = comm.bcast(unique_id, root=0)
+            self.nccl = backend.nccl_communicator(self.world_size, unique_id, self.rank)
+
+    def _all_reduce(self, array) -> None:
+        if self.nccl is not None:
+            backend.nccl_all_reduce(self.nccl, array)
+        else:
+            from mpi4py import MPI
+            self.comm.Allreduce(MPI.IN_PLACE, array, op=MPI.SUM)
+
+    def _broadcast(self, array) -> None:
+        if self.nccl is not None:
+            backend.nccl_broadcast(self.nccl, array, root=0)
+        else:
+            self.comm.Bcast(array, root=0)
+
+    def broadcast_parameters(self, params) -> None:
+        """Every rank's parameters become rank 0's (one broadcast per flat buffer)."""
+        for buffer in flatten(params):
+            self._broadcast(buffer.data)
+
+    def all_reduce_gradients(self, params, count) -> float:
+        """Replace each gradient by the count-weighted sum over ranks (see the module
+        docstring); a parameter without a gradient on this rank counts as zero."""
+        total = self.sum(count)
+        weight = float(count) / total if total else 0.0
+        for buffer in flatten(params):
+            grad = buffer.make_grad()
+            for p in buffer.params:
+                if p.grad is None or p.grad is not p.grad_slot:
+                    slot = p.grad_slot
+                    slot[...] = 0 if p.grad is None else p.grad
+                    p.grad = slot
+            grad *= grad.dtype.type(weight)
+            self._all_reduce(grad)
+        return total
+
+    def sum(self, value: float) -> float:
+        from mpi4py import MPI
+        return float(self.comm.allreduce(float(value), op=MPI.SUM))
+
+    def barrier(self) -> None:
+        self.comm.Barrier()
+
+    def abort(self, message: str, code: int = 1):
+        """Print this rank's message and end every process of the job now."""
+        print(f"rank {self.rank}/{self.world_size}: {message}", file=sys.stderr, flush=True)
+        self.comm.Abort(code)
+
+
+def init(device: str = "cpu") -> Communicator:
+    """The communicator of this run: MPI's world when an MPI launcher started more than
+    one process, otherwise a communicator of one (no MPI needed)."""
+    if not launched_under_mpi():
+        return Communicator()
+    try:
+        from mpi4py import MPI
+    except ImportError:
+        raise MissingDependencyError("data-parallel training needs mpi4py: pip install 'tinygrad_nlp[distributed]' "
+                                     "(and an MPI implementation such as Open MPI)") from None
+    comm = MPI.COMM_WORLD
+    if comm.Get_size() == 1:
+        return Communicator()
+    return MPICommunicator(comm, device)
+
+
+def weighted_mean(comm: Communicator, value: float, count: float) -> float:
+    """The mean over all ranks of per-rank means ``value`` over ``count`` items each."""
+    total = comm.sum(count)
+    return comm.sum(value * count) / total if total else float("nan")
+
+
+__all__ = ["Communicator", "MPICommunicator", "init", "launched_under_mpi", "weighted_mean"]
