@@ -24,7 +24,7 @@ import time
 import numpy as np
 
 import tinygrad_nlp.functional as F
-from tinygrad_nlp import TinygradNLPError, backend, checkpoint, graph, manual_seed, report
+from tinygrad_nlp import TinygradNLPError, backend, checkpoint, distributed, graph, manual_seed, report
 from tinygrad_nlp.data import Vocab, WordPieceTokenizer, encode_reviews, load_reviews, tokenize
 from tinygrad_nlp.errors import DataError
 from tinygrad_nlp.models import TextClassifier
@@ -81,7 +81,7 @@ def probabilities(model, ids, mask):
     return predict_in_batches(model, lambda *rows: F.softmax(model(*rows)), ids, mask)
 
 
-def text_encoder(folder, args, train_texts=None):
+def text_encoder(folder, args, train_texts=None, save=True):
     """(vocabulary size, texts -> (ids, mask)): the tokenizer learnt from ``train_texts``
     and saved in ``folder``, or, without texts, the one saved there."""
     if args.tokenizer == "wordpiece" or (train_texts is None and os.path.exists(os.path.join(folder, "tokenizer.json"))):
@@ -89,7 +89,8 @@ def text_encoder(folder, args, train_texts=None):
             tokenizer = WordPieceTokenizer.from_pretrained(folder)
         else:
             tokenizer = WordPieceTokenizer.train(train_texts, args.vocab_size)
-            tokenizer.save(folder)
+            if save:
+                tokenizer.save(folder)
 
         def encode(texts):
             batch = tokenizer.encode(texts, args.seq_len)
@@ -99,7 +100,8 @@ def text_encoder(folder, args, train_texts=None):
         vocab = Vocab.load(os.path.join(folder, "vocab.txt"))
     else:
         vocab = Vocab.build((tokenize(t) for t in train_texts), max_size=args.vocab_size)
-        vocab.save(os.path.join(folder, "vocab.txt"))
+        if save:
+            vocab.save(os.path.join(folder, "vocab.txt"))
     return len(vocab), lambda texts: encode_reviews(texts, vocab, args.seq_len)
 
 
@@ -113,16 +115,17 @@ def predict(args):
     print(f"{CLASS_NAMES[p.argmax()]} (probability {p.max():.3f})")
 
 
-def train(args):
+def train(args, comm):
     backend.check_device(args.device)
     os.makedirs(args.out, exist_ok=True)
     manual_seed(args.seed)
+    say = print if comm.is_root else lambda *_, **__: None
     train_texts, train_labels, test_texts, test_labels = load_reviews(
         args.data, args.train_per_class, args.test_per_class, args.seed, args.cache_dir)
-    vocab_size, encode = text_encoder(args.out, args, train_texts)
+    vocab_size, encode = text_encoder(args.out, args, train_texts, save=comm.is_root)
     train_ids, train_mask = encode(train_texts)
     test = (test_texts, *encode(test_texts), test_labels)
-    print(f"data: {len(train_texts)} training / {len(test_texts)} test reviews, {args.tokenizer} vocabulary {vocab_size}")
+    say(f"data: {len(train_texts)} training / {len(test_texts)} test reviews, {args.tokenizer} vocabulary {vocab_size}")
     model = TextClassifier(vocab_size, 2, args.d_model, args.n_heads, args.d_ff, 1 if args.graph else args.n_layers,
                            max_len=args.seq_len, dropout=args.dropout, norm_first=args.norm_first).to(args.device)
     if args.graph:
@@ -133,13 +136,20 @@ def train(args):
     optimizer = create_optimizer(args.optimizer, model.parameters(), args.lr, args.weight_decay)
     if args.resume:
         checkpoint.load(args.resume, model, optimizer)
-    print(f"model: {model.num_parameters():,} parameters, {args.n_layers} {'pre' if args.norm_first else 'post'}-norm "
+    comm.broadcast_parameters(model.parameters())  # data-parallel: every process starts from rank 0's weights
+    if comm.world_size > 1:
+        manual_seed(args.seed + 1 + comm.rank)  # each process its own dropout masks
+    say(f"model: {model.num_parameters():,} parameters, {args.n_layers} {'pre' if args.norm_first else 'post'}-norm "
           f"layers, width {args.d_model}, {args.n_heads} heads")
     saver, shuffle = checkpoint.Checkpointer(args.checkpoint), np.random.default_rng(args.seed)
     shown = np.random.default_rng(args.seed + 1).permutation(len(train_ids))[:args.plot_points]
-    frames, metrics = [], {"config": vars(args), "seed": args.seed, "epochs": []}
+    shares = [len(range(args.batch_size)[comm.share(args.batch_size, r)]) for r in range(comm.world_size)]
+    frames, metrics = [], {"config": vars(args), "seed": args.seed, "world_size": comm.world_size,
+                           "rows_per_process": shares, "epochs": []}
 
     def test_accuracy_and_frame(epoch):
+        if not comm.is_root:
+            return None
         accuracy = float((probabilities(model, *test[1:3]).argmax(1) == test_labels).mean())
         if args.plot != "none":
             points = report.project_2d(predict_in_batches(model, model.embed, train_ids[shown], train_mask[shown]),
@@ -152,27 +162,31 @@ def train(args):
     for epoch in range(1, args.epochs + 1):
         started, losses, correct = time.perf_counter(), [], 0
         order = shuffle.permutation(len(train_ids))
-        bar = report.progress_bar(-(-len(order) // args.batch_size), disable=args.no_progress, leave=False,
+        bar = report.progress_bar(-(-len(order) // args.batch_size), disable=args.no_progress or not comm.is_root,
+                                  leave=False,
                                   desc=f"epoch {epoch}/{args.epochs}")
         for rows in np.array_split(order, range(args.batch_size, len(order), args.batch_size)):
+            rows = rows[comm.share(len(rows))]  # this process's share of the global batch
             optimizer.zero_grad()
             logits = model(*(backend.to_device(a[rows], args.device) for a in (train_ids, train_mask)))
             loss = F.cross_entropy(logits, backend.to_device(train_labels[rows], args.device))
             loss.backward()
+            comm.all_reduce_gradients(model.parameters(), len(rows))  # a mean over examples: weight by their count
             optimizer.step()
-            saver.check_loss(loss.item(), f"in epoch {epoch}")
-            losses.append(loss.item())
-            correct += int((logits.numpy().argmax(1) == train_labels[rows]).sum())
-            bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
+            losses.append(distributed.weighted_mean(comm, loss.item(), len(rows)))
+            saver.check_loss(losses[-1], f"in epoch {epoch}")
+            correct += int(comm.sum((logits.numpy().argmax(1) == train_labels[rows]).sum()))
+            bar.set_postfix(loss=f"{losses[-1]:.3f}", refresh=False)
             bar.update(1)
         bar.close()
         row = {"epoch": epoch, "train_loss": float(np.mean(losses)), "train_accuracy": correct / len(train_ids),
                "test_accuracy": test_accuracy_and_frame(epoch), "seconds": time.perf_counter() - started}
         metrics["epochs"].append(row)
-        print(f"epoch {epoch}: train loss {row['train_loss']:.4f}, train accuracy {row['train_accuracy']:.3f}, "
-              f"test accuracy {row['test_accuracy']:.3f} ({row['seconds']:.1f} s)")
-        saver.save(model, optimizer, f"epoch {epoch}", epoch=epoch)  # a divergence keeps the last good epoch
-    if not metrics["epochs"]:
+        if comm.is_root:
+            print(f"epoch {epoch}: train loss {row['train_loss']:.4f}, train accuracy {row['train_accuracy']:.3f}, "
+                  f"test accuracy {row['test_accuracy']:.3f} ({row['seconds']:.1f} s)")
+            saver.save(model, optimizer, f"epoch {epoch}", epoch=epoch)  # a divergence keeps the last good epoch
+    if not metrics["epochs"] and comm.is_root:
         saver.save(model, label="epoch 0")
     return model, test, frames, metrics
 
@@ -201,18 +215,23 @@ def write_report(args, model, test, frames, metrics):
 
 
 def main(argv=None):
-    started = time.time()
+    started, comm = time.time(), distributed.Communicator()
     try:
         args = parse_args(argv)
         if args.predict is not None:
             predict(args)
             return 0
-        trained = train(args)
-        if trained is not None:
+        comm = distributed.init(args.device)
+        trained = train(args, comm)
+        if trained is not None and comm.is_root:
             write_report(args, *trained)
     except (TinygradNLPError, OSError) as e:
+        if comm.world_size > 1:
+            comm.abort(f"error: {e}")  # ends every process of the job, not just this one
         print(f"error: {e}", file=sys.stderr)
         return 1
+    if not comm.is_root:
+        return 0
     print(f"done in {time.time() - started:.0f} s")
     return 0
 
