@@ -96,9 +96,10 @@ def report(results):
     p = results["processes"]
     sizes = np.array([int(k) for k in results["all_reduce"]], dtype=float)
     times = np.array(list(results["all_reduce"].values()))
-    # fit t = 2(p-1) alpha + 2(p-1)/p * bytes / B by least squares
+    # fit t = 2(p-1) alpha + 2(p-1)/p * bytes / B by least squares on relative errors
+    # (plain least squares lets the largest size decide alone)
     design = np.stack([np.full_like(sizes, 2 * (p - 1)), 2 * (p - 1) / p * sizes], axis=1)
-    (alpha, inverse_bandwidth), *_ = np.linalg.lstsq(design, times, rcond=None)
+    (alpha, inverse_bandwidth), *_ = np.linalg.lstsq(design / times[:, None], np.ones_like(times), rcond=None)
     print(f"all-reduce, {p} processes on this machine (shared memory):")
     for n, t in zip(sizes, times):
         print(f"  {n / 2 ** 20:8.3f} MiB  {t * 1e3:8.3f} ms")
