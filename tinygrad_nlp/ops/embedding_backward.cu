@@ -1,4 +1,5 @@
 // The embedding backward on the GPU: a deterministic scatter-add of gradient rows.
+// Computes: docs/backward.md#embedding (dL/dW = scatter-add of the upstream rows by id).
 //
 // The host sorts the token ids (stably) and finds the segments of equal ids:
 // segment s covers positions starts[s] .. ends[s]-1 of the sorted order, and
