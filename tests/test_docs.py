@@ -44,3 +44,14 @@ def test_benchmarks_have_help_and_refuse_an_unusable_device_in_one_line(script):
         result = subprocess.run([sys.executable, path, "--device", "cuda"], capture_output=True, text=True)
         assert result.returncode == 1 and "Traceback" not in result.stderr
         assert result.stderr.strip().count("\n") == 0 and "CuPy" in result.stderr
+
+
+def test_gpu_report_lists_its_commands_and_refuses_without_a_gpu(tmp_path):
+    script = os.path.join(ROOT, "benchmarks", "gpu_report.py")
+    dry = subprocess.run([sys.executable, script, "--dry-run"], capture_output=True, text=True)
+    assert dry.returncode == 0 and "-m gpu" in dry.stdout and "train_step.py --config mlm --device cuda" in dry.stdout
+    from tinygrad_nlp import backend
+    if backend.cuda_available():
+        pytest.skip("a GPU is present: the report would run")
+    run = subprocess.run([sys.executable, script, "--out", str(tmp_path)], capture_output=True, text=True)
+    assert run.returncode == 1 and run.stderr.strip().startswith("error: no GPU") and len(run.stderr.splitlines()) == 1
