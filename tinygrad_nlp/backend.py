@@ -221,6 +221,12 @@ _erf_elementwise = np.frompyfunc(math.erf, 1, 1)
 
 
 # -- NCCL (GPU collectives for tinygrad_nlp.distributed) ----------------------------------
+def use_gpu(index: int) -> None:
+    """Make GPU ``index`` (of those visible, modulo their count) this process's device."""
+    require_cuda()
+    _cupy.cuda.Device(index % _cupy.cuda.runtime.getDeviceCount()).use()
+
+
 def nccl_unique_id():
     """A new NCCL unique id (rank 0 makes it and shares it over MPI)."""
     require_cuda()

@@ -82,6 +82,9 @@ class MPICommunicator(Communicator):
         self.rank, self.world_size = comm.Get_rank(), comm.Get_size()
         self.nccl = None
         if device == "cuda":
+            from mpi4py import MPI
+            local_rank = comm.Split_type(MPI.COMM_TYPE_SHARED).Get_rank()  # this process's place on its machine
+            backend.use_gpu(local_rank)
             unique_id = backend.nccl_unique_id() if self.rank == 0 else None
             unique_id = comm.bcast(unique_id, root=0)
             self.nccl = backend.nccl_communicator(self.world_size, unique_id, self.rank)
