@@ -128,14 +128,10 @@ def classify(args):
 
 
 def write_outputs(args, model, tokenizer, frames, metrics, texts, labels, logits):
-    confusion = np.zeros((2, 2), dtype=int)
-    np.add.at(confusion, (labels, logits.argmax(1)), 1)
-    text = ("rows: true class, columns: predicted class\n" + f"{'':>10} {'negative':>9} {'positive':>9}\n"
-            + "\n".join(f"{CLASS_NAMES[i]:>10} {confusion[i, 0]:>9} {confusion[i, 1]:>9}" for i in range(2))
-            + f"\naccuracy {np.trace(confusion) / confusion.sum():.4f}\n")
+    text, accuracy = report.confusion_report(labels, logits.argmax(1), CLASS_NAMES)
     samples = [f"predicted={CLASS_NAMES[logits[i].argmax()]} true={CLASS_NAMES[labels[i]]}: {texts[i][:200]}"
                for i in range(min(8, len(texts)))]
-    metrics["final_test_accuracy"] = float(np.trace(confusion) / confusion.sum())
+    metrics["final_test_accuracy"] = accuracy
     for name, content in (("confusion.txt", text), ("samples.txt", "\n".join(samples) + "\n"),
                           ("metrics.json", json.dumps(metrics, indent=1))):
         with open(os.path.join(args.out, name), "w", encoding="utf-8") as f:

@@ -194,11 +194,7 @@ def train(args, comm):
 def write_report(args, model, test, frames, metrics):
     texts, ids, mask, labels = test
     p = probabilities(model, ids, mask)
-    confusion = np.zeros((2, 2), dtype=int)
-    np.add.at(confusion, (labels, p.argmax(1)), 1)
-    text = ("rows: true class, columns: predicted class\n" + f"{'':>10} {'negative':>9} {'positive':>9}\n"
-            + "\n".join(f"{CLASS_NAMES[i]:>10} {confusion[i, 0]:>9} {confusion[i, 1]:>9}" for i in range(2))
-            + f"\naccuracy {np.trace(confusion) / confusion.sum():.4f}\n")
+    text, accuracy = report.confusion_report(labels, p.argmax(1), CLASS_NAMES)
     samples = [f"P(positive)={p[i, 1]:.3f} true={CLASS_NAMES[labels[i]]}: {texts[i][:200]}"
                for i in range(min(8, len(texts)))]
     print(text + "\n".join(samples[:4]))

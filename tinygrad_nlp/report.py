@@ -126,3 +126,15 @@ def export_projector(folder, embeddings, names, rows: int) -> int:
     with open(os.path.join(folder, "names.tsv"), "w", encoding="utf-8") as f:
         f.write("\n".join(names[:n]) + "\n")
     return n
+
+
+def confusion_report(labels, predicted, class_names) -> tuple[str, float]:
+    """(a text table of true x predicted class counts with the accuracy, the accuracy)."""
+    k = len(class_names)
+    confusion = np.zeros((k, k), dtype=int)
+    np.add.at(confusion, (np.asarray(labels), np.asarray(predicted)), 1)
+    accuracy = float(np.trace(confusion) / max(confusion.sum(), 1))
+    width = max(9, *(len(c) for c in class_names))
+    lines = ["rows: true class, columns: predicted class", " " * width + "".join(f" {c:>{width}}" for c in class_names)]
+    lines += [f"{class_names[i]:>{width}}" + "".join(f" {n:>{width}}" for n in confusion[i]) for i in range(k)]
+    return "\n".join(lines) + f"\naccuracy {accuracy:.4f}\n", accuracy
