@@ -163,3 +163,20 @@ def test_resume_with_a_different_number_of_processes(tmp_path):
     losses_b = np.array(json.loads((tmp_path / "b" / "metrics.json").read_text())["train_loss"])
     losses_c = np.array(json.loads((tmp_path / "c" / "metrics.json").read_text())["train_loss"])
     assert len(losses_b) == 30 and np.abs(losses_b - losses_c).max() <= 1e-5 * np.abs(losses_c).max()
+
+
+def test_without_mpi4py_under_a_launcher_the_error_names_the_extra(monkeypatch):
+    from tinygrad_nlp import MissingDependencyError, distributed
+    monkeypatch.setenv("OMPI_COMM_WORLD_SIZE", "2")
+    monkeypatch.setitem(sys.modules, "mpi4py", None)
+    with pytest.raises(MissingDependencyError, match=r"needs mpi4py: pip install 'tinygrad_nlp\[distributed\]'"):
+        distributed.init()
+
+
+def test_one_process_needs_no_mpi(monkeypatch):
+    from tinygrad_nlp import distributed
+    for name in ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK", "MPI_LOCALNRANKS", "SLURM_NTASKS"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.delitem(sys.modules, "mpi4py", raising=False)
+    comm = distributed.init()
+    assert type(comm) is Communicator and comm.world_size == 1 and comm.share(5) == slice(0, 5)

@@ -6,6 +6,8 @@ the reference rejects the input, the op must raise a documented error (a
 in an output of the same shape, and its backward gradients of the inputs' shapes. Any
 other exception fails the test: never an unrelated crash, never a silent wrong shape.
 """
+import math
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -350,15 +352,17 @@ def test_concatenate(shapes, axis, seed):
 
 
 UNARY = {"neg": np.negative, "exp": np.exp, "log": lambda x: np.log(np.abs(x) + 1), "relu": lambda x: np.maximum(x, 0),
-         "tanh": np.tanh, "gelu": lambda x: 0.5 * x * (1 + np.tanh(np.sqrt(2 / np.pi) * (x + 0.044715 * x ** 3)))}
-FLOAT_UNARY = {"exp", "log", "tanh", "gelu"}
+         "tanh": np.tanh, "gelu": lambda x: 0.5 * x * (1 + np.tanh(np.sqrt(2 / np.pi) * (x + 0.044715 * x ** 3))),
+         "gelu_exact": lambda x: 0.5 * x * (1 + np.vectorize(math.erf, otypes=[np.float64])(x / np.sqrt(2)))}
+FLOAT_UNARY = {"exp", "log", "tanh", "gelu", "gelu_exact"}
 
 
 @given(op=st.sampled_from(sorted(UNARY)), shape=any_shapes, dtype=any_dtypes, seed=st.integers(0, 99))
 def test_unary(op, shape, dtype, seed):
     x = array_of(shape, dtype, seed)
     tx = Tensor(x, requires_grad=np.issubdtype(dtype, np.floating))
-    ours = (lambda: F.log(F.add(F.relu(tx) + F.relu(-tx), 1))) if op == "log" else (lambda: getattr(F, op)(tx))
+    ours = {"log": lambda: F.log(F.add(F.relu(tx) + F.relu(-tx), 1)),
+            "gelu_exact": lambda: F.gelu(tx, approximate="none")}.get(op, lambda: getattr(F, op)(tx))
     out = ours()
     expected = UNARY[op](x.astype(np.float64))
     assert out.shape == x.shape

@@ -89,3 +89,8 @@ def test_bad_input_is_named(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "tokenizers", None)
     with pytest.raises(MissingDependencyError, match=r"needs tokenizers: pip install 'tinygrad_nlp\[bert\]'"):
         WordPieceTokenizer.train(["a b c"], vocab_size=50)
+
+
+def test_encode_needs_room_for_cls_and_sep(folders):
+    with pytest.raises(DataError, match="max_len must be at least 2"):
+        WordPieceTokenizer.from_pretrained(folders[False]).encode(["x"], max_len=1)

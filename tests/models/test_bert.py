@@ -201,3 +201,32 @@ def test_checkpoint_module_round_trip(tmp_path):
     assert isinstance(again, BertForSequenceClassification) and again.num_labels == 3
     ids, types, mask = batch()
     np.testing.assert_array_equal(model.eval()(ids, types, mask).numpy(), again.eval()(ids, types, mask).numpy())
+
+
+def test_config_and_input_errors_are_named(tmp_path):
+    from tinygrad_nlp import ArgumentError, ShapeError
+    with pytest.raises(ArgumentError, match="hidden_size 30 is not divisible by num_attention_heads 4"):
+        BertConfig(**dict(SMALL, hidden_size=30))
+    with pytest.raises(ArgumentError, match="hidden_act 'swish' is not supported"):
+        BertConfig(**dict(SMALL, hidden_act="swish"))
+    with pytest.raises(ArgumentError, match="position_embedding_type 'relative_key' is not supported"):
+        BertConfig.from_dict(dict(SMALL, position_embedding_type="relative_key"))
+    (tmp_path / "config.json").write_text(json.dumps(dict(SMALL, model_type="roberta")))
+    with pytest.raises(CheckpointError, match="model_type 'roberta', not 'bert'"):
+        BertConfig.from_json_file(tmp_path / "config.json")
+    (tmp_path / "config.json").write_text("{not json")
+    with pytest.raises(CheckpointError, match="is not valid JSON"):
+        BertConfig.from_json_file(tmp_path / "config.json")
+    with pytest.raises(ArgumentError, match="num_labels must be >= 1, got 0"):
+        BertForSequenceClassification(BertConfig(**SMALL), num_labels=0)
+    manual_seed(0)
+    model = BertForMaskedLM(BertConfig(**SMALL))
+    ids, types, mask = batch()
+    with pytest.raises(ShapeError, match=r"input_ids must be \(batch, seq_len\), got shape \(7,\)"):
+        model(ids[0])
+    with pytest.raises(ShapeError, match="sequence length 65 exceeds max_position_embeddings 64"):
+        model(np.ones((1, 65), dtype=np.int64))
+    with pytest.raises(ShapeError, match=r"attention_mask \(3, 6\) does not match input_ids \(3, 7\)"):
+        model(ids, types, mask[:, :6])
+    with pytest.raises(ShapeError, match=r"labels \(3, 6\) do not match input_ids \(3, 7\)"):
+        model.loss(ids, ids[:, :6])

@@ -104,13 +104,20 @@ def test_linear_cross_entropy_gradients(with_bias, targets, rng):
         check_both_modes(lambda x, w: F.linear_cross_entropy(x, w, t), [x, w])
 
 
-@given(n=st.integers(1, 9), d=st.integers(1, 5), c=st.integers(1, 9), bias=st.booleans(), seed=st.integers(0, 999))
-def test_linear_cross_entropy_equals_linear_then_cross_entropy(n, d, c, bias, seed):
+@given(n=st.integers(1, 9), d=st.integers(1, 5), c=st.integers(1, 9), bias=st.booleans(), seed=st.integers(0, 999),
+       chunk_columns=st.sampled_from([None, 1, 2, 4]))
+def test_linear_cross_entropy_equals_linear_then_cross_entropy(n, d, c, bias, seed, chunk_columns):
     rng = np.random.default_rng(seed)
     x, w, b = tensor(rng, n, d), tensor(rng, c, d), tensor(rng, c)
     t = np.where(rng.random(n) < 0.3, -100, rng.integers(0, c, n))
-    fused = F.linear_cross_entropy(x, w, t, bias=b if bias else None)
-    fused.backward(np.array(0.7))
+    settings = softmax_ops.MIN_CHUNK_COLUMNS, softmax_ops.LOGITS_CHUNK_BYTES
+    if chunk_columns:  # vocabulary chunks of that many columns
+        softmax_ops.MIN_CHUNK_COLUMNS, softmax_ops.LOGITS_CHUNK_BYTES = 1, chunk_columns * n * 8
+    try:
+        fused = F.linear_cross_entropy(x, w, t, bias=b if bias else None)
+        fused.backward(np.array(0.7))
+    finally:
+        softmax_ops.MIN_CHUNK_COLUMNS, softmax_ops.LOGITS_CHUNK_BYTES = settings
     grads = [p.grad for p in (x, w, b)]
     for p in (x, w, b):
         p.grad = None
