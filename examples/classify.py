@@ -163,22 +163,22 @@ def train(args, comm):
         started, losses, correct = time.perf_counter(), [], 0
         order = shuffle.permutation(len(train_ids))
         bar = report.progress_bar(-(-len(order) // args.batch_size), disable=args.no_progress or not comm.is_root,
-                                  leave=False,
-                                  desc=f"epoch {epoch}/{args.epochs}")
+                                  leave=False, desc=f"epoch {epoch}/{args.epochs}")
         for rows in np.array_split(order, range(args.batch_size, len(order), args.batch_size)):
             rows = rows[comm.share(len(rows))]  # this process's share of the global batch
             optimizer.zero_grad()
             logits = model(*(backend.to_device(a[rows], args.device) for a in (train_ids, train_mask)))
             loss = F.cross_entropy(logits, backend.to_device(train_labels[rows], args.device))
             loss.backward()
-            comm.all_reduce_gradients(model.parameters(), len(rows))  # a mean over examples: weight by their count
+            total = comm.all_reduce_gradients(model.parameters(), len(rows))  # a mean over examples: weight by count
             optimizer.step()
-            losses.append(distributed.weighted_mean(comm, loss.item(), len(rows)))
+            losses.append(distributed.weighted_mean(comm, loss.item(), len(rows), total))
             saver.check_loss(losses[-1], f"in epoch {epoch}")
-            correct += int(comm.sum((logits.numpy().argmax(1) == train_labels[rows]).sum()))
+            correct += int((logits.numpy().argmax(1) == train_labels[rows]).sum())
             bar.set_postfix(loss=f"{losses[-1]:.3f}", refresh=False)
             bar.update(1)
         bar.close()
+        correct = comm.sum(correct)  # every process's rows of the epoch
         row = {"epoch": epoch, "train_loss": float(np.mean(losses)), "train_accuracy": correct / len(train_ids),
                "test_accuracy": test_accuracy_and_frame(epoch), "seconds": time.perf_counter() - started}
         metrics["epochs"].append(row)

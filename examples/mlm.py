@@ -130,10 +130,10 @@ def train(args, comm):
         loss = model.loss(backend.to_device(inputs[mine], args.device), backend.to_device(targets[mine], args.device))
         loss.backward()
         scored = int((targets[mine] != -100).sum())  # the loss is a mean over scored tokens: weight by their count
-        comm.all_reduce_gradients(model.parameters(), scored)
+        total = comm.all_reduce_gradients(model.parameters(), scored)
         optimizer.step()
         scheduler.step()
-        step_loss = distributed.weighted_mean(comm, loss.item(), scored)
+        step_loss = distributed.weighted_mean(comm, loss.item(), scored, total)
         saver.check_loss(step_loss, f"at step {step}")
         metrics["train_loss"].append(step_loss)
         metrics["tokens_per_second"].append(inputs.size / (time.perf_counter() - started))

@@ -152,9 +152,9 @@ def init(device: str = "cpu") -> Communicator:
     return MPICommunicator(comm, device)
 
 
-def weighted_mean(comm: Communicator, value: float, count: float) -> float:
-    """The mean over all ranks of per-rank means ``value`` over ``count`` items each."""
-    total = comm.sum(count)
+def weighted_mean(comm: Communicator, value: float, count: float, total: float) -> float:
+    """The mean over all ranks' items of per-rank means ``value`` over ``count`` items each,
+    ``total`` being the count over all ranks (``all_reduce_gradients`` returns it)."""
     return comm.sum(value * count) / total if total else float("nan")
 
 
