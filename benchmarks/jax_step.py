@@ -99,6 +99,6 @@ def make_step(c, name, ids, targets, mask, labels):
     state = [params, zeros, jax.tree.map(jnp.zeros_like, params), jnp.float32(1), jax.random.PRNGKey(0)]
 
     def step():
-        *state[:], loss = train_step(*state)
+        *state[:], loss = train_step(*state)  # the new parameters, moments, step and key replace the old
         loss.block_until_ready()
     return step

@@ -159,7 +159,7 @@ class BertPreTrained(Module):
         once built; a head's call covers the encoder inside it again)."""
         rng = backend.rng(np)
         for name, p in self.named_parameters():
-            if name.endswith("norm.weight") or re.search(r"norm\d?\.weight$", name):
+            if re.search(r"norm\d?\.weight$", name):  # layer norms: norm, norm1, norm2, transform_norm
                 p.data[...] = 1
             elif name.endswith("bias"):
                 p.data[...] = 0
@@ -341,7 +341,7 @@ class BertForMaskedLM(BertPreTrained):
     def loss(self, input_ids, labels, token_type_ids=None, attention_mask=None, ignore_index: int = -100):
         """Mean cross-entropy over the positions whose label is not ``ignore_index``,
         the head (transform and decoder) computed at those positions only."""
-        labels = backend.to_device(labels, backend.device_of(input_ids)) if hasattr(labels, "shape") else labels
+        labels = backend.to_device(labels, backend.device_of(input_ids))
         if tuple(labels.shape) != tuple(input_ids.shape):
             raise ShapeError(f"BertForMaskedLM.loss: labels {tuple(labels.shape)} do not match input_ids "
                              f"{tuple(input_ids.shape)}")

@@ -167,13 +167,10 @@ class CrossEntropy(Function):
     op_name = "cross_entropy"
 
     def forward(self, logits):
+        """Saves exp(x - row max) of the (N, C) rows and 1 / their row sums."""
+        xp = get_array_module(logits)
         self.logits_shape = logits.shape
-        return self.mean_nll(logits.reshape(-1, logits.shape[-1]), self.targets.reshape(-1))
-
-    def mean_nll(self, x, targets):
-        """Mean NLL of the rows of x (N, C) under ``targets`` (N,). Saves exp(x - max)
-        and 1 / its row sums."""
-        xp = get_array_module(x)
+        x, targets = logits.reshape(-1, logits.shape[-1]), self.targets.reshape(-1)
         scored = targets != self.ignore_index
         safe_targets = xp.where(scored, targets, 0)
         self.count = int(scored.sum())
@@ -184,18 +181,15 @@ class CrossEntropy(Function):
         self.save(exp_shifted=e, inv_total=1 / total[:, 0], scored=scored, safe_targets=safe_targets)
         return xp.asarray((nll * scored).sum() / max(self.count, 1), dtype=x.dtype)
 
-    def logit_grad(self, g):
-        """dL/dx (N, C) = (softmax - onehot) * scored * g / n, made from the saved
-        exponentials (written over them on the last backward)."""
+    def backward(self, g):
+        """dL/dx = (softmax - onehot) * scored * g / n, made from the saved exponentials
+        (written over them on the last backward)."""
         xp = get_array_module(g)
         e = self.exp_shifted
         row_weight = (self.scored * (g / max(self.count, 1))).astype(e.dtype)
         grad = xp.multiply(e, (row_weight * self.inv_total)[:, None], out=e if self.may_overwrite_saved else None)
         grad[xp.arange(e.shape[0]), self.safe_targets] -= row_weight
-        return grad
-
-    def backward(self, g):
-        return self.logit_grad(g).reshape(self.logits_shape)
+        return grad.reshape(self.logits_shape)
 
 
 def vocabulary_chunks(xp, n_rows, n_classes, itemsize):
