@@ -58,3 +58,39 @@ def test_mixed_devices_error_names_both(monkeypatch):
 def test_mixed_devices_in_an_op():
     with pytest.raises(DeviceError, match="'cpu'.*'cuda'"):
         F.add(Tensor(np.zeros(2)), Tensor(np.zeros(2)).to("cuda"))
+
+
+
+def _page_faults_of_reusing(megabytes=1, times=20):
+    """Minor page faults taken by allocating, filling and freeing the same size of array
+    (1 MiB: below the size NumPy asks huge pages for)."""
+    import resource
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    for _ in range(times):
+        np.ones(megabytes << 18, dtype=np.float32)
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+
+
+@pytest.mark.skipif(not backend.keep_host_memory(), reason="the C library has no mallopt (not glibc)")
+def test_kept_host_memory_serves_the_next_allocation_without_page_faults():
+    pages = 20 * (1 << 20) // 4096
+    try:
+        assert backend.keep_host_memory(False) and not backend.host_memory_kept
+        assert _page_faults_of_reusing() > pages // 2  # each new block is fresh pages
+        assert backend.keep_host_memory(True) and backend.host_memory_kept
+        _page_faults_of_reusing(times=1)
+        assert _page_faults_of_reusing() < pages // 20  # the freed block is reused
+    finally:
+        backend.keep_host_memory(True)
+
+
+@pytest.mark.skipif(not backend.keep_host_memory(), reason="the C library has no mallopt (not glibc)")
+def test_host_memory_is_kept_at_import_unless_asked_not_to():
+    import os
+    import subprocess
+    import sys
+    code = "from tinygrad_nlp import backend; print(backend.host_memory_kept)"
+    kept = {setting: subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                                    env=dict(os.environ, TINYGRAD_NLP_KEEP_HOST_MEMORY=setting)).stdout.strip()
+            for setting in ("0", "1")}
+    assert kept == {"0": "False", "1": "True"}

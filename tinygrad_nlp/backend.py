@@ -5,6 +5,7 @@ package asks this module for the array module of its inputs (``get_array_module`
 moves arrays between devices (``to_device``) and draws random numbers (``rng``).
 
 Where CPU and GPU need different code, the difference has a name here:
+``keep_host_memory`` (the CPU's counterpart of CuPy's memory pool),
 ``rows_per_block`` (cache blocking on the CPU, one block on the GPU), ``keep_mask``
 (dropout draws), ``scatter_add`` (repeated-index accumulation), ``per_device`` (an op's
 CPU and GPU versions of one function, chosen by its arrays) and ``load_kernel`` (an op's
@@ -12,6 +13,7 @@ CUDA source file, compiled by CuPy). Ops never ask which array module they got.
 """
 from __future__ import annotations
 
+import ctypes
 import functools
 import math
 import os
@@ -178,6 +180,46 @@ def keep_mask(xp, shape, p: float):
 # ---------------------------------------------------------------------------
 # Where CPU and GPU code differ.
 # ---------------------------------------------------------------------------
+# glibc's malloc gives every block above its mmap threshold fresh pages from the kernel
+# and returns them when the block is freed (and trims the heap's free top likewise), so
+# a training step that allocates and frees the same few hundred MiB of activations every
+# step pays a page fault per 4 KiB touched: 57,000 faults and about a quarter of the MLM
+# tutorial's step on 2 cores (benchmarks/RESULTS.md). CuPy's memory pool keeps freed
+# GPU blocks for reuse; this keeps freed host blocks in the process in the same way.
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # mallopt parameters (malloc.h)
+_GLIBC_MAX_MMAP_THRESHOLD = 32 << 20  # the largest glibc accepts on 64-bit machines
+_GLIBC_DEFAULT_THRESHOLD = 128 << 10
+
+
+def keep_host_memory(keep: bool = True) -> bool:
+    """Let the C allocator keep freed host memory for reuse (``keep=True``, the default
+    at import) instead of returning it to the kernel, or restore glibc's defaults.
+
+    Blocks up to 32 MiB come from the heap and a freed heap is not trimmed, so memory
+    freed by one step serves the next without page faults; the process's resident size
+    then stays at its peak, as with CuPy's pool on the GPU. Set the environment variable
+    ``TINYGRAD_NLP_KEEP_HOST_MEMORY=0`` to leave the allocator alone at import. Returns
+    whether the setting took effect: False where the C library has no ``mallopt``
+    (macOS, Windows), which changes nothing but speed."""
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError, TypeError):
+        return False
+    if keep:
+        settings = ((_M_MMAP_THRESHOLD, _GLIBC_MAX_MMAP_THRESHOLD), (_M_TRIM_THRESHOLD, 2 ** 31 - 1))
+    else:
+        settings = ((_M_MMAP_THRESHOLD, _GLIBC_DEFAULT_THRESHOLD), (_M_TRIM_THRESHOLD, _GLIBC_DEFAULT_THRESHOLD))
+    global host_memory_kept
+    took_effect = all([mallopt(parameter, value) == 1 for parameter, value in settings])
+    host_memory_kept = keep and took_effect
+    return took_effect
+
+
+host_memory_kept = False  # whether keep_host_memory(True) is in effect
+if os.environ.get("TINYGRAD_NLP_KEEP_HOST_MEMORY", "1") != "0":
+    keep_host_memory()
+
+
 # Several elementwise passes over a block of this many bytes run in the L2 cache of the
 # CPU instead of memory (softmax rows: 33 -> 15 ms on the MLM head; attention scores;
 # Adam's moments). A GPU runs each pass as one kernel over everything instead.
