@@ -41,7 +41,7 @@ WHY = {  # op class -> why its backward needs what it saves
     "Softmax": "the output y: y (g - sum g y)",
     "LogSoftmax": "the output: softmax = exp(y)",
     "CrossEntropy": "exp(x - max), 1 / row sums, the scored rows and targets: softmax - onehot",
-    "LinearCrossEntropy": "scored rows of x, W, b, log-sum-exp per row: logits are recomputed chunk by chunk",
+    "LinearCrossEntropy": "the gradients for g = 1, made in the forward (the loss is a scalar): the backward scales them",
     "LayerNorm": "x, weight, mean and 1/std per row: x-hat is recomputed",
     "Dropout": "the boolean mask (1 byte per element)",
     "ScaledDotProductAttention": "q, k, v and the probabilities (and the dropout mask)",

@@ -97,3 +97,23 @@ def test_a_node_names_what_it_saved_and_release_drops_it():
     assert node.saved_arrays()["rstd"].shape == (2, 1)
     node.release()
     assert node.saved_arrays() == {} and node.inputs == () and node.released
+
+
+def test_a_forward_knows_no_gradient_is_wanted_under_no_grad():
+    from tinygrad_nlp.tensor import Function
+    seen = []
+
+    class Probe(Function):
+        def forward(self, x):
+            seen.append(self.needs_input_grad)
+            return x * 2
+
+        def backward(self, g):
+            return g * 2
+
+    x = Tensor(np.ones(2), requires_grad=True)
+    Probe()(x)
+    with no_grad():
+        Probe()(x)
+    Probe()(Tensor(np.ones(2)))
+    assert seen == [(True,), (False,), (False,)]

@@ -70,7 +70,8 @@ class Function:
       output instead of allocating new ones.
 
     ``needs_input_grad[i]`` says whether input i wants a gradient (a backward may skip
-    the others and return None for them).
+    the others and return None for them); under ``no_grad`` none does, so a forward
+    that computes gradients early does so only when they will be used.
     """
 
     inputs: tuple = ()
@@ -117,7 +118,7 @@ class Function:
         backend.get_array_module(*arrays)  # mixed NumPy/CuPy fails here, naming both
         arrays = _promote_integers(arrays, self.floating)
         self.check(*arrays)
-        self.needs_input_grad = tuple(t is not None and t.requires_grad for t in tensors)
+        self.needs_input_grad = tuple(_grad_enabled and t is not None and t.requires_grad for t in tensors)
         out = Tensor(self.forward(*arrays))
         if _anomaly_mode:
             _check_finite(out.data, f"output of {self.name} (forward)")

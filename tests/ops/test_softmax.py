@@ -105,19 +105,19 @@ def test_linear_cross_entropy_gradients(with_bias, targets, rng):
 
 
 @given(n=st.integers(1, 9), d=st.integers(1, 5), c=st.integers(1, 9), bias=st.booleans(), seed=st.integers(0, 999),
-       chunk_columns=st.sampled_from([None, 1, 2, 4]))
-def test_linear_cross_entropy_equals_linear_then_cross_entropy(n, d, c, bias, seed, chunk_columns):
+       block_rows=st.sampled_from([None, 1, 2, 4]))
+def test_linear_cross_entropy_equals_linear_then_cross_entropy(n, d, c, bias, seed, block_rows):
     rng = np.random.default_rng(seed)
     x, w, b = tensor(rng, n, d), tensor(rng, c, d), tensor(rng, c)
     t = np.where(rng.random(n) < 0.3, -100, rng.integers(0, c, n))
-    settings = softmax_ops.MIN_CHUNK_COLUMNS, softmax_ops.LOGITS_CHUNK_BYTES
-    if chunk_columns:  # vocabulary chunks of that many columns
-        softmax_ops.MIN_CHUNK_COLUMNS, softmax_ops.LOGITS_CHUNK_BYTES = 1, chunk_columns * n * 8
+    setting = softmax_ops.LOGITS_BLOCK_BYTES
+    if block_rows:  # blocks of (at most) that many scored rows
+        softmax_ops.LOGITS_BLOCK_BYTES = block_rows * c * 8
     try:
         fused = F.linear_cross_entropy(x, w, t, bias=b if bias else None)
         fused.backward(np.array(0.7))
     finally:
-        softmax_ops.MIN_CHUNK_COLUMNS, softmax_ops.LOGITS_CHUNK_BYTES = settings
+        softmax_ops.LOGITS_BLOCK_BYTES = setting
     grads = [p.grad for p in (x, w, b)]
     for p in (x, w, b):
         p.grad = None
@@ -130,10 +130,10 @@ def test_linear_cross_entropy_equals_linear_then_cross_entropy(n, d, c, bias, se
 
 
 @pytest.mark.parametrize("with_bias", [False, True])
-def test_linear_cross_entropy_in_many_vocabulary_chunks(with_bias, rng, monkeypatch):
-    """Chunks of 2 columns (the running max and sum merged across 4 chunks, the last one
-    narrower, targets in every chunk and repeated): float64 finite differences, and the
-    same value and gradients as one chunk."""
+def test_linear_cross_entropy_in_many_row_blocks(with_bias, rng, monkeypatch):
+    """Blocks of one scored row (the weight's and bias's gradients summed over 4 blocks,
+    targets repeated across blocks, an unscored row between them): float64 finite
+    differences, and the same value and gradients as one block."""
     x, w, b = tensor(rng, 5, 3, scale=4), tensor(rng, 7, 3), tensor(rng, 7)
     t = np.array([6, 0, -100, 3, 3])
     args = [x, w, b] if with_bias else [x, w]
@@ -143,9 +143,8 @@ def test_linear_cross_entropy_in_many_vocabulary_chunks(with_bias, rng, monkeypa
     expected = [p.grad for p in args]
     for p in args:
         p.grad = None
-    monkeypatch.setattr(softmax_ops, "MIN_CHUNK_COLUMNS", 1)
-    monkeypatch.setattr(softmax_ops, "LOGITS_CHUNK_BYTES", 2 * 4 * 8)  # 4 scored rows x 2 columns of float64
-    assert len(softmax_ops.vocabulary_chunks(np, 4, 7, 8)) == 4
+    monkeypatch.setattr(softmax_ops, "LOGITS_BLOCK_BYTES", 7 * 8)  # one row of 7 float64 logits
+    assert len(softmax_ops.logit_row_blocks(np, 4, 7, 8)) == 4
     chunked = loss(*args)
     chunked.backward()
     assert_close(chunked, whole)

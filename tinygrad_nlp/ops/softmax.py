@@ -8,7 +8,7 @@ Guide: docs/backward.md#softmax and docs/backward.md#log-softmax-and-cross-entro
 """
 from __future__ import annotations
 
-from ..backend import get_array_module, rows_per_block, scatter_add
+from ..backend import get_array_module, rows_per_block
 from ..errors import ShapeError
 from ..tensor import Function, array_of
 from .checks import check_ids
@@ -21,7 +21,8 @@ def exp_rows(x, out=None, masked_rows=False):
     and the row sums of the exponentials (both (..., 1)).
 
     Rows go through in blocks that stay in the CPU's cache while max, subtract, exp and
-    sum run over them, so memory is read once instead of four times. With
+    sum run over them, so memory is read once instead of four times (rows wider than
+    the cache go through all at once). With
     ``masked_rows``, a row that is all -inf (a query whose keys are all masked) has its
     maximum taken as 0, so its exponentials are 0 instead of NaN.
     """
@@ -36,6 +37,8 @@ def exp_rows(x, out=None, masked_rows=False):
     shift = xp.empty((n, 1), dtype=x.dtype)
     total = xp.empty((n, 1), dtype=x.dtype)
     step = rows_per_block(xp, n, width * x.itemsize)
+    if step == 1:  # a row wider than the cache gains nothing from blocks: one pass each
+        step = n
     for start in range(0, n, step):
         rows = slice(start, start + step)
         block = rows_out[rows]
@@ -192,37 +195,53 @@ class CrossEntropy(Function):
         return grad.reshape(self.logits_shape)
 
 
-def vocabulary_chunks(xp, n_rows, n_classes, itemsize):
-    """Column ranges of the (n_rows, n_classes) logits to compute at a time: on the CPU
-    chunks of about ``LOGITS_CHUNK_BYTES`` and at least ``MIN_CHUNK_COLUMNS`` wide (in
-    cache while they are exponentiated and summed, wide enough for fast matrix
-    products), on the GPU one."""
-    width = rows_per_block(xp, n_classes, n_rows * itemsize, LOGITS_CHUNK_BYTES)
-    width = max(min(MIN_CHUNK_COLUMNS, n_classes), width)
-    return [slice(start, min(start + width, n_classes)) for start in range(0, n_classes, width)]
+def logit_row_blocks(xp, n_rows, n_classes, itemsize):
+    """Row ranges of the (n_rows, n_classes) logits to make at a time: on the CPU equal
+    blocks of at most about ``LOGITS_BLOCK_BYTES`` (at least one row each), on the GPU
+    one block."""
+    most = rows_per_block(xp, n_rows, n_classes * itemsize, LOGITS_BLOCK_BYTES)
+    size = -(-n_rows // -(-n_rows // most))  # as many blocks as needed, equally full
+    return [slice(start, min(start + size, n_rows)) for start in range(0, n_rows, size)]
 
 
-LOGITS_CHUNK_BYTES = 1 << 21
-MIN_CHUNK_COLUMNS = 256
+def add_transposed_product(out, a, b, first=False):
+    """out (C, d) += a^T b for a (R, C) and b (R, d) (``first``: out = a^T b), a range of
+    out's rows at a time: on the CPU ranges of about ``PRODUCT_BLOCK_BYTES``, each
+    product added while it is in the cache, with no (C, d) temporary; on the GPU one."""
+    xp = get_array_module(out, a, b)
+    step = rows_per_block(xp, out.shape[0], out.shape[1] * out.itemsize, PRODUCT_BLOCK_BYTES)
+    scratch = None if first else xp.empty((min(step, out.shape[0]), out.shape[1]), dtype=out.dtype)
+    for start in range(0, out.shape[0], step):
+        span = slice(start, min(start + step, out.shape[0]))
+        if first:
+            xp.matmul(a[:, span].T, b, out=out[span])
+        else:
+            product = scratch[: span.stop - start]
+            xp.matmul(a[:, span].T, b, out=product)
+            out[span] += product
+
+
+LOGITS_BLOCK_BYTES = 1 << 24
+PRODUCT_BLOCK_BYTES = 1 << 20
 
 
 class LinearCrossEntropy(CrossEntropy):
     """cross_entropy(x W^T + b, targets): the language-model head and its loss as one op,
-    computed over the vocabulary in chunks so that the (scored rows x C) logits never
-    exist in memory (the "cut cross-entropy" of Wijmans et al., 2024).
+    computed a block of rows at a time, so that the (scored rows x C) logits never
+    exist in memory at once, and differentiated on the way.
 
     Only the scored rows S (n of them) enter; for those, with X = x W^T + b,
-        L = (1/n) sum_r (lse_r - X[r, t_r]),   lse_r = log sum_j exp X[r, j].
-    Forward: each chunk of columns X[:, c] is made, its row maxima merged into the
-    running maxima m (the running sums s rescaled by exp(m_old - m_new)) and
-    exp(X[:, c] - m) added to s; lse = m + log s. The target logit is the row dot
-    product x_r . W[t_r] + b[t_r]. Only lse (n,) is saved besides the inputs.
-    Backward: dL/dX = (g/n) (P - onehot(t)), P = exp(X - lse). Each chunk's X[:, c] is
-    made again and turned into G_c = (g/n) P[:, c]; then dL/dx += G_c W[c],
-    dL/dW[c] = G_c^T x, dL/db[c] = column sums of G_c. The one-hot part is added at the
-    end: dL/dx_r -= (g/n) W[t_r], dL/dW[t_r] -= (g/n) x_r, dL/db[t_r] -= g/n (scattered,
-    as targets repeat). Rows outside S get zero gradient. One more matrix product than
-    the unchunked op, and no pass over a (n, C) array in memory.
+        L = (1/n) sum_r (lse_r - X[r, t_r]),   lse_r = log sum_j exp X[r, j],
+        dL/dX = (g/n) (P - onehot(t)),  P = exp(X - lse),
+        dL/dx_r = dL/dX_r W,  dL/dW = dL/dX^T x_S,  dL/db = column sums of dL/dX.
+    The loss is a scalar, so its upstream gradient g is one number: the forward makes
+    each row block's logits once, takes their softmax in place, turns it into
+    (P - onehot) / n and multiplies it out into the three gradients for g = 1 (the
+    weight's summed over the blocks); the backward only scales them by g. Three matrix
+    products per block, as the unchunked op, where recomputing each block's logits in
+    the backward would take four. The forward keeps the gradients (an array the size
+    of W) instead of the logits; under ``no_grad`` it computes the loss alone. Rows
+    outside S get zero gradient.
     """
 
     op_name = "linear_cross_entropy"
@@ -250,82 +269,59 @@ class LinearCrossEntropy(CrossEntropy):
         rows = x if scored_rows.size == x.shape[0] else x[scored_rows]
         targets = self.targets[scored_rows]
         dtype = xp.result_type(x, weight)
-        n = rows.shape[0]
-        self.x_shape = x.shape
-        self.save(rows=rows, weight=weight, bias=bias, scored_rows=scored_rows, targets=targets)
+        n, classes = rows.shape[0], weight.shape[0]
+        need_x, need_weight = self.needs_input_grad[:2]
+        need_bias = bias is not None and self.needs_input_grad[2]
+        grad_rows = xp.empty(rows.shape, dtype=dtype) if need_x else None
+        grad_weight = xp.empty(weight.shape, dtype=dtype) if need_weight else None
+        grad_bias = xp.zeros(classes, dtype=dtype) if need_bias else None
+        self.x_shape, self.has_bias, self.dtype = x.shape, bias is not None, dtype
+        self.save(scored_rows=scored_rows, grad_rows=grad_rows, grad_weight=grad_weight, grad_bias=grad_bias)
         if n == 0:
-            self.save(lse=xp.zeros(0, dtype=dtype))
+            if need_weight:
+                grad_weight[...] = 0
             return xp.zeros((), dtype=dtype)
-        running_max = xp.full(n, -xp.inf, dtype=dtype)
-        running_sum = xp.zeros(n, dtype=dtype)
-        for _, logits in self._chunk_logits(xp, dtype):
-            chunk_max = xp.maximum(running_max, row_max(logits)[:, 0])
-            running_sum *= xp.exp(running_max - chunk_max)
-            logits -= chunk_max[:, None]
-            xp.exp(logits, out=logits)
-            running_sum += row_sum(logits)[:, 0]
-            running_max = chunk_max
-        lse = running_max + xp.log(running_sum)
-        target_logit = xp.einsum("nd,nd->n", rows, weight[targets])
-        if bias is not None:
-            target_logit += bias[targets]
-        self.save(lse=lse)
-        return xp.asarray((lse - target_logit).sum() / n, dtype=dtype)
-
-    def _chunk_logits(self, xp, dtype):
-        """For each vocabulary chunk c, (c, the logits X[:, c] = rows W[c]^T + b[c]), the
-        logits written into one reused buffer (valid until the next chunk)."""
-        rows, weight, bias = self.rows, self.weight, self.bias
-        n = rows.shape[0]
-        chunks = vocabulary_chunks(xp, n, weight.shape[0], xp.dtype(dtype).itemsize)
-        buffer = xp.empty(n * (chunks[0].stop - chunks[0].start), dtype=dtype)
-        for cols in chunks:
-            logits = buffer[: n * (cols.stop - cols.start)].reshape(n, cols.stop - cols.start)
-            xp.matmul(rows, weight[cols].T, out=logits)
+        total_loss = xp.zeros((), dtype=dtype)
+        blocks = logit_row_blocks(xp, n, classes, xp.dtype(dtype).itemsize)
+        buffer = xp.empty((blocks[0].stop - blocks[0].start) * classes, dtype=dtype)
+        for block in blocks:
+            size = block.stop - block.start
+            picked = (xp.arange(size), targets[block])
+            logits = buffer[: size * classes].reshape(size, classes)
+            xp.matmul(rows[block], weight.T, out=logits)
             if bias is not None:
-                logits += bias[cols]
-            yield cols, logits
+                logits += bias
+            target_logit = logits[picked]
+            probs, shift, row_total = exp_rows(logits, out=logits)
+            total_loss += (shift[:, 0] + xp.log(row_total[:, 0]) - target_logit).sum()
+            if not (need_x or need_weight or need_bias):
+                continue
+            probs *= 1 / (n * row_total)  # P / n
+            probs[picked] -= dtype.type(1 / n)  # (P - onehot) / n = dL/dX for g = 1
+            if need_x:
+                xp.matmul(probs, weight, out=grad_rows[block])
+            if need_weight:
+                add_transposed_product(grad_weight, probs, rows[block], first=block.start == 0)
+            if need_bias:
+                grad_bias += row_sum(probs.T)[:, 0]
+        return total_loss / n
 
     def backward(self, g):
         xp = get_array_module(g)
-        rows, weight, bias, targets = self.rows, self.weight, self.bias, self.targets
-        need_x, need_weight = self.needs_input_grad[0], self.needs_input_grad[1]
-        need_bias = bias is not None and self.needs_input_grad[2]
-        dtype = self.lse.dtype
-        n = rows.shape[0]
-        row_weight = (g / max(n, 1)).astype(dtype)  # g/n: every scored row counts the same
-        grad_rows = xp.zeros(rows.shape, dtype=dtype) if need_x else None
-        grad_weight = xp.empty(weight.shape, dtype=dtype) if need_weight else None
-        grad_bias = xp.empty(weight.shape[0], dtype=dtype) if need_bias else None
-        if n == 0:
-            grad_weight = None if grad_weight is None else xp.zeros_like(grad_weight)
-            grad_bias = None if grad_bias is None else xp.zeros_like(grad_bias)
-        else:
-            for cols, logits in self._chunk_logits(xp, dtype):
-                logits -= self.lse[:, None]
-                xp.exp(logits, out=logits)
-                logits *= row_weight  # G_c = (g/n) P[:, c]
-                if need_x:
-                    grad_rows += logits @ weight[cols]
-                if need_weight:
-                    xp.matmul(logits.T, rows, out=grad_weight[cols])
-                if need_bias:
-                    grad_bias[cols] = row_sum(logits.T)[:, 0]
-            # the one-hot part, -(g/n) at each row's target
-            if need_x:
-                grad_rows -= row_weight * weight[targets]
-            if need_weight:
-                scatter_add(grad_weight, targets, -row_weight * rows)
-            if need_bias:
-                scatter_add(grad_bias, targets, xp.full(n, -row_weight, dtype=dtype))
-        grad_x = None
-        if need_x:
-            if self.scored_rows.size == self.x_shape[0]:
-                grad_x = grad_rows
-            else:
-                grad_x = xp.zeros(self.x_shape, dtype=dtype)
-                grad_x[self.scored_rows] = grad_rows
-        return (grad_x, grad_weight) + ((grad_bias,) if bias is not None else ())
+        scale = g.astype(self.dtype)
+
+        def scaled(grad):  # g times the forward's gradient, in place on the last backward
+            if grad is None:
+                return None
+            return xp.multiply(grad, scale, out=grad if self.may_overwrite_saved else None)
+        grad_x, grad_rows = None, scaled(self.grad_rows)
+        if grad_rows is not None and self.scored_rows.size == self.x_shape[0]:
+            grad_x = grad_rows
+        elif grad_rows is not None:
+            grad_x = xp.zeros(self.x_shape, dtype=grad_rows.dtype)
+            grad_x[self.scored_rows] = grad_rows
+        grad_bias = scaled(self.grad_bias)
+        return (grad_x, scaled(self.grad_weight)) + ((grad_bias,) if self.has_bias else ())
 
 
 # -- the public functions ------------------------------------------------------------
