@@ -41,6 +41,12 @@ def steps(out):
                       "--memory", "--repeats", "20"], 60),
         ("classifier step", [py, os.path.join(HERE, "train_step.py"), "--config", "classifier", "--device", "cuda",
                              "--torch", "--memory", "--repeats", "20"], 60),
+        # the fused kernels, switched on (the gpu tests above check them against the generic path)
+        ("ops with fused kernels", ["env", "TINYGRAD_NLP_FUSED_KERNELS=all", py, os.path.join(HERE, "ops.py"),
+                                    "--device", "cuda", "--only", "layer_norm", "--repeats", "10"], 20),
+        ("mlm step with fused kernels", ["env", "TINYGRAD_NLP_FUSED_KERNELS=all", py,
+                                         os.path.join(HERE, "train_step.py"), "--config", "mlm", "--device", "cuda",
+                                         "--repeats", "20"], 40),
     ]
 
 

@@ -94,3 +94,45 @@ def test_host_memory_is_kept_at_import_unless_asked_not_to():
                                     env=dict(os.environ, TINYGRAD_NLP_KEEP_HOST_MEMORY=setting)).stdout.strip()
             for setting in ("0", "1")}
     assert kept == {"0": "False", "1": "True"}
+
+
+def test_out_of_memory_in_a_forward_names_the_op_shapes_and_free_memory():
+    a, b = Tensor(np.ones((1 << 21, 1), np.float32)), Tensor(np.ones((1, 1 << 21), np.float32))
+    with pytest.raises(DeviceError) as caught:
+        F.matmul(a, b)  # a 16 TiB product
+    message = str(caught.value)
+    assert "\n" not in message and "out of memory on cpu in MatMul forward" in message
+    assert "(2097152, 1), (1, 2097152)" in message and "(2097152, 2097152) float32" in message
+    assert "17,592,186,044,416 bytes (16.0 TiB)" in message and " free of " in message
+
+
+def test_out_of_memory_in_a_backward_names_the_op_and_gradient():
+    from tinygrad_nlp.tensor import Function
+
+    class GreedyBackward(Function):
+        def forward(self, x):
+            return x * 2
+
+        def backward(self, g):
+            return np.empty((1 << 22, 1 << 22), dtype=np.float64)
+
+    x = Tensor(np.ones(3), requires_grad=True)
+    with pytest.raises(DeviceError, match=r"in GreedyBackward backward \(gradient \(3,\)\).*128\.0 TiB"):
+        GreedyBackward()(x).sum().backward()
+
+
+@pytest.mark.gpu
+def test_gpu_out_of_memory_names_the_device_and_the_pool():
+    a = Tensor(np.ones((1 << 21, 1), np.float32)).to("cuda")
+    b = Tensor(np.ones((1, 1 << 21), np.float32)).to("cuda")
+    with pytest.raises(DeviceError, match=r"out of memory on cuda:\d+ in MatMul forward .*16\.0 TiB.* free of .*CuPy's pool"):
+        F.matmul(a, b)
+
+
+def test_fused_kernels_are_off_unless_named_and_only_on_the_gpu(monkeypatch):
+    assert backend.fused_kernels_from("") == set() and backend.fused_kernels_from("all") == {"layer_norm"}
+    assert backend.fused_kernels_from(" layer_norm, ") == {"layer_norm"}
+    with pytest.warns(UserWarning, match=r"unknown kernel\(s\) \['softmaxx'\], known: \['layer_norm'\]"):
+        assert backend.fused_kernels_from("softmaxx,layer_norm") == {"layer_norm"}
+    monkeypatch.setattr(backend, "fused_kernels", {"layer_norm"})
+    assert not backend.use_fused_kernel("layer_norm", np.ones(3, np.float32))  # NumPy arrays: never

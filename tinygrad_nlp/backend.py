@@ -8,8 +8,8 @@ Where CPU and GPU need different code, the difference has a name here:
 ``keep_host_memory`` (the CPU's counterpart of CuPy's memory pool),
 ``rows_per_block`` (cache blocking on the CPU, one block on the GPU), ``keep_mask``
 (dropout draws), ``scatter_add`` (repeated-index accumulation), ``per_device`` (an op's
-CPU and GPU versions of one function, chosen by its arrays) and ``load_kernel`` (an op's
-CUDA source file, compiled by CuPy). Ops never ask which array module they got.
+CPU and GPU versions of one function, chosen by its arrays), ``load_kernel`` (an op's
+CUDA source file, compiled by CuPy) and ``use_fused_kernel`` (whether it runs). Ops never ask which array module they got.
 """
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ import ctypes
 import functools
 import math
 import os
+import warnings
 
 import numpy as np
 
@@ -113,6 +114,36 @@ def to_device(x, device: str):
 
 def asnumpy(x) -> np.ndarray:
     return to_device(x, "cpu")
+
+
+def _bytes(n: int) -> str:
+    """A byte count for people: 1.5 GiB, 312.0 MiB."""
+    for unit, size in (("TiB", 2 ** 40), ("GiB", 2 ** 30), ("MiB", 2 ** 20), ("KiB", 2 ** 10)):
+        if n >= size:
+            return f"{n / size:,.1f} {unit}"
+    return f"{n} B"
+
+
+def out_of_memory(error: MemoryError, where: str) -> DeviceError:
+    """A one-line ``DeviceError`` for a failed allocation (CuPy's ``OutOfMemoryError`` or
+    NumPy's ``MemoryError``) while running ``where`` (an op and its input shapes): the
+    bytes asked for and the device's free memory, and on the GPU what CuPy's pool holds."""
+    asked = getattr(error, "_size", None)  # CuPy: the bytes of the failed allocation
+    if asked is None:  # NumPy: the shape and dtype of the array it could not make
+        shape, dtype = getattr(error, "shape", None), getattr(error, "dtype", None)
+        asked = None if shape is None else math.prod(shape) * np.dtype(dtype).itemsize
+        where += "" if shape is None else f", allocating {tuple(shape)} {np.dtype(dtype).name}"
+    asked_text = "an allocation" if asked is None else f"{asked:,} bytes ({_bytes(asked)})"
+    if _cupy is not None and isinstance(error, _cupy.cuda.memory.OutOfMemoryError):
+        free, total = _cupy.cuda.runtime.memGetInfo()
+        pool = _cupy.get_default_memory_pool()
+        held = f"; CuPy's pool holds {_bytes(pool.total_bytes())}, {_bytes(pool.free_bytes())} of it unused"
+        device = f"cuda:{_cupy.cuda.Device().id}"
+    else:
+        pages, page = os.sysconf("SC_AVPHYS_PAGES"), os.sysconf("SC_PAGE_SIZE")
+        free, total, held, device = pages * page, os.sysconf("SC_PHYS_PAGES") * page, "", "cpu"
+    return DeviceError(f"out of memory on {device} in {where}: asked for {asked_text} with {_bytes(free)} free "
+                       f"of {_bytes(total)}{held}; use a smaller batch or model")
 
 
 # ---------------------------------------------------------------------------
@@ -307,6 +338,37 @@ def per_device(cpu, cuda):
     def dispatch(*args, **kwargs):
         return (cuda if get_array_module(*args) is not np else cpu)(*args, **kwargs)
     return dispatch
+
+
+# A fused CUDA kernel beside an op runs only when switched on by name: each is written and
+# compiled in CI (tests/test_kernels.py) but becomes a default only after the `gpu` tests
+# have run it against CuPy's generic array code on a real GPU. None has been yet, so the
+# set starts empty; TINYGRAD_NLP_FUSED_KERNELS=layer_norm (names, comma-separated, or
+# "all") switches kernels on, as benchmarks/gpu_report.py does to test and time them.
+FUSED_KERNEL_NAMES = ("layer_norm",)
+
+
+def fused_kernels_from(setting: str) -> set:
+    """The kernel names a ``TINYGRAD_NLP_FUSED_KERNELS`` value switches on (a warning
+    names any it does not know)."""
+    if setting.strip() == "all":
+        return set(FUSED_KERNEL_NAMES)
+    names = {name.strip() for name in setting.split(",") if name.strip()}
+    if names - set(FUSED_KERNEL_NAMES):
+        warnings.warn(f"TINYGRAD_NLP_FUSED_KERNELS: unknown kernel(s) {sorted(names - set(FUSED_KERNEL_NAMES))}, "
+                      f"known: {list(FUSED_KERNEL_NAMES)} or 'all'", stacklevel=2)
+    return names & set(FUSED_KERNEL_NAMES)
+
+
+fused_kernels = fused_kernels_from(os.environ.get("TINYGRAD_NLP_FUSED_KERNELS", ""))
+
+
+def use_fused_kernel(name: str, *arrays) -> bool:
+    """Whether an op should run its fused kernel ``name`` on ``arrays``: the kernel is
+    switched on (``fused_kernels``) and the arrays are CuPy arrays of one float dtype."""
+    if name not in fused_kernels or not all(is_cupy_array(a) for a in arrays):
+        return False
+    return len({a.dtype for a in arrays}) == 1 and arrays[0].dtype in (np.float32, np.float64)
 
 
 @functools.cache

@@ -22,7 +22,9 @@ class TokenIdError(TinygradNLPError, IndexError):
 
 
 class DeviceError(TinygradNLPError, RuntimeError):
-    """An unknown or unavailable device, or NumPy and CuPy arrays mixed in one op."""
+    """An unknown or unavailable device, NumPy and CuPy arrays mixed in one op, or a
+    device out of memory (the message names the op, its input shapes, the bytes asked
+    for and the memory free)."""
 
 
 class GraphError(TinygradNLPError, RuntimeError):

@@ -119,7 +119,10 @@ class Function:
         arrays = _promote_integers(arrays, self.floating)
         self.check(*arrays)
         self.needs_input_grad = tuple(_grad_enabled and t is not None and t.requires_grad for t in tensors)
-        out = Tensor(self.forward(*arrays))
+        try:
+            out = Tensor(self.forward(*arrays))
+        except MemoryError as error:
+            raise backend.out_of_memory(error, f"{self.name} forward (inputs {_shapes(arrays)})") from None
         if _anomaly_mode:
             _check_finite(out.data, f"output of {self.name} (forward)")
         if _grad_enabled and any(t is not None and t.requires_grad for t in tensors):
@@ -127,6 +130,10 @@ class Function:
             out.requires_grad = True
             out.creator = self
         return out
+
+
+def _shapes(arrays) -> str:
+    return ", ".join("None" if a is None else str(tuple(a.shape)) for a in arrays)
 
 
 def _is_float(array) -> bool:
@@ -277,7 +284,10 @@ class Tensor:
                     "pass retain_graph=True to the first backward() to go through it twice"
                 )
             fn.may_overwrite_saved = not retain_graph
-            input_grads = fn.backward(g)
+            try:
+                input_grads = fn.backward(g)
+            except MemoryError as error:
+                raise backend.out_of_memory(error, f"{fn.name} backward (gradient {tuple(g.shape)})") from None
             if not isinstance(input_grads, tuple):
                 input_grads = (input_grads,)
             for t, gi in zip(fn.inputs, input_grads):

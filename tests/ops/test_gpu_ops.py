@@ -43,3 +43,26 @@ def test_tensor_moves_between_devices():
     y = x.to("cuda")
     assert y.device == "cuda" and y.to("cpu").device == "cpu"
     np.testing.assert_array_equal(y.numpy(), x.numpy())
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(3, 1), (4, 7, 33), (5, 128), (2, 3000)])
+def test_fused_layer_norm_kernel_matches_the_generic_gpu_path(shape, dtype, monkeypatch):
+    """ops/layernorm.cu against CuPy's generic array code: output and all three gradients
+    (widths below, at and above one thread per column; several leading axes)."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal(shape).astype(dtype) * 3 + 1
+    w, b = rng.standard_normal(shape[-1:]).astype(dtype), rng.standard_normal(shape[-1:]).astype(dtype)
+    g = backend.to_device(rng.standard_normal(shape).astype(dtype), "cuda")
+    results = {}
+    for fused in (False, True):
+        monkeypatch.setattr(backend, "fused_kernels", {"layer_norm"} if fused else set())
+        inputs = [Tensor(a).to("cuda") for a in (x, w, b)]
+        for t in inputs:
+            t.requires_grad = True
+        y = F.layer_norm(*inputs)
+        y.backward(g)
+        results[fused] = [y.numpy()] + [backend.asnumpy(t.grad) for t in inputs]
+    tol = dict(rtol=1e-4, atol=1e-5) if dtype == np.float32 else dict(rtol=1e-10, atol=1e-12)
+    for generic, kernel in zip(results[False], results[True]):
+        np.testing.assert_allclose(kernel, generic, **tol)

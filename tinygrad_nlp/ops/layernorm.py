@@ -1,7 +1,14 @@
-"""Layer normalisation over the last axis. Guide: docs/backward.md#layer-norm"""
+"""Layer normalisation over the last axis. Guide: docs/backward.md#layer-norm
+On the GPU, with ``backend.use_fused_kernel("layer_norm", ...)``, each pass is one kernel
+of ``layernorm.cu``."""
 from __future__ import annotations
 
-from ..backend import get_array_module
+import math
+import pathlib
+
+import numpy as np
+
+from ..backend import get_array_module, load_kernel, use_fused_kernel
 from ..errors import ShapeError
 from ..tensor import Function
 from .rowwise import leading_sum, row_mean
@@ -34,6 +41,10 @@ class LayerNorm(Function):
 
     def forward(self, x, weight, bias):
         xp = get_array_module(x, weight, bias)
+        if x.size and use_fused_kernel("layer_norm", x, weight, bias):
+            y, mean, rstd = fused_forward(x, weight, bias, self.eps)
+            self.save(x=x, weight=weight, mean=mean, rstd=rstd)
+            return y
         # Shifted by each row's first value before averaging, so a constant row centres
         # to exact zeros (its output is exactly the bias, even at 1e4 in float32) and
         # large offsets do not cost the variance its precision.
@@ -59,6 +70,8 @@ class LayerNorm(Function):
         g_xhat = g * xhat
         grad_weight = leading_sum(g_xhat)
         grad_bias = leading_sum(g)
+        if g.size and use_fused_kernel("layer_norm", g, self.x, w):
+            return fused_backward(g, self.x, w, self.mean, self.rstd), grad_weight, grad_bias
         w_mean = w / w.shape[0]
         mean_dxhat = (g @ w_mean)[..., None]
         mean_dxhat_xhat = (g_xhat @ w_mean)[..., None]
@@ -68,6 +81,39 @@ class LayerNorm(Function):
         grad_x -= xhat
         grad_x *= self.rstd
         return grad_x, grad_weight, grad_bias
+
+
+# -- the fused CUDA kernels (ops/layernorm.cu), one thread block per row ----------------
+KERNEL_SOURCE = pathlib.Path(__file__).with_name("layernorm.cu")
+
+
+def _launch(name, x, width, args):
+    xp = get_array_module(x)
+    threads = min(1024, max(32, 1 << (int(width) - 1).bit_length()))  # a power of two near the width
+    suffix = "f32" if x.dtype == xp.float32 else "f64"
+    rows = math.prod(x.shape[:-1])
+    load_kernel(KERNEL_SOURCE, f"{name}_{suffix}")((rows,), (threads,), args, shared_mem=threads * x.itemsize)
+
+
+def fused_forward(x, weight, bias, eps):
+    """y, mean, rstd of layer norm in one kernel (mean and rstd shaped (..., 1))."""
+    xp = get_array_module(x)
+    x, weight, bias = (xp.ascontiguousarray(a) for a in (x, weight, bias))
+    width = x.shape[-1]
+    y = xp.empty_like(x)
+    mean, rstd = (xp.empty(x.shape[:-1] + (1,), dtype=x.dtype) for _ in range(2))
+    _launch("layer_norm_forward", x, width, (x, weight, bias, np.int64(width), x.dtype.type(eps), y, mean, rstd))
+    return y, mean, rstd
+
+
+def fused_backward(g, x, weight, mean, rstd):
+    """dL/dx of layer norm in one kernel."""
+    xp = get_array_module(g)
+    g, x, weight = (xp.ascontiguousarray(a) for a in (g, x, weight))
+    grad_x = xp.empty_like(g)
+    _launch("layer_norm_backward", g, g.shape[-1],
+            (g, x, weight, xp.ascontiguousarray(mean), xp.ascontiguousarray(rstd), np.int64(g.shape[-1]), grad_x))
+    return grad_x
 
 
 def layer_norm(x, weight, bias, eps=1e-5):
