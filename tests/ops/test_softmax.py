@@ -208,3 +208,29 @@ def test_linear_cross_entropy_against_torch(rng):
     tout.backward()
     for a, ta in ((x, tx), (w, tw), (b, tb)):
         assert_close(a.grad, ta.grad)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("in_place", [False, True])
+def test_rows_far_below_their_block_keep_full_precision(dtype, in_place, rng):
+    """Short rows share one shift per block (the block's maximum); a row whose
+    maximum lies far below it (here 10 to 1000 below), or that is all -inf, is made
+    again with its own: every row's softmax matches the exact row-max formula to a few
+    ulps, small probabilities included."""
+    x = rng.standard_normal((64, 20)).astype(dtype) * 5
+    x[1::4] -= 1000  # these rows' exponentials would all underflow against the block max
+    x[2::4] -= 10
+    x[3, :] = -np.inf
+    x[5, :7] = -np.inf
+    with np.errstate(invalid="ignore"):  # row 3: -inf - -inf
+        expected = np.exp(x - x.max(-1, keepdims=True))
+        expected /= expected.sum(-1, keepdims=True)
+    expected[3] = 0
+    before = x.copy()
+    got = softmax_ops.softmax_rows(x, out=x if in_place else None, masked_rows=True)
+    assert (got is x) == in_place and (in_place or np.array_equal(x, before, equal_nan=True))
+    np.testing.assert_allclose(got, expected, rtol=8 * np.finfo(dtype).eps * 20, atol=0)
+    e, shift, total = softmax_ops.exp_rows(before[[0, 1]])
+    assert shift[0, 0] == before[0].max() and shift[1, 0] == before[1].max()  # 1000 below: its own
+    e, shift, total = softmax_ops.exp_rows(before[:8][[0, 2, 4, 6]])
+    assert np.all(shift == before[:8][[0, 4]].max())  # 10 below: shared

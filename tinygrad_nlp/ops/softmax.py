@@ -8,7 +8,9 @@ Guide: docs/backward.md#softmax and docs/backward.md#log-softmax-and-cross-entro
 """
 from __future__ import annotations
 
-from ..backend import get_array_module, rows_per_block
+import numpy as np
+
+from ..backend import get_array_module, per_device, rows_per_block
 from ..errors import ShapeError
 from ..tensor import Function, array_of
 from .checks import check_ids
@@ -17,14 +19,16 @@ from .rowwise import row_max, row_sum
 
 # -- row softmax, written once ---------------------------------------------------------
 def exp_rows(x, out=None, masked_rows=False):
-    """For x (..., C): exp(x - row max) (into ``out``, which may be x), the row maxima
-    and the row sums of the exponentials (both (..., 1)).
+    """For x (..., C): exp(x - shift) (into ``out``, which may be x), the shifts and the
+    row sums of the exponentials (both (..., 1)). The shift of a row is a number at
+    least its maximum, so every exponential is at most 1: the row maximum itself, or
+    on the CPU the maximum of a whole block of rows (below).
 
     Rows go through in blocks that stay in the CPU's cache while max, subtract, exp and
     sum run over them, so memory is read once instead of four times (rows wider than
     the cache go through all at once). With
     ``masked_rows``, a row that is all -inf (a query whose keys are all masked) has its
-    maximum taken as 0, so its exponentials are 0 instead of NaN.
+    shift taken as 0, so its exponentials are 0 instead of NaN.
     """
     xp = get_array_module(x)
     if not x.flags.c_contiguous:
@@ -37,19 +41,67 @@ def exp_rows(x, out=None, masked_rows=False):
     shift = xp.empty((n, 1), dtype=x.dtype)
     total = xp.empty((n, 1), dtype=x.dtype)
     step = rows_per_block(xp, n, width * x.itemsize)
+    # Rows that fit a block several times share one shift per block (exp_block); in
+    # place, their exponentials go to a cache-sized scratch first, as a row that needs
+    # its own shift is made again from x.
+    shared = step > 1
     if step == 1:  # a row wider than the cache gains nothing from blocks: one pass each
         step = n
+    scratch = xp.empty((step, width), dtype=x.dtype) if shared and xp.may_share_memory(x, out) else None
     for start in range(0, n, step):
         rows = slice(start, start + step)
-        block = rows_out[rows]
-        shift[rows] = row_max(rows_in[rows])
-        if masked_rows:
-            shift[rows][~xp.isfinite(shift[rows])] = 0
-        xp.subtract(rows_in[rows], shift[rows], out=block)
-        xp.exp(block, out=block)
-        total[rows] = row_sum(block)
+        if not shared:
+            shift[rows], total[rows] = _exp_by_row_max(rows_in[rows], rows_out[rows], masked_rows)
+        elif scratch is None:
+            shift[rows], total[rows] = exp_block(rows_in[rows], rows_out[rows], masked_rows)
+        else:
+            exps = scratch[: min(step, n - start)]
+            shift[rows], total[rows] = exp_block(rows_in[rows], exps, masked_rows)
+            rows_out[rows] = exps
     lead = tuple(x.shape[:-1]) + (1,)
     return out, shift.reshape(lead), total.reshape(lead)
+
+
+def _exp_by_row_max(x, out, masked_rows):
+    """exp(x - row max) into ``out`` for a 2-D block; its row maxima and row sums."""
+    xp = get_array_module(x)
+    shift = row_max(x)
+    if masked_rows:
+        shift[~xp.isfinite(shift)] = 0
+    xp.subtract(x, shift, out=out)
+    xp.exp(out, out=out)
+    return shift, row_sum(out)
+
+
+def _exp_by_block_max_cpu(x, out, masked_rows):
+    """exp(x - m) with m the maximum of the whole block, one number: NumPy reduces a
+    block to one number several times faster than each of its rows to one (8.8 against
+    1.1 ms over attention's (32, 4, 256, 256) scores), and subtracting a scalar is a
+    plainer loop than subtracting a column. Softmax is the same for any shift; what
+    changes is only where the exponentials of a row stop being normal floats. A row
+    whose exponentials sum to less than ``_SMALLEST_SHARED_TOTAL`` (its maximum far
+    below the block's, or all -inf) is made again with its own maximum, so every
+    exponential within about (3/4 of the exponent range - log C) of its row's maximum
+    keeps full precision: 55 in float32 (e^-55 ~ 1e-24 of the row's largest), 520 in
+    float64."""
+    top = x.max()
+    if not np.isfinite(top):  # all -inf, or inf/NaN inside: the exact path says what they give
+        return _exp_by_row_max(x, out, masked_rows)
+    np.subtract(x, top, out=out)
+    np.exp(out, out=out)
+    total = row_sum(out)
+    shift = np.full(total.shape, top, dtype=x.dtype)
+    low = np.flatnonzero(total[:, 0] < _SMALLEST_SHARED_TOTAL[x.dtype.char])
+    if low.size:
+        again = np.empty((low.size, x.shape[1]), dtype=x.dtype)
+        shift[low], total[low] = _exp_by_row_max(x[low], again, masked_rows)
+        out[low] = again
+    return shift, total
+
+
+_SMALLEST_SHARED_TOTAL = {char: np.finfo(char).tiny ** 0.25 for char in "efd"}  # e^-22 in float32
+exp_block = per_device(cpu=_exp_by_block_max_cpu, cuda=_exp_by_row_max)
+exp_block.__doc__ = "exp(x - shift) of a 2-D block into ``out``; the (rows, 1) shifts and row sums."
 
 
 def softmax_rows(x, out=None, masked_rows=False):
