@@ -343,9 +343,9 @@ def per_device(cpu, cuda):
 # A fused CUDA kernel beside an op runs only when switched on by name: each is written and
 # compiled in CI (tests/test_kernels.py) but becomes a default only after the `gpu` tests
 # have run it against CuPy's generic array code on a real GPU. None has been yet, so the
-# set starts empty; TINYGRAD_NLP_FUSED_KERNELS=layer_norm (names, comma-separated, or
+# set starts empty; TINYGRAD_NLP_FUSED_KERNELS=layer_norm,softmax (names, comma-separated, or
 # "all") switches kernels on, as benchmarks/gpu_report.py does to test and time them.
-FUSED_KERNEL_NAMES = ("layer_norm",)
+FUSED_KERNEL_NAMES = ("layer_norm", "softmax")
 
 
 def fused_kernels_from(setting: str) -> set:
@@ -376,6 +376,28 @@ def load_kernel(source_path: str, name: str):
     """The CUDA function ``name`` (an ``extern "C" __global__`` function) of the source
     file ``source_path``, compiled once by CuPy (NVRTC) and cached."""
     require_cuda()
+    return _cupy.RawModule(code=kernel_code(source_path)).get_function(name)
+
+
+def kernel_code(source_path: str) -> str:
+    """A CUDA source file's text with each ``#include "header"`` beside it written in,
+    so the code CuPy compiles (and caches by its text) is all of it."""
+    folder = os.path.dirname(os.path.abspath(os.fspath(source_path)))
     with open(os.fspath(source_path), encoding="utf-8") as f:
-        code = f.read()
-    return _cupy.RawModule(code=code).get_function(name)
+        lines = f.read().splitlines(keepends=True)
+    for i, line in enumerate(lines):
+        header = line.strip()[len('#include "'):-1] if line.startswith('#include "') else None
+        if header and os.path.exists(os.path.join(folder, header)):
+            lines[i] = kernel_code(os.path.join(folder, header)).replace("#pragma once\n", "")
+    return "".join(lines)
+
+
+def launch_per_row(source_path: str, name: str, x, args) -> None:
+    """Run the kernel ``name``_f32 or _f64 (by ``x``'s dtype) of ``source_path`` with one
+    thread block per row of ``x`` (every axis but the last), a power of two threads near
+    the row's width (32 to 1024) and one element of shared memory per thread."""
+    width = x.shape[-1]
+    threads = min(1024, max(32, 1 << (int(width) - 1).bit_length()))
+    suffix = "f32" if x.dtype == np.float32 else "f64"
+    rows = math.prod(x.shape[:-1])
+    load_kernel(source_path, f"{name}_{suffix}")((rows,), (threads,), args, shared_mem=threads * x.itemsize)

@@ -66,3 +66,38 @@ def test_fused_layer_norm_kernel_matches_the_generic_gpu_path(shape, dtype, monk
     tol = dict(rtol=1e-4, atol=1e-5) if dtype == np.float32 else dict(rtol=1e-10, atol=1e-12)
     for generic, kernel in zip(results[False], results[True]):
         np.testing.assert_allclose(kernel, generic, **tol)
+
+
+def _softmax_family(x, targets, mask):
+    """Every op whose forward or backward goes through exp_rows / softmax_backward: a
+    scalar from each, summed, so one backward checks all their gradients."""
+    b, t, h, d = 2, x.shape[1], 2, x.shape[2] // 6
+    qkv = x.reshape(b, t, 3 * h * d)
+    attention = F.self_attention(qkv, h, mask=mask)
+    return (F.softmax(x, axis=-1) * x).sum() + F.log_softmax(x, axis=1).mean() \
+        + F.cross_entropy(x.reshape(-1, x.shape[-1]), targets) + (attention * attention).sum()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("width", [12, 60, 1200])
+def test_fused_softmax_kernel_matches_the_generic_gpu_path(width, dtype, monkeypatch):
+    """ops/softmax.cu against CuPy's generic array code: softmax, log-softmax,
+    cross-entropy with ignored targets and masked self-attention with fully masked
+    query rows — values and gradients, widths below, near and above one thread per column."""
+    rng = np.random.default_rng(0)
+    x = (rng.standard_normal((2, 5, width)) * 4).astype(dtype)
+    targets = rng.integers(0, width, 10)
+    targets[[1, 7]] = -100
+    mask = np.ones((2, 5), dtype=bool)
+    mask[1, :] = False  # every query of example 1 attends to nothing: its rows are all -inf
+    results = {}
+    for fused in (False, True):
+        monkeypatch.setattr(backend, "fused_kernels", {"softmax"} if fused else set())
+        inputs = Tensor(x, requires_grad=True).to("cuda")
+        inputs.requires_grad = True
+        loss = _softmax_family(inputs, backend.to_device(targets, "cuda"), backend.to_device(mask, "cuda"))
+        loss.backward()
+        results[fused] = [loss.numpy(), backend.asnumpy(inputs.grad)]
+    tol = dict(rtol=1e-4, atol=1e-5) if dtype == np.float32 else dict(rtol=1e-10, atol=1e-12)
+    for generic, kernel in zip(results[False], results[True]):
+        np.testing.assert_allclose(kernel, generic, **tol)

@@ -8,24 +8,12 @@
 // Launch: grid (n_rows), block (threads: a power of two, at most 1024),
 // dynamic shared memory threads * sizeof(T).
 
-template <typename T>
-__device__ T block_sum(T value, T* shared) {
-    shared[threadIdx.x] = value;
-    __syncthreads();
-    for (unsigned int stride = blockDim.x / 2; stride > 0; stride /= 2) {
-        if (threadIdx.x < stride) shared[threadIdx.x] += shared[threadIdx.x + stride];
-        __syncthreads();
-    }
-    T total = shared[0];
-    __syncthreads();  // every thread has read shared[0] before it is written again
-    return total;
-}
+#include "block_reduce.cuh"
 
 template <typename T>
 __device__ void forward(const T* x, const T* weight, const T* bias, long long width, T eps,
                         T* y, T* mean, T* rstd) {
-    extern __shared__ unsigned char shared_bytes[];
-    T* shared = reinterpret_cast<T*>(shared_bytes);
+    T* shared = shared_memory<T>();
     const long long row = blockIdx.x;
     const T* xr = x + row * width;
     T* yr = y + row * width;
@@ -48,8 +36,7 @@ __device__ void forward(const T* x, const T* weight, const T* bias, long long wi
 template <typename T>
 __device__ void backward(const T* g, const T* x, const T* weight, const T* mean, const T* rstd,
                          long long width, T* grad_x) {
-    extern __shared__ unsigned char shared_bytes[];
-    T* shared = reinterpret_cast<T*>(shared_bytes);
+    T* shared = shared_memory<T>();
     const long long row = blockIdx.x;
     const T* gr = g + row * width;
     const T* xr = x + row * width;

@@ -3,12 +3,11 @@ On the GPU, with ``backend.use_fused_kernel("layer_norm", ...)``, each pass is o
 of ``layernorm.cu``."""
 from __future__ import annotations
 
-import math
 import pathlib
 
 import numpy as np
 
-from ..backend import get_array_module, load_kernel, use_fused_kernel
+from ..backend import get_array_module, launch_per_row, use_fused_kernel
 from ..errors import ShapeError
 from ..tensor import Function
 from .rowwise import leading_sum, row_mean
@@ -87,14 +86,6 @@ class LayerNorm(Function):
 KERNEL_SOURCE = pathlib.Path(__file__).with_name("layernorm.cu")
 
 
-def _launch(name, x, width, args):
-    xp = get_array_module(x)
-    threads = min(1024, max(32, 1 << (int(width) - 1).bit_length()))  # a power of two near the width
-    suffix = "f32" if x.dtype == xp.float32 else "f64"
-    rows = math.prod(x.shape[:-1])
-    load_kernel(KERNEL_SOURCE, f"{name}_{suffix}")((rows,), (threads,), args, shared_mem=threads * x.itemsize)
-
-
 def fused_forward(x, weight, bias, eps):
     """y, mean, rstd of layer norm in one kernel (mean and rstd shaped (..., 1))."""
     xp = get_array_module(x)
@@ -102,7 +93,7 @@ def fused_forward(x, weight, bias, eps):
     width = x.shape[-1]
     y = xp.empty_like(x)
     mean, rstd = (xp.empty(x.shape[:-1] + (1,), dtype=x.dtype) for _ in range(2))
-    _launch("layer_norm_forward", x, width, (x, weight, bias, np.int64(width), x.dtype.type(eps), y, mean, rstd))
+    launch_per_row(KERNEL_SOURCE, "layer_norm_forward", x, (x, weight, bias, np.int64(width), x.dtype.type(eps), y, mean, rstd))
     return y, mean, rstd
 
 
@@ -111,8 +102,8 @@ def fused_backward(g, x, weight, mean, rstd):
     xp = get_array_module(g)
     g, x, weight = (xp.ascontiguousarray(a) for a in (g, x, weight))
     grad_x = xp.empty_like(g)
-    _launch("layer_norm_backward", g, g.shape[-1],
-            (g, x, weight, xp.ascontiguousarray(mean), xp.ascontiguousarray(rstd), np.int64(g.shape[-1]), grad_x))
+    launch_per_row(KERNEL_SOURCE, "layer_norm_backward", g,
+                   (g, x, weight, xp.ascontiguousarray(mean), xp.ascontiguousarray(rstd), np.int64(g.shape[-1]), grad_x))
     return grad_x
 
 

@@ -1,16 +1,20 @@
 """softmax, log_softmax, and cross-entropy (fused log-softmax + negative log-likelihood),
-alone and fused with the linear layer before it. All subtract the row maximum first, so
-logits of +-1e4 stay finite.
+alone and fused with the linear layer before it. All subtract a shift at least the row
+maximum first, so logits of +-1e4 stay finite.
 
 ``exp_rows`` / ``softmax_rows`` / ``softmax_backward`` are the one forward/backward pair
-of row softmax; attention uses them too.
+of row softmax; attention uses them too. On the GPU, with
+``backend.use_fused_kernel("softmax", ...)``, ``exp_rows`` and ``softmax_backward`` are
+one kernel launch each (ops/softmax.cu).
 Guide: docs/backward.md#softmax and docs/backward.md#log-softmax-and-cross-entropy
 """
 from __future__ import annotations
 
+import pathlib
+
 import numpy as np
 
-from ..backend import get_array_module, per_device, rows_per_block
+from ..backend import get_array_module, launch_per_row, per_device, rows_per_block, use_fused_kernel
 from ..errors import ShapeError
 from ..tensor import Function, array_of
 from .checks import check_ids
@@ -40,6 +44,11 @@ def exp_rows(x, out=None, masked_rows=False):
     n = rows_in.shape[0]
     shift = xp.empty((n, 1), dtype=x.dtype)
     total = xp.empty((n, 1), dtype=x.dtype)
+    lead = tuple(x.shape[:-1]) + (1,)
+    if n and use_fused_kernel("softmax", x, out):  # ops/softmax.cu: one launch for every row
+        launch_per_row(KERNEL_SOURCE, "exp_rows", rows_in,
+                       (rows_in, np.int64(width), np.int32(masked_rows), rows_out, shift, total))
+        return out, shift.reshape(lead), total.reshape(lead)
     step = rows_per_block(xp, n, width * x.itemsize)
     # Rows that fit a block several times share one shift per block (exp_block); in
     # place, their exponentials go to a cache-sized scratch first, as a row that needs
@@ -58,7 +67,6 @@ def exp_rows(x, out=None, masked_rows=False):
             exps = scratch[: min(step, n - start)]
             shift[rows], total[rows] = exp_block(rows_in[rows], exps, masked_rows)
             rows_out[rows] = exps
-    lead = tuple(x.shape[:-1]) + (1,)
     return out, shift.reshape(lead), total.reshape(lead)
 
 
@@ -118,6 +126,11 @@ def softmax_backward(y, g, out=None):
     """The VJP of y = softmax(x) over the last axis: y * (g - sum(g * y)) (into ``out``,
     which may be g)."""
     xp = get_array_module(y, g)
+    if y.size and use_fused_kernel("softmax", y, g) and y.shape == g.shape \
+            and y.flags.c_contiguous and g.flags.c_contiguous and (out is None or out is g):
+        grad = g if out is g else xp.empty_like(g)  # ops/softmax.cu: one launch for every row
+        launch_per_row(KERNEL_SOURCE, "softmax_backward", y, (y, g, np.int64(y.shape[-1]), grad))
+        return grad
     grad = xp.subtract(g, row_sum(g * y), out=out)
     grad *= y
     return grad
@@ -273,6 +286,7 @@ def add_transposed_product(out, a, b, first=False):
             out[span] += product
 
 
+KERNEL_SOURCE = pathlib.Path(__file__).with_name("softmax.cu")
 LOGITS_BLOCK_BYTES = 1 << 24
 PRODUCT_BLOCK_BYTES = 1 << 20
 
