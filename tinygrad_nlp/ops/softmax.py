@@ -50,23 +50,13 @@ def exp_rows(x, out=None, masked_rows=False):
                        (rows_in, np.int64(width), np.int32(masked_rows), rows_out, shift, total))
         return out, shift.reshape(lead), total.reshape(lead)
     step = rows_per_block(xp, n, width * x.itemsize)
-    # Rows that fit a block several times share one shift per block (exp_block); in
-    # place, their exponentials go to a cache-sized scratch first, as a row that needs
-    # its own shift is made again from x.
-    shared = step > 1
+    # rows that fit a block several times share one shift per block (exp_block)
+    exp_of_block = exp_block if step > 1 else _exp_by_row_max
     if step == 1:  # a row wider than the cache gains nothing from blocks: one pass each
         step = n
-    scratch = xp.empty((step, width), dtype=x.dtype) if shared and xp.may_share_memory(x, out) else None
     for start in range(0, n, step):
         rows = slice(start, start + step)
-        if not shared:
-            shift[rows], total[rows] = _exp_by_row_max(rows_in[rows], rows_out[rows], masked_rows)
-        elif scratch is None:
-            shift[rows], total[rows] = exp_block(rows_in[rows], rows_out[rows], masked_rows)
-        else:
-            exps = scratch[: min(step, n - start)]
-            shift[rows], total[rows] = exp_block(rows_in[rows], exps, masked_rows)
-            rows_out[rows] = exps
+        shift[rows], total[rows] = exp_of_block(rows_in[rows], rows_out[rows], masked_rows)
     return out, shift.reshape(lead), total.reshape(lead)
 
 
@@ -95,6 +85,8 @@ def _exp_by_block_max_cpu(x, out, masked_rows):
     top = x.max()
     if not np.isfinite(top):  # all -inf, or inf/NaN inside: the exact path says what they give
         return _exp_by_row_max(x, out, masked_rows)
+    if np.may_share_memory(x, out):  # in place: keep x (a cache-sized block) for rows made again
+        x = x.copy()
     np.subtract(x, top, out=out)
     np.exp(out, out=out)
     total = row_sum(out)
