@@ -49,7 +49,7 @@ def time_all_reduce(comm, nbytes, repeats=15):
 
 def time_step(comm, name, repeats):
     c = CONFIGS[name]
-    model, _ = build(c, "cpu", name)
+    model = build(c, "cpu", name)[0]
     params = model.parameters()
     optimizer = Adam(params, lr=1e-4)
     comm.broadcast_parameters(params)

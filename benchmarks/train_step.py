@@ -28,6 +28,7 @@ from common import run_cli, time_alternating
 import tinygrad_nlp.functional as F
 from tinygrad_nlp import backend, graph, manual_seed
 from tinygrad_nlp.models import BertConfig, BertForSequenceClassification, MaskedLanguageModel, TextClassifier
+from tinygrad_nlp.nn import DataParallel
 from tinygrad_nlp.optim import Adam
 from tinygrad_nlp.testing import TUTORIAL_SHAPES
 
@@ -69,30 +70,36 @@ def bert_config(c):
 
 
 def build(c, device, name):
-    """Our model of the tutorial on ``device``, and a function computing its loss."""
+    """Our model of the tutorial on ``device``, its loss as ``loss_of(model, *rows)``,
+    the batch's arrays, and ``count(*rows)``: how many items that loss is a mean of
+    (None: one per row)."""
     manual_seed(0)
     xp = backend.xp_for(device)
     ids, targets, mask, labels = (xp.asarray(a) for a in inputs(c))
+    if name == "mlm":
+        model = MaskedLanguageModel(c["vocab"], c["d"], c["heads"], c["ff"], c["layers"], c["seq"], c["dropout"])
+        return model.to(device), lambda m, ids, targets: m.loss(ids, targets), (ids, targets), \
+            lambda ids, targets: (targets != -100).sum()
     if name == "bert-base":
         model = BertForSequenceClassification(BertConfig(**bert_config(c)))
-        loss_fn = lambda: F.cross_entropy(model(ids, None, mask), labels)  # noqa: E731
-    elif name == "mlm":
-        model = MaskedLanguageModel(c["vocab"], c["d"], c["heads"], c["ff"], c["layers"], c["seq"], c["dropout"])
-        loss_fn = lambda: model.loss(ids, targets)  # noqa: E731
+        loss_of = lambda m, ids, mask, labels: F.cross_entropy(m(ids, None, mask), labels)  # noqa: E731
     else:
         model = TextClassifier(c["vocab"], 2, c["d"], c["heads"], c["ff"], c["layers"], c["seq"], c["dropout"])
-        loss_fn = lambda: F.cross_entropy(model(ids, mask), labels)  # noqa: E731
-    return model.to(device), loss_fn
+        loss_of = lambda m, ids, mask, labels: F.cross_entropy(m(ids, mask), labels)  # noqa: E731
+    return model.to(device), loss_of, (ids, mask, labels), None
 
 
-def ours(c, device, name):
-    model, loss_fn = build(c, device, name)
+def ours(c, device, name, threads=None):
+    """Our step: replicas in ``threads`` threads (default: one per core on the CPU,
+    ``nn.DataParallel``), Adam."""
+    model, loss_of, batch, count = build(c, device, name)
+    parallel = DataParallel(model, threads)
     opt = Adam(model.parameters(), lr=1e-4)
     xp = backend.xp_for(device)
 
     def step():
         opt.zero_grad()
-        loss_fn().backward()
+        parallel.backward(loss_of, *batch, count=count)
         opt.step()
         if device == "cuda":
             xp.cuda.Device().synchronize()
@@ -118,8 +125,8 @@ def minimum_traffic(c, device, name):
     written once and read once (``graph.saved_memory`` of the step's graph), and per
     parameter element the forward's and backward's reads, the gradient's write and
     Adam's four reads and three writes (10 accesses)."""
-    model, loss_fn = build(c, device, name)
-    saved = graph.saved_memory(loss_fn()).total_bytes
+    model, loss_of, batch, _ = build(c, device, name)
+    saved = graph.saved_memory(loss_of(model, *batch)).total_bytes
     parameter_bytes = sum(p.data.nbytes for p in model.parameters())
     return 2 * saved + 10 * parameter_bytes, saved, parameter_bytes
 
@@ -198,12 +205,12 @@ def available(module):
     return importlib.util.find_spec(module) is not None
 
 
-def contender_makers(c, device, config, with_torch, with_jax=False):
+def contender_makers(c, device, config, with_torch, with_jax=False, threads=None):
     """{name: function building that contender's step}: ours; PyTorch eager and
     ``torch.compile`` (for the MLM with the head on the scored positions, and eager also
     as the tutorial writes it, on every position); JAX ``jit``. A peer that is not
     installed is skipped with one line."""
-    makers = {"tinygrad_nlp": lambda: ours(c, device, config)}
+    makers = {"tinygrad_nlp": lambda: ours(c, device, config, threads)}
     if with_torch and not available("torch"):
         print("PyTorch is not installed: skipping the PyTorch contenders (pip install torch)")
     elif with_torch:
@@ -228,11 +235,11 @@ def _proc_status_mib(field):
     raise OSError(field)
 
 
-def measure_memory(c, device, config, name, steps):
+def measure_memory(c, device, config, name, steps, threads=None):
     """Run one contender alone (in a fresh process) and return its step memory (MiB):
     the peak during ``steps`` training steps minus the memory held after the model was
     built, which covers gradients, optimizer state and activations."""
-    step = contender_makers(c, device, config, with_torch=True, with_jax=True)[name]()
+    step = contender_makers(c, device, config, with_torch=True, with_jax=True, threads=threads)[name]()
     if device == "cuda":
         if name == "tinygrad_nlp":
             pool = backend.xp_for("cuda").get_default_memory_pool()
@@ -264,7 +271,8 @@ def memory_table(args, names):
     results = {}
     for name in names:
         out = subprocess.run([sys.executable, os.path.abspath(__file__), "--config", args.config, "--device",
-                              args.device, "--memory-of", name, "--memory-steps", str(args.memory_steps)],
+                              args.device, "--memory-of", name, "--memory-steps", str(args.memory_steps)]
+                             + (["--threads", str(args.threads)] if args.threads else []),
                              capture_output=True, text=True)
         if out.returncode != 0:
             print(f"  {name}: failed: {out.stderr.strip().splitlines()[-1] if out.stderr.strip() else out.returncode}")
@@ -292,18 +300,22 @@ def main(argv=None):
     p.add_argument("--memory", action="store_true",
                    help="also measure each contender's step memory in a fresh process (Linux /proc, or the GPU pools)")
     p.add_argument("--memory-steps", type=int, default=3, help="steps run for the memory figure (3)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="our replicas, one per thread (default: one per core on the CPU, nn.DataParallel)")
     p.add_argument("--memory-of", help=argparse.SUPPRESS)  # internal: the child process of --memory
     args = p.parse_args(argv)
     backend.check_device(args.device)
     c = CONFIGS[args.config]
     if args.memory_of:
         import json
-        print(json.dumps({"step_mib": measure_memory(c, args.device, args.config, args.memory_of, args.memory_steps)}))
+        print(json.dumps({"step_mib": measure_memory(c, args.device, args.config, args.memory_of, args.memory_steps,
+                                                      args.threads)}))
         return
     xp = backend.xp_for(args.device)
     probe = matmul_probe(xp, args.device)
     alone = time_alternating({PEAK: probe}, 5, 1)[PEAK]  # before any peer's thread pool exists
-    contenders = {name: make() for name, make in contender_makers(c, args.device, args.config, args.torch, args.jax).items()}
+    contenders = {name: make() for name, make in contender_makers(c, args.device, args.config, args.torch, args.jax,
+                                                                         args.threads).items()}
     contenders[PEAK] = probe
     times = time_alternating(contenders, args.repeats, args.warmup)
     # the best product, alone or among the contenders (right after PyTorch's or JAX's steps
@@ -313,7 +325,8 @@ def main(argv=None):
     scored = int(0.15 * c["batch"] * c["seq"]) if args.config == "mlm" else c["batch"]
     flops = flops_per_step(c, scored)
     tokens = c["batch"] * c["seq"]
-    print(f"{args.config} training step on {args.device}: {c}")
+    threads = args.threads or backend.default_threads(args.device)
+    print(f"{args.config} training step on {args.device}: {c}; ours in {threads} thread(s)")
     print(f"matmul peak (best 2048^2 float32 product, alone and among the contenders): {peak:.1f} GFLOP/s; "
           f"step matmul work {flops / 1e9:.2f} GFLOP (head on scored positions)")
     ref = np.median(times["tinygrad_nlp"])

@@ -28,7 +28,7 @@ from tinygrad_nlp import TinygradNLPError, backend, checkpoint, distributed, gra
 from tinygrad_nlp.data import Vocab, WordPieceTokenizer, encode_reviews, load_reviews, tokenize
 from tinygrad_nlp.errors import DataError
 from tinygrad_nlp.models import TextClassifier
-from tinygrad_nlp.nn import predict_in_batches
+from tinygrad_nlp.nn import DataParallel, predict_in_batches
 from tinygrad_nlp.optim import OPTIMIZERS, create_optimizer
 from tinygrad_nlp.tutorials import CLASSIFIER_TUTORIAL
 
@@ -60,6 +60,8 @@ def parse_args(argv=None):
                    help="words (the tutorial's word splitter) or wordpiece (BERT's subwords, trained on the training "
                         "reviews; needs the tokenizers extra)")
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="cpu (NumPy) or cuda (CuPy)")
+    p.add_argument("--threads", type=int, default=None, help="replicas training at once in threads, each on its "
+                   "share of the batch (default: one per CPU core, one per MPI process; 1 on a GPU)")
     p.add_argument("--seed", type=int, default=0, help="seed for the split, init, dropout and shuffling (0)")
     p.add_argument("--out", default="runs/classify", help="output folder (runs/classify)")
     p.add_argument("--checkpoint", default=None, help="where to save the trained model (default OUT/model.npz)")
@@ -158,27 +160,35 @@ def train(args, comm):
             frames.append(report.scatter_frame(points, train_labels[shown], CLASS_NAMES, title))
         return accuracy
 
+    threads = args.threads or (backend.default_threads(args.device) if comm.world_size == 1 else 1)
+    parallel = DataParallel(model, threads)  # the process's rows shared out again, one replica per core
+    right = []  # correct predictions of each replica's rows (list.append is safe from threads)
+
+    def loss_of(replica, ids, mask, labels):
+        logits = replica(ids, mask)
+        right.append(int((logits.numpy().argmax(1) == backend.asnumpy(labels)).sum()))
+        return F.cross_entropy(logits, labels)
+
     test_accuracy_and_frame(0)
     for epoch in range(1, args.epochs + 1):
-        started, losses, correct = time.perf_counter(), [], 0
+        started, losses = time.perf_counter(), []
         order = shuffle.permutation(len(train_ids))
         bar = report.progress_bar(-(-len(order) // args.batch_size), disable=args.no_progress or not comm.is_root,
                                   leave=False, desc=f"epoch {epoch}/{args.epochs}")
         for rows in np.array_split(order, range(args.batch_size, len(order), args.batch_size)):
             rows = rows[comm.share(len(rows))]  # this process's share of the global batch
             optimizer.zero_grad()
-            logits = model(*(backend.to_device(a[rows], args.device) for a in (train_ids, train_mask)))
-            loss = F.cross_entropy(logits, backend.to_device(train_labels[rows], args.device))
-            loss.backward()
+            loss = parallel.backward(loss_of, *(backend.to_device(a[rows], args.device)
+                                                for a in (train_ids, train_mask, train_labels)))
             total = comm.all_reduce_gradients(model.parameters(), len(rows))  # a mean over examples: weight by count
             optimizer.step()
-            losses.append(distributed.weighted_mean(comm, loss.item(), len(rows), total))
+            losses.append(distributed.weighted_mean(comm, loss, len(rows), total))
             saver.check_loss(losses[-1], f"in epoch {epoch}")
-            correct += int((logits.numpy().argmax(1) == train_labels[rows]).sum())
             bar.set_postfix(loss=f"{losses[-1]:.3f}", refresh=False)
             bar.update(1)
         bar.close()
-        correct = comm.sum(correct)  # every process's rows of the epoch
+        correct = comm.sum(sum(right))  # every process's rows of the epoch
+        right.clear()
         row = {"epoch": epoch, "train_loss": float(np.mean(losses)), "train_accuracy": correct / len(train_ids),
                "test_accuracy": test_accuracy_and_frame(epoch), "seconds": time.perf_counter() - started}
         metrics["epochs"].append(row)

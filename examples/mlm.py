@@ -24,6 +24,7 @@ from tinygrad_nlp.data import MLMBatcher, Vocab, encode_stream, read_lines, toke
 from tinygrad_nlp.data.evaluate import nearest_neighbours, neighbour_purity
 from tinygrad_nlp.errors import DataError
 from tinygrad_nlp.models import MaskedLanguageModel
+from tinygrad_nlp.nn import DataParallel
 from tinygrad_nlp.optim import OPTIMIZERS, LRScheduler, create_optimizer, warmup_schedule
 from tinygrad_nlp.tutorials import MLM_TUTORIAL
 
@@ -57,6 +58,8 @@ def parse_args(argv=None):
     p.add_argument("--tie-weights", action=argparse.BooleanOptionalAction, default=True,
                    help="share the embedding table with the LM head (default on; --no-tie-weights as the tutorial)")
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="cpu (NumPy) or cuda (CuPy)")
+    p.add_argument("--threads", type=int, default=None, help="replicas training at once in threads, each on its "
+                   "share of the batch (default: one per CPU core, one per MPI process; 1 on a GPU)")
     p.add_argument("--seed", type=int, default=0, help="seed for the corpus split, batches, init and dropout (0)")
     p.add_argument("--out", default="runs/mlm", help="output folder (runs/mlm)")
     p.add_argument("--checkpoint", default=None, help="checkpoint path written every --save-every steps and at the end")
@@ -74,6 +77,10 @@ def parse_args(argv=None):
         if getattr(args, name) <= 0:
             raise DataError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
     return args
+
+
+def scored_tokens(ids, targets):
+    return (targets != -100).sum()
 
 
 def train(args, comm):
@@ -121,19 +128,22 @@ def train(args, comm):
     comm.broadcast_parameters(model.parameters())  # data-parallel: every process starts from rank 0's weights
     if comm.world_size > 1:
         manual_seed(args.seed + 1 + comm.rank)  # each process its own dropout masks
+    threads = args.threads or (backend.default_threads(args.device) if comm.world_size == 1 else 1)
+    parallel = DataParallel(model, threads)  # the process's rows shared out again, one replica per core
     bar = report.progress_bar(args.steps, start, args.no_progress or not comm.is_root, unit="step")
     for step in range(start + 1, args.steps + 1):
         started = time.perf_counter()
         inputs, targets = batcher.batch(step - 1)
         mine = comm.share(len(inputs))  # this process's rows of the global batch
         optimizer.zero_grad()
-        loss = model.loss(backend.to_device(inputs[mine], args.device), backend.to_device(targets[mine], args.device))
-        loss.backward()
+        loss = parallel.backward(lambda replica, ids, targets: replica.loss(ids, targets),
+                                 backend.to_device(inputs[mine], args.device),
+                                 backend.to_device(targets[mine], args.device), count=scored_tokens)
         scored = int((targets[mine] != -100).sum())  # the loss is a mean over scored tokens: weight by their count
         total = comm.all_reduce_gradients(model.parameters(), scored)
         optimizer.step()
         scheduler.step()
-        step_loss = distributed.weighted_mean(comm, loss.item(), scored, total)
+        step_loss = distributed.weighted_mean(comm, loss, scored, total)
         saver.check_loss(step_loss, f"at step {step}")
         metrics["train_loss"].append(step_loss)
         metrics["tokens_per_second"].append(inputs.size / (time.perf_counter() - started))

@@ -13,15 +13,17 @@ CUDA source file, compiled by CuPy) and ``use_fused_kernel`` (whether it runs). 
 """
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import functools
 import math
 import os
+import threading
 import warnings
 
 import numpy as np
 
-from .errors import DeviceError
+from .errors import DeviceError, MissingDependencyError
 
 try:  # CuPy is optional: the CPU backend never needs it.
     import cupy as _cupy
@@ -162,11 +164,27 @@ def manual_seed(seed: int) -> None:
     _rng_cuda = _cupy.random.RandomState(_seed) if cuda_available() else None
 
 
+_thread = threading.local()  # a CPU generator of this thread's own (nn.DataParallel's replicas)
+
+
+@contextlib.contextmanager
+def thread_generator(generator: np.random.Generator):
+    """Within this block, on this thread only, CPU draws (dropout masks, ``rng(np)``)
+    come from ``generator`` instead of the seeded one, so threads that draw at the same
+    time each draw a stream of their own, the same on every run."""
+    previous, _thread.cpu_generator = getattr(_thread, "cpu_generator", None), generator
+    try:
+        yield generator
+    finally:
+        _thread.cpu_generator = previous
+
+
 def rng(xp=np):
-    """The seeded generator of a backend: a NumPy ``Generator`` or a CuPy ``RandomState``."""
+    """The seeded generator of a backend: a NumPy ``Generator`` (this thread's own
+    inside ``thread_generator``) or a CuPy ``RandomState``."""
     global _rng_cuda
     if xp is np:
-        return _rng_cpu
+        return getattr(_thread, "cpu_generator", None) or _rng_cpu
     if _rng_cuda is None:
         _rng_cuda = _cupy.random.RandomState(_seed)
     return _rng_cuda
@@ -204,7 +222,7 @@ def keep_mask(xp, shape, p: float):
     if threshold >= 65536:
         return np.zeros(shape, dtype=bool)
     n = math.prod(shape)
-    raw = _rng_cpu.bit_generator.random_raw(-(-n // 4))
+    raw = rng(np).bit_generator.random_raw(-(-n // 4))
     return (raw.view(np.uint16)[:n] >= threshold).reshape(shape)
 
 
@@ -217,9 +235,13 @@ def keep_mask(xp, shape, p: float):
 # step pays a page fault per 4 KiB touched: 57,000 faults and about a quarter of the MLM
 # tutorial's step on 2 cores (benchmarks/RESULTS.md). CuPy's memory pool keeps freed
 # GPU blocks for reuse; this keeps freed host blocks in the process in the same way.
-_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # mallopt parameters (malloc.h)
+# A thread's own arena (nn.DataParallel's replicas) is a chain of 64 MiB heaps, and
+# glibc unmaps a heap that falls wholly free whatever the trim threshold, unless the
+# top pad is larger than what it would give back: 5,500 faults per MLM step in 2 threads.
+_M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_THRESHOLD = -1, -2, -3  # mallopt parameters (malloc.h)
 _GLIBC_MAX_MMAP_THRESHOLD = 32 << 20  # the largest glibc accepts on 64-bit machines
 _GLIBC_DEFAULT_THRESHOLD = 128 << 10
+_KEPT_TOP_PAD, _GLIBC_DEFAULT_TOP_PAD = 64 << 20, 128 << 10
 
 
 def keep_host_memory(keep: bool = True) -> bool:
@@ -237,9 +259,11 @@ def keep_host_memory(keep: bool = True) -> bool:
     except (OSError, AttributeError, TypeError):
         return False
     if keep:
-        settings = ((_M_MMAP_THRESHOLD, _GLIBC_MAX_MMAP_THRESHOLD), (_M_TRIM_THRESHOLD, 2 ** 31 - 1))
+        settings = ((_M_MMAP_THRESHOLD, _GLIBC_MAX_MMAP_THRESHOLD), (_M_TRIM_THRESHOLD, 2 ** 31 - 1),
+                    (_M_TOP_PAD, _KEPT_TOP_PAD))
     else:
-        settings = ((_M_MMAP_THRESHOLD, _GLIBC_DEFAULT_THRESHOLD), (_M_TRIM_THRESHOLD, _GLIBC_DEFAULT_THRESHOLD))
+        settings = ((_M_MMAP_THRESHOLD, _GLIBC_DEFAULT_THRESHOLD), (_M_TRIM_THRESHOLD, _GLIBC_DEFAULT_THRESHOLD),
+                    (_M_TOP_PAD, _GLIBC_DEFAULT_TOP_PAD))
     global host_memory_kept
     took_effect = all([mallopt(parameter, value) == 1 for parameter, value in settings])
     host_memory_kept = keep and took_effect
@@ -274,6 +298,46 @@ def scatter_add(target, index, values) -> None:
         cupyx.scatter_add(target, index, values)
     else:
         np.add.at(target, index, values)
+
+
+# Threads. NumPy runs an elementwise pass on one core, so on a CPU with several the
+# training step runs as several replicas at once, one per thread (nn.DataParallel); each
+# thread then multiplies with a BLAS of one thread, or the threads' BLAS workers would
+# fight for the same cores. A GPU runs each op on all of its cores already.
+def default_threads(device: str) -> int:
+    """How many threads ``nn.DataParallel`` uses unless told: on the CPU one per core
+    this process may run on (one when ``threadpoolctl``, which keeps BLAS to one thread
+    per replica, is not installed); on a GPU one."""
+    if device != "cpu" or not _threadpoolctl_installed():
+        return 1
+    cores = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else range(os.cpu_count() or 1)
+    return max(1, len(cores))
+
+
+@functools.lru_cache(maxsize=1)
+def _threadpoolctl_installed() -> bool:
+    import importlib.util
+    return importlib.util.find_spec("threadpoolctl") is not None
+
+
+@functools.lru_cache(maxsize=1)
+def _blas_controller():
+    from threadpoolctl import ThreadpoolController
+    return ThreadpoolController()
+
+
+def require_threadpoolctl() -> None:
+    """Raise MissingDependencyError unless ``threadpoolctl`` is installed."""
+    if not _threadpoolctl_installed():
+        raise MissingDependencyError("running replicas in threads needs threadpoolctl, which keeps BLAS to one "
+                                     "thread per replica: pip install threadpoolctl (or use threads=1)")
+
+
+def one_blas_thread():
+    """A context within which NumPy's BLAS multiplies on the calling thread only (for
+    every thread: BLAS has one thread count per process). Needs ``threadpoolctl``."""
+    require_threadpoolctl()
+    return _blas_controller().limit(limits=1, user_api="blas")
 
 
 def erf(x):

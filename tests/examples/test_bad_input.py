@@ -103,7 +103,9 @@ def test_mlm_divergence_keeps_last_good_checkpoint(tmp_path, monkeypatch, capsys
     training_loss = poison_after(8, original)
     monkeypatch.setattr(MaskedLanguageModel, "loss", loss)
     ckpt = tmp_path / "ckpt.npz"
-    assert mlm.main(MLM_TINY + ["--out", str(tmp_path), "--checkpoint", str(ckpt), "--save-every", "3"]) == 1
+    # one replica, so one loss call per step
+    assert mlm.main(MLM_TINY + ["--out", str(tmp_path), "--checkpoint", str(ckpt), "--save-every", "3",
+                                "--threads", "1"]) == 1
     message = capsys.readouterr().err.strip()
     assert "training diverged: loss is nan at step 9" in message and str(ckpt) in message
     model = checkpoint.load_model(ckpt)
@@ -113,7 +115,7 @@ def test_mlm_divergence_keeps_last_good_checkpoint(tmp_path, monkeypatch, capsys
 
 def test_classify_divergence_keeps_last_good_checkpoint(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(F, "cross_entropy", poison_after(6, F.cross_entropy))  # epoch 1 has 4 batches
-    assert classify.main(CLASSIFY_TINY + ["--out", str(tmp_path)]) == 1
+    assert classify.main(CLASSIFY_TINY + ["--out", str(tmp_path), "--threads", "1"]) == 1  # one loss call a batch
     message = capsys.readouterr().err.strip()
     assert "training diverged: loss is nan in epoch 2" in message and "epoch 1" in message
     assert checkpoint.read(tmp_path / "model.npz")[0]["extra"]["epoch"] == 1

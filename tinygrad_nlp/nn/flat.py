@@ -20,7 +20,11 @@ class FlatBuffer:
     on first use) holds their gradients in the same layout. ``offsets[i]`` is where
     parameter i starts."""
 
-    def __init__(self, params):
+    def __init__(self, params, data=None):
+        """Lay ``params`` end to end in a new array holding their values, or, given
+        ``data`` (another buffer's ``data``, in this layout), in that array as it is: a
+        model's replica shares its parameters' values that way and keeps gradients of
+        its own (``nn.DataParallel``)."""
         first = params[0]
         xp = backend.get_array_module(first.data)
         self.params = list(params)
@@ -30,10 +34,14 @@ class FlatBuffer:
             self._offset_of[id(p)] = total
             total += p.size
         self.size = total
-        self.data = xp.empty(total, dtype=first.dtype)
+        if data is not None and (data.shape != (total,) or data.dtype != first.dtype):
+            raise ArgumentError(f"FlatBuffer: shared data is {data.dtype} {tuple(data.shape)}, "
+                                f"the parameters need {first.dtype} ({total},)")
+        self.data = xp.empty(total, dtype=first.dtype) if data is None else data
         self._grad = None
         for p, view in zip(self.params, self.views_of(self.data)):
-            view[...] = p.data
+            if data is None:
+                view[...] = p.data
             p.data = view
             p.flat, p.grad_slot = self, None
         self._data_views = [p.data for p in self.params]

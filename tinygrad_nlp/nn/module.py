@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 from collections import OrderedDict
 
 import numpy as np
@@ -143,6 +144,17 @@ class Module:
                 p.data[...] = backend.to_device(state[name], p.device).astype(p.dtype, copy=False)
         for flat, host in on_host.values():
             flat.data[...] = backend.to_device(host, backend.device_of(flat.data))
+
+    def replica(self) -> Module:
+        """A copy of this module whose Parameters are new objects holding the same
+        arrays (tied ones stay tied), so it computes with this module's current weights
+        but gathers gradients of its own; buffers are shared too. ``nn.DataParallel``
+        runs one per thread."""
+        memo = {id(p): Parameter(p.data, p.requires_grad) for p in self.parameters()}
+        for m in self.modules():
+            for array in getattr(m, "_buffers", {}).values():
+                memo[id(array)] = array
+        return copy.deepcopy(self, memo)
 
     # -- modes and devices -----------------------------------------------------------
     def train(self, mode: bool = True) -> Module:

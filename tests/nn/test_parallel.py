@@ -1,0 +1,197 @@
+"""nn.DataParallel: replicas in threads give the gradient of the whole batch's mean loss,
+accumulate into the model's gradients, share the model's weights, draw their own
+dropout masks reproducibly, and fail with the error the replica raised."""
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import tinygrad_nlp.functional as F
+from tinygrad_nlp import ArgumentError, MissingDependencyError, ShapeError, TokenIdError, backend, manual_seed
+from tinygrad_nlp.models import MaskedLanguageModel, TextClassifier
+from tinygrad_nlp.nn import DataParallel
+from tinygrad_nlp.nn.flat import FlatBuffer, flatten
+from tinygrad_nlp.optim import Adam
+
+pytest.importorskip("threadpoolctl")
+
+VOCAB, T = 30, 6
+
+
+def mlm(dropout=0.0, dtype=np.float64, seed=0):
+    manual_seed(seed)
+    return MaskedLanguageModel(vocab_size=VOCAB, d_model=8, n_heads=2, d_ff=16, n_layers=2, max_len=T,
+                               dropout=dropout, tie_weights=True).to(dtype=dtype)
+
+
+def mlm_batch(rows, seed=1, scored=0.4):
+    rng = np.random.default_rng(seed)
+    ids = rng.integers(0, VOCAB, (rows, T))
+    return ids, np.where(rng.random((rows, T)) < scored, ids, -100)
+
+
+def mlm_loss(model, ids, targets):
+    return model.loss(ids, targets)
+
+
+def scored(ids, targets):
+    return (targets != -100).sum()
+
+
+def whole_batch_gradients(model, loss_of, *batch):
+    loss = loss_of(model, *batch)
+    loss.backward()
+    grads = {name: p.grad.copy() for name, p in model.named_parameters()}
+    model.zero_grad()
+    return loss.item(), grads
+
+
+def assert_gradients(model, expected, rtol=1e-10, atol=1e-13):
+    for name, p in model.named_parameters():
+        np.testing.assert_allclose(p.grad, expected[name], rtol=rtol, atol=atol, err_msg=name)
+
+
+@pytest.mark.parametrize("threads, rows", [(2, 8), (3, 7), (4, 5)])
+def test_replicas_give_the_gradient_of_the_whole_batch_mean(threads, rows):
+    """Uneven shares and uneven scored counts: the count-weighted sum is the whole batch's gradient."""
+    model = mlm()
+    ids, targets = mlm_batch(rows)
+    loss, expected = whole_batch_gradients(model, mlm_loss, ids, targets)
+    parallel = DataParallel(model, threads)
+    assert len(parallel.replicas) == threads
+    assert parallel.backward(mlm_loss, ids, targets, count=scored) == pytest.approx(loss, rel=1e-12)
+    assert_gradients(model, expected)
+
+
+def test_rows_counted_by_default_for_a_classifier_with_a_padding_mask():
+    manual_seed(0)
+    model = TextClassifier(VOCAB, 2, d_model=8, n_heads=2, d_ff=16, n_layers=2, max_len=T, dropout=0.0).to(dtype=np.float64)
+    rng = np.random.default_rng(3)
+    ids, labels = rng.integers(0, VOCAB, (5, T)), rng.integers(0, 2, 5)
+    mask = np.arange(T)[None] < rng.integers(2, T + 1, (5, 1))
+    loss_of = lambda m, ids, mask, labels: F.cross_entropy(m(ids, mask), labels)  # noqa: E731
+    loss, expected = whole_batch_gradients(model, loss_of, ids, mask, labels)
+    assert DataParallel(model, 2).backward(loss_of, ids, mask, labels) == pytest.approx(loss, rel=1e-12)
+    assert_gradients(model, expected)
+
+
+@given(rows=st.integers(1, 9), threads=st.integers(1, 4), scored_share=st.sampled_from([0.0, 0.2, 0.6, 1.0]),
+       seed=st.integers(0, 2 ** 16))
+def test_any_split_gives_the_whole_batch_gradient(rows, threads, scored_share, seed):
+    """Shares with nothing scored (weight 0), fewer rows than threads, a batch with nothing scored."""
+    model = mlm()
+    ids, targets = mlm_batch(rows, seed, scored_share)
+    loss, expected = whole_batch_gradients(model, mlm_loss, ids, targets)
+    got = DataParallel(model, threads).backward(mlm_loss, ids, targets, count=scored)
+    if np.isnan(loss):
+        assert np.isnan(got)
+    else:
+        assert got == pytest.approx(loss, rel=1e-12)
+    for name, p in model.named_parameters():
+        if expected[name] is None or np.isnan(expected[name]).any():
+            continue
+        np.testing.assert_allclose(p.grad, expected[name], rtol=1e-10, atol=1e-13, err_msg=name)
+
+
+def test_gradients_accumulate_into_what_the_model_has():
+    model = mlm()
+    ids, targets = mlm_batch(6)
+    _, expected = whole_batch_gradients(model, mlm_loss, ids, targets)
+    parallel = DataParallel(model, 2)
+    parallel.backward(mlm_loss, ids, targets, count=scored)
+    parallel.backward(mlm_loss, ids, targets, count=scored)
+    assert_gradients(model, {name: 2 * g for name, g in expected.items()})
+
+
+def test_replicas_share_the_weights_the_optimizer_updates():
+    model = mlm(dropout=0.1)
+    parallel = DataParallel(model, 2)
+    opt = Adam(model.parameters(), lr=1e-2)
+    ids, targets = mlm_batch(6)
+    opt.zero_grad()
+    parallel.backward(mlm_loss, ids, targets, count=scored)
+    opt.step()
+    replica = parallel.replicas[1]
+    assert replica.head.weight is replica.embedding.weight  # tied stays tied
+    for (name, p), (_, q) in zip(model.named_parameters(), replica.named_parameters()):
+        assert p is not q and np.shares_memory(p.data, q.data), name
+        np.testing.assert_array_equal(p.data, q.data)
+
+
+def test_same_seed_same_losses_with_dropout():
+    def losses():
+        model = mlm(dropout=0.3, seed=5)
+        parallel = DataParallel(model, 2)
+        opt = Adam(model.parameters(), lr=1e-2)
+        out = []
+        for step in range(3):
+            ids, targets = mlm_batch(6, seed=step)
+            opt.zero_grad()
+            out.append(parallel.backward(mlm_loss, ids, targets, count=scored))
+            opt.step()
+        return out
+    first, second = losses(), losses()
+    assert first == second
+    assert len(set(first)) == 3
+
+
+def test_replicas_follow_the_models_mode():
+    model = mlm(dropout=0.5)
+    ids, targets = mlm_batch(6)
+    parallel = DataParallel(model, 2)
+    model.eval()
+    loss, expected = whole_batch_gradients(model, mlm_loss, ids, targets)
+    assert parallel.backward(mlm_loss, ids, targets, count=scored) == pytest.approx(loss, rel=1e-12)
+    assert_gradients(model, expected)
+
+
+def test_blas_threads_are_restored_after_a_step():
+    from threadpoolctl import threadpool_info
+    before = [lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"]
+    model = mlm()
+    DataParallel(model, 2).backward(mlm_loss, *mlm_batch(4), count=scored)
+    assert [lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"] == before
+
+
+def test_a_replicas_error_is_raised_after_every_thread_finished():
+    model = mlm()
+    ids, targets = mlm_batch(6)
+    ids[5, 0] = VOCAB + 3  # in the second replica's rows
+    where = r"at position \(2, 0\).*\(replica 1, rows 3\.\.5 of the batch\)"  # the position in the replica's rows
+    with pytest.raises(TokenIdError, match=rf"token id {VOCAB + 3} {where}"):
+        DataParallel(model, 2).backward(mlm_loss, ids, targets, count=scored)
+
+
+def test_bad_arguments():
+    model = mlm()
+    for threads in (0, -1, 1.5, True):
+        with pytest.raises(ArgumentError, match="threads must be a positive integer"):
+            DataParallel(model, threads)
+    parallel = DataParallel(model, 2)
+    with pytest.raises(ShapeError, match=r"\[4, 3\] rows"):
+        parallel.backward(mlm_loss, np.zeros((4, T), int), np.zeros((3, T), int))
+    with pytest.raises(ArgumentError, match="no batch arrays"):
+        parallel.backward(mlm_loss)
+
+
+def test_threads_need_threadpoolctl(monkeypatch):
+    monkeypatch.setattr(backend, "_threadpoolctl_installed", lambda: False)
+    with pytest.raises(MissingDependencyError, match="pip install threadpoolctl"):
+        DataParallel(mlm(), 2)
+    assert backend.default_threads("cpu") == 1
+    assert DataParallel(mlm(), 1).threads == 1
+
+
+def test_default_threads_one_per_core_on_the_cpu():
+    assert backend.default_threads("cpu") >= 1
+    assert backend.default_threads("cuda") == 1
+
+
+def test_a_flat_buffer_shares_only_data_of_its_layout():
+    model = mlm()
+    (buffer,) = flatten(model.parameters())
+    replica = model.replica()
+    shared = FlatBuffer(replica.parameters(), data=buffer.data)
+    assert shared.data is buffer.data and shared.holds_parameters()
+    with pytest.raises(ArgumentError, match="shared data is float64"):
+        FlatBuffer(replica.parameters(), data=buffer.data[:-1])
