@@ -89,9 +89,9 @@ def build(c, device, name):
     return model.to(device), loss_of, (ids, mask, labels), None
 
 
-def ours(c, device, name, threads=None):
-    """Our step: replicas in ``threads`` threads (default: one per core on the CPU,
-    ``nn.DataParallel``), Adam."""
+def ours(c, device, name, threads=1):
+    """Our step, Adam; with ``threads`` > 1 as that many replicas in threads
+    (``nn.DataParallel``)."""
     model, loss_of, batch, count = build(c, device, name)
     parallel = DataParallel(model, threads)
     opt = Adam(model.parameters(), lr=1e-4)
@@ -210,7 +210,9 @@ def contender_makers(c, device, config, with_torch, with_jax=False, threads=None
     ``torch.compile`` (for the MLM with the head on the scored positions, and eager also
     as the tutorial writes it, on every position); JAX ``jit``. A peer that is not
     installed is skipped with one line."""
-    makers = {"tinygrad_nlp": lambda: ours(c, device, config, threads)}
+    makers = {"tinygrad_nlp": lambda: ours(c, device, config, 1)}
+    if threads and threads > 1:
+        makers[f"tinygrad_nlp, {threads} threads"] = lambda: ours(c, device, config, threads)
     if with_torch and not available("torch"):
         print("PyTorch is not installed: skipping the PyTorch contenders (pip install torch)")
     elif with_torch:
@@ -301,7 +303,7 @@ def main(argv=None):
                    help="also measure each contender's step memory in a fresh process (Linux /proc, or the GPU pools)")
     p.add_argument("--memory-steps", type=int, default=3, help="steps run for the memory figure (3)")
     p.add_argument("--threads", type=int, default=None,
-                   help="our replicas, one per thread (default: one per core on the CPU, nn.DataParallel)")
+                   help="also time our step as N replicas in N threads (nn.DataParallel)")
     p.add_argument("--memory-of", help=argparse.SUPPRESS)  # internal: the child process of --memory
     args = p.parse_args(argv)
     backend.check_device(args.device)
@@ -325,8 +327,7 @@ def main(argv=None):
     scored = int(0.15 * c["batch"] * c["seq"]) if args.config == "mlm" else c["batch"]
     flops = flops_per_step(c, scored)
     tokens = c["batch"] * c["seq"]
-    threads = args.threads or backend.default_threads(args.device)
-    print(f"{args.config} training step on {args.device}: {c}; ours in {threads} thread(s)")
+    print(f"{args.config} training step on {args.device}: {c}")
     print(f"matmul peak (best 2048^2 float32 product, alone and among the contenders): {peak:.1f} GFLOP/s; "
           f"step matmul work {flops / 1e9:.2f} GFLOP (head on scored positions)")
     ref = np.median(times["tinygrad_nlp"])

@@ -60,8 +60,8 @@ def parse_args(argv=None):
                    help="words (the tutorial's word splitter) or wordpiece (BERT's subwords, trained on the training "
                         "reviews; needs the tokenizers extra)")
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="cpu (NumPy) or cuda (CuPy)")
-    p.add_argument("--threads", type=int, default=None, help="replicas training at once in threads, each on its "
-                   "share of the batch (default: one per CPU core, one per MPI process; 1 on a GPU)")
+    p.add_argument("--threads", type=int, default=1, help="replicas training at once in threads, each on its share "
+                   "of the batch (1; on a CPU with N cores N is faster, at more memory: benchmarks/RESULTS.md)")
     p.add_argument("--seed", type=int, default=0, help="seed for the split, init, dropout and shuffling (0)")
     p.add_argument("--out", default="runs/classify", help="output folder (runs/classify)")
     p.add_argument("--checkpoint", default=None, help="where to save the trained model (default OUT/model.npz)")
@@ -160,8 +160,7 @@ def train(args, comm):
             frames.append(report.scatter_frame(points, train_labels[shown], CLASS_NAMES, title))
         return accuracy
 
-    threads = args.threads or (backend.default_threads(args.device) if comm.world_size == 1 else 1)
-    parallel = DataParallel(model, threads)  # the process's rows shared out again, one replica per core
+    parallel = DataParallel(model, args.threads)  # with --threads N, the process's rows shared out again
     right = []  # correct predictions of each replica's rows (list.append is safe from threads)
 
     def loss_of(replica, ids, mask, labels):

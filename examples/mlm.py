@@ -58,8 +58,8 @@ def parse_args(argv=None):
     p.add_argument("--tie-weights", action=argparse.BooleanOptionalAction, default=True,
                    help="share the embedding table with the LM head (default on; --no-tie-weights as the tutorial)")
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="cpu (NumPy) or cuda (CuPy)")
-    p.add_argument("--threads", type=int, default=None, help="replicas training at once in threads, each on its "
-                   "share of the batch (default: one per CPU core, one per MPI process; 1 on a GPU)")
+    p.add_argument("--threads", type=int, default=1, help="replicas training at once in threads, each on its share "
+                   "of the batch (1; on a CPU with N cores N is faster, at more memory: benchmarks/RESULTS.md)")
     p.add_argument("--seed", type=int, default=0, help="seed for the corpus split, batches, init and dropout (0)")
     p.add_argument("--out", default="runs/mlm", help="output folder (runs/mlm)")
     p.add_argument("--checkpoint", default=None, help="checkpoint path written every --save-every steps and at the end")
@@ -128,8 +128,7 @@ def train(args, comm):
     comm.broadcast_parameters(model.parameters())  # data-parallel: every process starts from rank 0's weights
     if comm.world_size > 1:
         manual_seed(args.seed + 1 + comm.rank)  # each process its own dropout masks
-    threads = args.threads or (backend.default_threads(args.device) if comm.world_size == 1 else 1)
-    parallel = DataParallel(model, threads)  # the process's rows shared out again, one replica per core
+    parallel = DataParallel(model, args.threads)  # with --threads N, the process's rows shared out again
     bar = report.progress_bar(args.steps, start, args.no_progress or not comm.is_root, unit="step")
     for step in range(start + 1, args.steps + 1):
         started = time.perf_counter()

@@ -30,7 +30,10 @@ def test_end_to_end_writes_every_output(tmp_path, capsys):
     assert "projector.tensorflow.org" in out and "fill-mask" in out
 
 
-def test_same_seed_same_losses_and_resume_is_exact(tmp_path):
+@pytest.mark.parametrize("threads", ["1", "2"])
+def test_same_seed_same_losses_and_resume_is_exact(tmp_path, threads):
+    pytest.importorskip("threadpoolctl")
+    TINY = globals()["TINY"] + ["--threads", threads]  # noqa: N806
     a, b = tmp_path / "a", tmp_path / "b"
     assert mlm.main(TINY + ["--out", str(a)]) == 0
     assert mlm.main(TINY + ["--out", str(b)]) == 0

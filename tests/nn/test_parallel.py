@@ -1,6 +1,8 @@
 """nn.DataParallel: replicas in threads give the gradient of the whole batch's mean loss,
 accumulate into the model's gradients, share the model's weights, draw their own
 dropout masks reproducibly, and fail with the error the replica raised."""
+import time
+
 import numpy as np
 import pytest
 from hypothesis import given
@@ -10,7 +12,7 @@ import tinygrad_nlp.functional as F
 from tinygrad_nlp import ArgumentError, MissingDependencyError, ShapeError, TokenIdError, backend, manual_seed
 from tinygrad_nlp.models import MaskedLanguageModel, TextClassifier
 from tinygrad_nlp.nn import DataParallel
-from tinygrad_nlp.nn.flat import FlatBuffer, flatten
+from tinygrad_nlp.nn.flat import flatten
 from tinygrad_nlp.optim import Adam
 
 pytest.importorskip("threadpoolctl")
@@ -187,11 +189,45 @@ def test_default_threads_one_per_core_on_the_cpu():
     assert backend.default_threads("cuda") == 1
 
 
-def test_a_flat_buffer_shares_only_data_of_its_layout():
+@pytest.mark.parametrize("late", [None, 0, 2])
+def test_contributions_are_added_in_replica_order_bit_for_bit(late):
+    """To an existing gradient G, replicas 0, 1, 2 add theirs as ((G + g0) + g1) + g2 on
+    every run, whichever thread gets there first (``late``: that replica starts 50 ms
+    after the others, so theirs wait for its turn and it finishes last)."""
+    model = mlm(dtype=np.float32)
+    ids, targets = mlm_batch(9, seed=4, scored=0.5)
+    start = {name: np.random.default_rng(7).standard_normal(p.shape).astype(np.float32)
+             for name, p in model.named_parameters()}
+    counts = [int(scored(ids[s], targets[s])) for s in (slice(0, 3), slice(3, 6), slice(6, 9))]
+    expected = {name: g.copy() for name, g in start.items()}
+    with backend.one_blas_thread():
+        for k, rows in enumerate((slice(0, 3), slice(3, 6), slice(6, 9))):
+            model.zero_grad()
+            loss = model.loss(ids[rows], targets[rows])
+            loss.backward(np.full((), counts[k] / sum(counts), dtype=np.float32))
+            for name, p in model.named_parameters():
+                expected[name] += p.grad
+    parallel = DataParallel(model, 3)
+
+    def loss_of(replica, ids, targets):
+        if late is not None and replica is parallel.replicas[late]:
+            time.sleep(0.05)
+        return replica.loss(ids, targets)
+    for _ in range(3):
+        for name, p in model.named_parameters():
+            p.grad = start[name].copy()
+        parallel.backward(loss_of, ids, targets, count=scored)
+        for name, p in model.named_parameters():
+            np.testing.assert_array_equal(p.grad, expected[name], err_msg=name)
+
+
+def test_replicas_read_the_models_arrays_whatever_they_become():
     model = mlm()
-    (buffer,) = flatten(model.parameters())
-    replica = model.replica()
-    shared = FlatBuffer(replica.parameters(), data=buffer.data)
-    assert shared.data is buffer.data and shared.holds_parameters()
-    with pytest.raises(ArgumentError, match="shared data is float64"):
-        FlatBuffer(replica.parameters(), data=buffer.data[:-1])
+    parallel = DataParallel(model, 2)
+    model.load_state_dict({name: value + 1 for name, value in model.state_dict().items()})
+    flatten(model.parameters())
+    for replica in parallel.replicas:
+        for p, q in zip(model.parameters(), replica.parameters()):
+            assert q.data is p.data
+    with pytest.raises(AttributeError):
+        parallel.replicas[1].parameters()[0].data = np.zeros(1)

@@ -20,11 +20,7 @@ class FlatBuffer:
     on first use) holds their gradients in the same layout. ``offsets[i]`` is where
     parameter i starts."""
 
-    def __init__(self, params, data=None):
-        """Lay ``params`` end to end in a new array holding their values, or, given
-        ``data`` (another buffer's ``data``, in this layout), in that array as it is: a
-        model's replica shares its parameters' values that way and keeps gradients of
-        its own (``nn.DataParallel``)."""
+    def __init__(self, params):
         first = params[0]
         xp = backend.get_array_module(first.data)
         self.params = list(params)
@@ -34,14 +30,10 @@ class FlatBuffer:
             self._offset_of[id(p)] = total
             total += p.size
         self.size = total
-        if data is not None and (data.shape != (total,) or data.dtype != first.dtype):
-            raise ArgumentError(f"FlatBuffer: shared data is {data.dtype} {tuple(data.shape)}, "
-                                f"the parameters need {first.dtype} ({total},)")
-        self.data = xp.empty(total, dtype=first.dtype) if data is None else data
+        self.data = xp.empty(total, dtype=first.dtype)
         self._grad = None
         for p, view in zip(self.params, self.views_of(self.data)):
-            if data is None:
-                view[...] = p.data
+            view[...] = p.data
             p.data = view
             p.flat, p.grad_slot = self, None
         self._data_views = [p.data for p in self.params]

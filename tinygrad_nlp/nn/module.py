@@ -145,12 +145,14 @@ class Module:
         for flat, host in on_host.values():
             flat.data[...] = backend.to_device(host, backend.device_of(flat.data))
 
-    def replica(self) -> Module:
+    def replica(self, make_parameter=None) -> Module:
         """A copy of this module whose Parameters are new objects holding the same
         arrays (tied ones stay tied), so it computes with this module's current weights
-        but gathers gradients of its own; buffers are shared too. ``nn.DataParallel``
-        runs one per thread."""
-        memo = {id(p): Parameter(p.data, p.requires_grad) for p in self.parameters()}
+        but its gradients go where its own Parameters send them; buffers are shared too.
+        ``make_parameter(p)`` makes the copy's Parameter for ``p`` (default: a plain
+        Parameter of ``p.data``). ``nn.DataParallel`` runs one per thread."""
+        make_parameter = make_parameter or (lambda p: Parameter(p.data, p.requires_grad))
+        memo = {id(p): make_parameter(p) for p in self.parameters()}
         for m in self.modules():
             for array in getattr(m, "_buffers", {}).values():
                 memo[id(array)] = array

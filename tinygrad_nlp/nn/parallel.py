@@ -8,14 +8,18 @@ thread runs the whole forward, loss and backward on its own rows of the batch wi
 own replica, and each multiplies with a BLAS of one thread; every core is busy all
 step. The arithmetic is that of ``distributed.py``'s ranks, in one process:
 
-- A replica (``Module.replica``) holds the model's arrays in Parameters of its own: it
-  computes with the model's current weights, so the optimizer's in-place update reaches
-  every replica, and it gathers its gradients in a flat buffer of its own
-  (``FlatBuffer(params, data=model's)``), the model's being replica 0.
+- A replica (``Module.replica``) holds the model's arrays in Parameters of its own, so
+  it computes with the model's current weights and the optimizer's in-place update
+  reaches every replica. Its Parameters send each gradient straight into the model's
+  Parameter (``SharedGradient``): no gradient buffer per replica, no summing pass.
+- Contributions to one parameter are added in replica order, replica k's after those
+  of replicas 0..k-1 (or their finishing without one), so the sum is the same
+  floating-point sum every run. One that comes early is held and added by the replica
+  that completes the turn before it: no thread waits for another.
 - ``loss_of(replica, *rows)`` is a mean over ``count(*rows)`` items (scored tokens,
   examples). Each replica's backward starts from count / total instead of 1, so the
-  replicas' gradients add up to the gradient of the mean over the whole batch, which
-  ``backward`` adds into the model's gradients (accumulating, like ``loss.backward()``).
+  contributions add up to the gradient of the mean over the whole batch, accumulated
+  into the model's gradients as ``loss.backward()`` would.
 - Dropout in replica k draws from a generator of its own, seeded each step from the
   backend's generator: the same seed gives the same losses run after run (other masks,
   so other losses, than with one thread), and a checkpoint of the backend's generator
@@ -35,14 +39,14 @@ moved to its device and dtype (``to`` replaces the arrays the replicas share).
 """
 from __future__ import annotations
 
+import threading
 from concurrent.futures import ThreadPoolExecutor, wait
 
 import numpy as np
 
 from .. import backend
 from ..errors import ArgumentError, ShapeError, TinygradNLPError
-from .flat import FlatBuffer, flatten
-from .module import Module
+from .module import Module, Parameter
 
 
 class DataParallel:
@@ -60,15 +64,15 @@ class DataParallel:
         if threads > 1:
             backend.require_threadpoolctl()
         self.model, self.threads = model, int(threads)
-        self.replicas = [model] + [model.replica() for _ in range(self.threads - 1)]
-        self._buffers = flatten(model.parameters())  # what the replicas share: the model's values
-        self._replica_buffers = [self._buffers] + [self._share(replica) for replica in self.replicas[1:]]
+        self.replicas = [model] if self.threads == 1 else [self._replica(k) for k in range(self.threads)]
         self._modules = [list(replica.modules()) for replica in self.replicas]
         self._pool = ThreadPoolExecutor(self.threads - 1, "replica") if self.threads > 1 else None
 
-    def _share(self, replica: Module) -> list[FlatBuffer]:
-        mine = dict(zip((id(p) for p in self.model.parameters()), replica.parameters()))
-        return [FlatBuffer([mine[id(p)] for p in buffer.params], data=buffer.data) for buffer in self._buffers]
+    def _replica(self, k: int) -> Module:
+        if k == 0:
+            self._turns = _Turns(self.model.parameters())
+            self._index = {id(p): i for i, p in enumerate(self.model.parameters())}
+        return self.model.replica(lambda p: SharedGradient(p, k, self._index[id(p)], self._turns))
 
     def backward(self, loss_of, *batch, count=None) -> float:
         """Run ``loss_of(replica, *rows)`` and its backward on each replica's contiguous
@@ -90,13 +94,13 @@ class DataParallel:
             loss = loss_of(self.model, *batch)
             loss.backward()
             return loss.item()
-        for k in range(1, len(parts)):
-            self._mirror_modes(k)
-            for buffer in self._replica_buffers[k]:
-                for p in buffer.params:
-                    p.grad = None
+        for replica_modules in self._modules:
+            for theirs, ours in zip(replica_modules, self.model.modules()):
+                theirs.training = ours.training
+        self._turns.start(self.threads, len(parts))
         seeds = backend.rng(np).integers(2 ** 63, size=len(parts))
-        jobs = [(self.replicas[k], loss_of, parts[k], counts[k] / total, seeds[k]) for k in range(len(parts))]
+        jobs = [(k, self.replicas[k], loss_of, parts[k], counts[k] / total, seeds[k], self._turns)
+                for k in range(len(parts))]
         with backend.one_blas_thread():
             futures = [self._pool.submit(_run_replica, *job) for job in jobs[1:]]
             try:
@@ -109,26 +113,7 @@ class DataParallel:
                 if error is not None:
                     raise _located(error, k, shares[k]) from error
             losses += [f.result() for f in futures]
-        self._add_replica_gradients(len(parts))
         return sum(c * loss for c, loss in zip(counts, losses) if c) / total
-
-    def _mirror_modes(self, k: int) -> None:
-        for theirs, ours in zip(self._modules[k], self._modules[0]):
-            theirs.training = ours.training
-
-    def _add_replica_gradients(self, used: int) -> None:
-        """The model's gradients += each other replica's (one pass per flat buffer when
-        every parameter has a gradient on both sides)."""
-        for i, buffer in enumerate(self._buffers):
-            for k in range(1, used):
-                theirs = self._replica_buffers[k][i]
-                if buffer.has_all_gradients() and theirs.has_all_gradients():
-                    mine = buffer.grad
-                    mine += theirs.grad
-                    continue
-                for p, q in zip(buffer.params, theirs.params):
-                    if q.grad is not None:
-                        p._accumulate(q.grad, set())
 
     def close(self) -> None:
         """Stop the worker threads (also done at interpreter exit)."""
@@ -137,6 +122,80 @@ class DataParallel:
 
     def __repr__(self):
         return f"DataParallel({type(self.model).__name__}, threads={self.threads})"
+
+
+class SharedGradient(Parameter):
+    """Replica ``k``'s copy of the model's Parameter ``original`` (the same array): its
+    gradient is added to ``original``'s after replicas 0..k-1 have added theirs."""
+
+    def __init__(self, original: Parameter, k: int, index: int, turns: _Turns):
+        # not Tensor.__init__: the array is always the original's (``data`` below), even
+        # after an optimizer or a checkpoint load has put the original's in a flat buffer
+        self.grad, self.requires_grad, self.creator = None, original.requires_grad, None
+        self.original, self.k, self.index, self.turns = original, k, index, turns
+
+    @property
+    def data(self):
+        return self.original.data
+
+    def _accumulate(self, g, assigned: set) -> None:
+        self.turns.contribute(self.k, self.index, g, assigned)
+
+
+class _Turns:
+    """Each parameter's gradients from the replicas, added in replica order: replica k's
+    once replicas 0..k-1 have added theirs or finished. One that comes before its turn
+    waits in ``pending`` and whoever completes the turn ahead of it adds it, so no thread
+    ever blocks."""
+
+    def __init__(self, originals):
+        self.originals = originals
+        self.lock = threading.Lock()
+        self.added_by = self.finished = None
+        self.pending = [{} for _ in originals]  # per parameter: {replica: (gradient, its walk's `assigned`)}
+
+    def start(self, replicas: int, running: int) -> None:
+        self.added_by = np.zeros((replicas, len(self.originals)), dtype=bool)
+        self.finished = np.arange(replicas) >= running  # replicas without rows this step count as done
+
+    def _turn(self, i: int):
+        """The first replica whose gradient for parameter i may still come or is
+        pending: one that has neither added it nor finished without it."""
+        for k in range(len(self.finished)):
+            if not self.added_by[k, i] and (not self.finished[k] or k in self.pending[i]):
+                return k
+        return None
+
+    def contribute(self, k: int, i: int, g, assigned: set) -> None:
+        with self.lock:
+            if self._turn(i) != k:
+                self.pending[i][k] = (g, assigned)
+                return
+        self._add_from(k, i, g, assigned)
+
+    def _add_from(self, k: int, i: int, g, assigned: set) -> None:
+        """Add replica k's gradient to parameter i (its turn), then any pending ones
+        whose turn that makes."""
+        while True:
+            self.originals[i]._accumulate(g, assigned)
+            with self.lock:
+                self.added_by[k, i] = True
+                k = self._turn(i)
+                if k not in self.pending[i]:
+                    return
+                g, assigned = self.pending[i].pop(k)
+
+    def finish(self, k: int) -> None:
+        """Replica k is done: the pending gradients whose turn that makes are added."""
+        with self.lock:
+            self.finished[k] = True
+            ready = []
+            for i, waiting in enumerate(self.pending):
+                turn = self._turn(i) if waiting else None
+                if turn in waiting:
+                    ready.append((turn, i) + waiting.pop(turn))
+        for turn, i, g, assigned in ready:
+            self._add_from(turn, i, g, assigned)
 
 
 def _shares(n: int, k: int) -> list[slice]:
@@ -154,15 +213,19 @@ def _located(error: Exception, k: int, rows: slice) -> Exception:
     return type(error)(f"{error} (replica {k}, rows {rows.start}..{rows.stop - 1} of the batch)")
 
 
-def _run_replica(replica, loss_of, rows, weight, seed) -> float:
-    """One replica's share of a step, on the calling thread: its loss, and a backward
-    from ``weight`` (count / total) unless no item counts."""
-    with backend.thread_generator(np.random.default_rng(seed)):
-        loss = loss_of(replica, *rows)
-        if weight:
-            xp = backend.get_array_module(loss.data)
-            loss.backward(xp.full(loss.shape, weight, dtype=loss.dtype))
-        return loss.item()
+def _run_replica(k, replica, loss_of, rows, weight, seed, turns) -> float:
+    """Replica ``k``'s share of a step, on the calling thread: its loss, and a backward
+    from ``weight`` (count / total) unless no item counts; done, whatever happens, so
+    that no other replica waits for it."""
+    try:
+        with backend.thread_generator(np.random.default_rng(seed)):
+            loss = loss_of(replica, *rows)
+            if weight:
+                xp = backend.get_array_module(loss.data)
+                loss.backward(xp.full(loss.shape, weight, dtype=loss.dtype))
+            return loss.item()
+    finally:
+        turns.finish(k)
 
 
-__all__ = ["DataParallel"]
+__all__ = ["DataParallel", "SharedGradient"]
