@@ -64,15 +64,14 @@ class DataParallel:
         if threads > 1:
             backend.require_threadpoolctl()
         self.model, self.threads = model, int(threads)
+        self._turns = _Turns(model.parameters())
         self.replicas = [model] if self.threads == 1 else [self._replica(k) for k in range(self.threads)]
         self._modules = [list(replica.modules()) for replica in self.replicas]
         self._pool = ThreadPoolExecutor(self.threads - 1, "replica") if self.threads > 1 else None
 
     def _replica(self, k: int) -> Module:
-        if k == 0:
-            self._turns = _Turns(self.model.parameters())
-            self._index = {id(p): i for i, p in enumerate(self.model.parameters())}
-        return self.model.replica(lambda p: SharedGradient(p, k, self._index[id(p)], self._turns))
+        index = {id(p): i for i, p in enumerate(self._turns.originals)}
+        return self.model.replica(lambda p: SharedGradient(p, k, index[id(p)], self._turns))
 
     def backward(self, loss_of, *batch, count=None) -> float:
         """Run ``loss_of(replica, *rows)`` and its backward on each replica's contiguous
