@@ -34,7 +34,7 @@ WHY = {  # op class -> why its backward needs what it saves
     "Pow": "both inputs and the output",
     "Exp": "the output: d e^x = e^x",
     "Log": "x: d log x = 1/x",
-    "ReLU": "the output: its sign is the mask",
+    "ReLU": "the mask x > 0 (1 byte per element)",
     "GELU": "x and tanh(u), both in the derivative",
     "ExactGELU": "x and Phi(x), both in the derivative",
     "Tanh": "the output: 1 - y^2",

@@ -96,7 +96,21 @@ def test_a_node_names_what_it_saved_and_release_drops_it():
     assert sorted(node.saved_arrays()) == ["mean", "rstd", "weight", "x"]
     assert node.saved_arrays()["rstd"].shape == (2, 1)
     node.release()
-    assert node.saved_arrays() == {} and node.inputs == () and node.released
+    assert node.saved_arrays() == {} and node.parents == () and node.released
+
+
+def test_the_graph_holds_no_intermediate_that_no_backward_saved():
+    import gc
+    import weakref
+    x = Tensor(np.array([-1.0, 2.0, 3.0]), requires_grad=True)
+    shifted = x + 1.0  # Add saves nothing; ReLU saves only its mask
+    gone_tensor, gone_array = weakref.ref(shifted), weakref.ref(shifted.data)
+    loss = (shifted.relu() * 3.0).sum()
+    del shifted
+    gc.collect()
+    assert gone_tensor() is None and gone_array() is None
+    loss.backward()
+    np.testing.assert_array_equal(x.grad, [0.0, 3.0, 3.0])
 
 
 def test_a_forward_knows_no_gradient_is_wanted_under_no_grad():

@@ -17,17 +17,17 @@ import os
 from dataclasses import dataclass, field
 
 from .errors import ArgumentError, GraphError, MissingDependencyError
-from .tensor import Tensor
+from .tensor import Tensor, graph_order
 
 
 def _functions(tensor: Tensor):
-    """(tensors in the order the backward visits them, their creators in that order).
+    """(the Functions and leaves in the order the backward visits them, the Functions alone).
     Raises GraphError when there is no graph, or it was freed by a backward."""
     if not isinstance(tensor, Tensor) or tensor.creator is None:
         raise GraphError("graph: this tensor has no graph (a leaf, or made under no_grad or from inputs "
                          "that require no gradient)")
-    order = tensor._topological_order()
-    functions = [t.creator for t in order if t.creator is not None]
+    order = graph_order(tensor.creator)
+    functions = [node for node in order if not isinstance(node, Tensor)]
     if any(fn.released for fn in functions):
         raise GraphError("graph: the graph was already freed by backward(); draw it before calling backward(), "
                          "or call backward(retain_graph=True)")
@@ -70,7 +70,7 @@ def saved_memory(tensor: Tensor) -> SavedMemory:
     """The arrays the graph behind ``tensor`` keeps for its backward, op by op, and the
     memory they hold in all."""
     order, functions = _functions(tensor)
-    leaves = {id(_owner(t.data)) for t in order if t.creator is None}
+    leaves = {id(_owner(t.data)) for t in order if isinstance(t, Tensor)}
     result, owners = SavedMemory(), {}
     for fn in functions:
         saved = fn.saved_arrays()
@@ -97,24 +97,23 @@ def to_dot(tensor: Tensor, params=None) -> str:
     node_of = {}  # id(Function or leaf Tensor) -> DOT node name
     lines = ["digraph backward {", "  rankdir=TB;", '  node [fontname="Helvetica", fontsize=10];']
     for t in order:
-        if t.creator is None:
+        if isinstance(t, Tensor):
             name = f"leaf{len(node_of)}"
             node_of[id(t)] = name
             label = f"{names[id(t)]}\n" if id(t) in names else "input\n"
             label += f"{t.shape} {t.dtype.name}"
             lines.append(f"  {name} [shape=box, style=filled, fillcolor=lightblue, label={_quote(label)}];")
-    for step, (t, fn) in enumerate((t, t.creator) for t in order if t.creator is not None):
+    for step, fn in enumerate(functions):
         name = f"op{step}"
         node_of[id(fn)] = name
         saved = [f"{n}: {tuple(a.shape)} {a.dtype.name}, {int(a.nbytes):,} B" for n, a in fn.saved_arrays().items()]
-        label = f"{step}. {fn.name}\n{t.shape} {t.dtype.name}" + ("\nsaves " + "\n".join(saved) if saved else "")
+        label = (f"{step}. {fn.name}\n{fn.output_shape} {fn.output_dtype.name}"
+                 + ("\nsaves " + "\n".join(saved) if saved else ""))
         lines.append(f"  {name} [shape=box, style=rounded, label={_quote(label)}];")
     for fn in functions:
-        for t in fn.inputs:
-            if t is None or not t.requires_grad:
-                continue
-            source = node_of[id(t.creator)] if t.creator is not None else node_of[id(t)]
-            lines.append(f"  {source} -> {node_of[id(fn)]};")
+        for parent in fn.parents:
+            if parent is not None:
+                lines.append(f"  {node_of[id(parent)]} -> {node_of[id(fn)]};")
     lines.append("}")
     return "\n".join(lines) + "\n"
 

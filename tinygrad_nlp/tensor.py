@@ -4,8 +4,11 @@ A ``Tensor`` wraps a NumPy or CuPy array. Every op is a ``Function`` whose ``for
 maps raw arrays to a raw array (saving on ``self`` only what its backward needs) and
 whose ``backward`` maps the upstream gradient to one gradient per input. Calling a
 Function on Tensors runs the forward and, when a gradient is wanted, links the output
-to the Function: that link is the graph. ``Tensor.backward`` walks the graph once, in
-reverse topological order, without recursion.
+to the Function and the Function to its parents: for each input, the Function that made
+it, or the input itself when it is a leaf (a parameter). Those links are the graph; it
+holds no intermediate Tensor, so an activation that no backward saved is freed as soon
+as the forward is done with it. ``Tensor.backward`` walks the graph once, in reverse
+topological order, without recursion.
 """
 from __future__ import annotations
 
@@ -65,7 +68,7 @@ class Function:
     - ``check(*arrays)`` validates the inputs, before any math (shapes, ids, axes);
     - ``forward`` keeps what its backward needs with ``self.save(name=array)``;
     - after the last backward through the node, the graph walk calls ``release()``,
-      which drops the saved arrays and the inputs. During that last backward
+      which drops the saved arrays and the links to its parents. During that last backward
       ``may_overwrite_saved`` is True: the backward may reuse saved arrays as its
       output instead of allocating new ones.
 
@@ -74,7 +77,9 @@ class Function:
     that computes gradients early does so only when they will be used.
     """
 
-    inputs: tuple = ()
+    parents: tuple = ()  # per input: the Function that made it, the leaf Tensor itself, or None (no gradient)
+    output_shape: tuple = ()
+    output_dtype = None
     floating = False  # True: integer or boolean inputs are computed in float32 (float64 if another input is)
     needs_input_grad: tuple = ()
     saved_names: tuple = ()
@@ -101,10 +106,10 @@ class Function:
                 if hasattr(value := getattr(self, name, None), "shape") and hasattr(value, "dtype")}
 
     def release(self) -> None:
-        """Drop the saved arrays and the inputs (the graph walk calls this once)."""
+        """Drop the saved arrays and the links to the parents (the graph walk calls this once)."""
         for name in self.saved_names:
             self.__dict__.pop(name, None)
-        self.saved_names, self.inputs, self.released = (), (), True
+        self.saved_names, self.parents, self.released = (), (), True
 
     @property
     def name(self) -> str:
@@ -125,8 +130,10 @@ class Function:
             raise backend.out_of_memory(error, f"{self.name} forward (inputs {_shapes(arrays)})") from None
         if _anomaly_mode:
             _check_finite(out.data, f"output of {self.name} (forward)")
-        if _grad_enabled and any(t is not None and t.requires_grad for t in tensors):
-            self.inputs = tensors
+        if any(self.needs_input_grad):
+            self.parents = tuple((t if t.creator is None else t.creator) if wants else None
+                                 for t, wants in zip(tensors, self.needs_input_grad))
+            self.output_shape, self.output_dtype = tuple(out.data.shape), out.data.dtype
             out.requires_grad = True
             out.creator = self
         return out
@@ -266,18 +273,19 @@ class Tensor:
                 raise ShapeError(f"backward(): gradient shape {tuple(grad.shape)} does not match tensor shape {self.shape}")
             grad = grad.copy()
 
-        order = self._topological_order()
-        grads = {id(self): grad}
+        if self.creator is None:  # a leaf: its gradient is the seed itself
+            self._accumulate(grad, set())
+            return
+        grads = {id(self.creator): grad}
         assigned = set()
-        for node in order:
+        for node in graph_order(self.creator):
             g = grads.pop(id(node), None)
-            fn = node.creator
-            if fn is None:  # a leaf
-                if g is not None:
-                    node._accumulate(g, assigned)
-                continue
             if g is None:
                 continue
+            if isinstance(node, Tensor):  # a leaf
+                node._accumulate(g, assigned)
+                continue
+            fn = node
             if fn.released:
                 raise GraphError(
                     f"backward through a graph that was already freed (at {fn.name}); "
@@ -290,13 +298,13 @@ class Tensor:
                 raise backend.out_of_memory(error, f"{fn.name} backward (gradient {tuple(g.shape)})") from None
             if not isinstance(input_grads, tuple):
                 input_grads = (input_grads,)
-            for t, gi in zip(fn.inputs, input_grads):
-                if gi is None or t is None or not t.requires_grad:
+            for parent, gi in zip(fn.parents, input_grads):
+                if gi is None or parent is None:
                     continue
                 if _anomaly_mode:
                     _check_finite(gi, f"gradient computed by {fn.name} (backward)")
-                previous = grads.get(id(t))
-                grads[id(t)] = gi if previous is None else previous + gi
+                previous = grads.get(id(parent))
+                grads[id(parent)] = gi if previous is None else previous + gi
             if not retain_graph:
                 fn.release()
 
@@ -315,26 +323,27 @@ class Tensor:
         else:
             self.grad = self.grad + g
 
-    def _topological_order(self):
-        """Tensors reachable from self, each after every tensor that uses it
-        (iterative depth-first search, so deep graphs do not hit the recursion limit)."""
-        order, visited = [], set()
-        stack = [(self, False)]
-        while stack:
-            node, expanded = stack.pop()
-            if expanded:
-                order.append(node)
-                continue
-            if id(node) in visited:
-                continue
-            visited.add(id(node))
-            stack.append((node, True))
-            if node.creator is not None:
-                for parent in node.creator.inputs:
-                    if parent is not None and parent.requires_grad and id(parent) not in visited:
-                        stack.append((parent, False))
-        order.reverse()
-        return order
-
     def zero_grad(self) -> None:
         self.grad = None
+
+
+def graph_order(root: Function) -> list:
+    """The Functions and leaf Tensors reachable from ``root``, each after every Function
+    that uses it: the order a backward visits them (iterative depth-first search, so
+    deep graphs do not hit the recursion limit)."""
+    order, visited = [], set()
+    stack = [(root, False)]
+    while stack:
+        node, expanded = stack.pop()
+        if expanded:
+            order.append(node)
+            continue
+        if id(node) in visited:
+            continue
+        visited.add(id(node))
+        stack.append((node, True))
+        for parent in getattr(node, "parents", ()):
+            if parent is not None and id(parent) not in visited:
+                stack.append((parent, False))
+    order.reverse()
+    return order

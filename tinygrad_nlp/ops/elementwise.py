@@ -166,16 +166,19 @@ class Log(Function):
 
 
 class ReLU(Function):
-    """y = max(x, 0).  dL/dx = g where x > 0, else 0 (the subgradient 0 at x = 0)."""
+    """y = max(x, 0).  dL/dx = g where x > 0, else 0 (the subgradient 0 at x = 0).
+
+    Keeps the one-byte mask x > 0, not y: in a feed-forward block y goes on to dropout,
+    which makes a new array, so y itself is freed as soon as dropout has read it."""
 
     def forward(self, x):
         xp = get_array_module(x)
-        y = xp.maximum(x, 0)
-        self.save(y=y)
-        return y
+        positive = x > 0
+        self.save(positive=positive)
+        return xp.maximum(x, 0)
 
     def backward(self, g):
-        return g * (self.y > 0)
+        return g * self.positive
 
 
 _GELU_C = math.sqrt(2.0 / math.pi)
