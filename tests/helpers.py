@@ -48,3 +48,27 @@ def load_example(name):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def philox4x32_10(counters, key):
+    """NumPy reference of ops/philox.cuh, vectorised over ``counters`` (an (n, 4) uint32
+    array) with one ``key`` (two uint32): the (n, 4) random words. The tests check it
+    against Random123's known answers, then the GPU kernels against it, bit for bit."""
+    c = [np.asarray(counters, dtype=np.uint64)[:, i].copy() for i in range(4)]
+    k0, k1 = np.uint64(key[0]), np.uint64(key[1])
+    low = np.uint64(0xFFFFFFFF)
+    for _ in range(10):
+        p0, p1 = np.uint64(0xD2511F53) * c[0], np.uint64(0xCD9E8D57) * c[2]
+        c = [(p1 >> np.uint64(32)) ^ c[1] ^ k0, p1 & low, (p0 >> np.uint64(32)) ^ c[3] ^ k1, p0 & low]
+        k0, k1 = (k0 + np.uint64(0x9E3779B9)) & low, (k1 + np.uint64(0xBB67AE85)) & low
+    return np.stack(c, axis=1).astype(np.uint32)
+
+
+def philox_keep_mask(n, p, key0, key1, offset):
+    """The keep mask ops/dropout.cu draws for ``n`` elements from stream (key0, key1, offset)."""
+    groups = -(-n // 4)
+    counter = np.uint64(offset) + np.arange(groups, dtype=np.uint64)
+    counters = np.stack([counter & np.uint64(0xFFFFFFFF), counter >> np.uint64(32),
+                         np.zeros_like(counter), np.zeros_like(counter)], axis=1)
+    words = philox4x32_10(counters, (key0, key1)).reshape(-1)[:n]
+    return words >= np.uint32(min(round(p * 2 ** 32), 2 ** 32 - 1))

@@ -130,9 +130,17 @@ def test_gpu_out_of_memory_names_the_device_and_the_pool():
 
 
 def test_fused_kernels_are_off_unless_named_and_only_on_the_gpu(monkeypatch):
-    assert backend.fused_kernels_from("") == set() and backend.fused_kernels_from("all") == {"layer_norm", "softmax"}
+    assert backend.fused_kernels_from("") == set()
+    assert backend.fused_kernels_from("all") == {"layer_norm", "softmax", "dropout", "adam"}
     assert backend.fused_kernels_from(" layer_norm, ") == {"layer_norm"}
-    with pytest.warns(UserWarning, match=r"unknown kernel\(s\) \['softmaxx'\], known: \['layer_norm', 'softmax'\]"):
+    known = r"known: \['layer_norm', 'softmax', 'dropout', 'adam'\]"
+    with pytest.warns(UserWarning, match=r"unknown kernel\(s\) \['softmaxx'\], " + known):
         assert backend.fused_kernels_from("softmaxx,layer_norm") == {"layer_norm"}
     monkeypatch.setattr(backend, "fused_kernels", {"layer_norm"})
     assert not backend.use_fused_kernel("layer_norm", np.ones(3, np.float32))  # NumPy arrays: never
+    before = backend.philox_stream(0)
+    assert backend.philox_stream(9)[2] == before[2] and backend.philox_stream(1)[2] == before[2] + 3  # 4 a counter
+    backend.manual_seed(4)
+    first = backend.philox_stream(5)
+    backend.manual_seed(4)
+    assert backend.philox_stream(5) == first and first[2] == 0

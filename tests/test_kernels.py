@@ -1,11 +1,14 @@
 """Every CUDA kernel source beside an op compiles with nvcc (to PTX), so a typo fails
 here rather than on a lent GPU. Skipped with one line where nvcc is not installed."""
 import pathlib
+import re
 import shutil
 import subprocess
 
+import numpy as np
 import pytest
 
+from tests.helpers import philox4x32_10, philox_keep_mask
 from tinygrad_nlp import backend
 
 KERNELS = sorted((pathlib.Path(__file__).resolve().parents[1] / "tinygrad_nlp").rglob("*.cu"))
@@ -33,3 +36,59 @@ def test_kernel_code_writes_in_the_headers_beside_it(tmp_path):
     (tmp_path / "op.cu").write_text('// op\n#include "shared.cuh"\n#include <cstdint>\nint use = 1;\n')
     code = backend.kernel_code(tmp_path / "op.cu")
     assert code == "// op\n__device__ int twice(int a) { return 2 * a; }\n#include <cstdint>\nint use = 1;\n"
+
+
+KNOWN_ANSWERS = [  # Random123's kat_vectors for Philox4x32-10: counter, key, output
+    ((0, 0, 0, 0), (0, 0), (0x6627E8D5, 0xE169C58D, 0xBC57AC4C, 0x9B00DBD8)),
+    ((0xFFFFFFFF,) * 4, (0xFFFFFFFF,) * 2, (0x408F276D, 0x41C83B0E, 0xA20BC7C6, 0x6D5451FD)),
+    ((0x243F6A88, 0x85A308D3, 0x13198A2E, 0x03707344), (0xA4093822, 0x299F31D0),
+     (0xD16CFE09, 0x94FDCCEB, 0x5001E420, 0x24126EA1)),
+]
+
+
+@pytest.mark.parametrize("counter, key, expected", KNOWN_ANSWERS)
+def test_the_numpy_philox_reference_gives_the_known_answers(counter, key, expected):
+    words = philox4x32_10(np.array([counter], dtype=np.uint32), key)
+    assert tuple(int(w) for w in words[0]) == expected
+
+
+def test_philox_keep_mask_drops_at_the_rate_asked():
+    keep = philox_keep_mask(400_000, 0.1, 12345, 678, offset=10)
+    assert abs(1 - keep.mean() - 0.1) < 0.003  # 6 standard deviations
+    shifted = philox_keep_mask(400_000 - 40, 0.1, 12345, 678, offset=20)  # 10 counters on
+    np.testing.assert_array_equal(shifted, keep[40:])
+
+
+def test_the_kernels_philox_header_runs_on_the_host_and_matches_the_reference(tmp_path):
+    """ops/philox.cuh compiled by nvcc into a host program: the known answers, and the
+    words of 64 counters near a 32-bit carry, against the NumPy reference."""
+    nvcc = shutil.which("nvcc") or shutil.which("/usr/local/cuda/bin/nvcc")
+    if not nvcc or not (shutil.which("g++") or shutil.which("c++")):
+        pytest.skip("nvcc or a host C++ compiler is not installed: philox.cuh not run on the host")
+    counters = [c for c, _, _ in KNOWN_ANSWERS] + [((2 ** 32 - 32 + i) & 0xFFFFFFFF, (2 ** 32 - 32 + i) >> 32, 7, 0)
+                                                    for i in range(64)]
+    keys = [k for _, k, _ in KNOWN_ANSWERS] + [(0x01234567, 0x89ABCDEF)] * 64
+    calls = "\n".join(f"    show(philox4x32_10({c[0]}u, {c[1]}u, {c[2]}u, {c[3]}u, {k[0]}u, {k[1]}u));"
+                      for c, k in zip(counters, keys))
+    program = tmp_path / "philox_host.cu"
+    program.write_text('#include <cstdio>\n#include "philox.cuh"\n'
+                       'void show(Philox4 r) { printf("%u %u %u %u\\n", r.word[0], r.word[1], r.word[2], r.word[3]); }\n'
+                       f"int main() {{\n{calls}\n}}\n")
+    ops = pathlib.Path(__file__).resolve().parents[1] / "tinygrad_nlp" / "ops"
+    built = subprocess.run([nvcc, "-I", str(ops), "-o", str(tmp_path / "philox_host"), str(program)],
+                           capture_output=True, text=True)
+    assert built.returncode == 0, built.stderr
+    ran = subprocess.run([str(tmp_path / "philox_host")], capture_output=True, text=True, check=True)
+    words = np.array([[int(w) for w in line.split()] for line in ran.stdout.splitlines()], dtype=np.uint32)
+    assert [tuple(int(w) for w in row) for row in words[:3]] == [e for _, _, e in KNOWN_ANSWERS]
+    expected = np.concatenate([philox4x32_10(np.array([c], dtype=np.uint32), k) for c, k in zip(counters, keys)])
+    np.testing.assert_array_equal(words, expected)
+
+
+@pytest.mark.parametrize("source", KERNELS, ids=lambda p: p.name)
+def test_the_guide_section_a_kernel_names_exists(source):
+    guide = (pathlib.Path(__file__).resolve().parents[1] / "docs" / "backward.md").read_text(encoding="utf-8")
+    anchors = {re.sub(r"[^a-z0-9 -]", "", line[3:].strip().lower()).replace(" ", "-")
+               for line in guide.splitlines() if line.startswith("## ")}
+    named = re.findall(r"docs/backward\.md#([a-z0-9-]+)", source.read_text(encoding="utf-8"))
+    assert named and set(named) <= anchors, f"{source.name} names {named}; the guide has {sorted(anchors)}"

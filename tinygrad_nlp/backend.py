@@ -156,12 +156,29 @@ _rng_cuda = None
 _seed = None
 
 
+_philox_key = tuple(int(w) for w in np.random.SeedSequence().generate_state(2))
+_philox_offset = 0
+
+
 def manual_seed(seed: int) -> None:
     """Seed parameter initialisation and dropout on both backends."""
-    global _rng_cpu, _rng_cuda, _seed
+    global _rng_cpu, _rng_cuda, _seed, _philox_key, _philox_offset
     _seed = int(seed)
     _rng_cpu = np.random.default_rng(_seed)
     _rng_cuda = _cupy.random.RandomState(_seed) if cuda_available() else None
+    _philox_key = tuple(int(w) for w in np.random.SeedSequence(_seed).generate_state(2))
+    _philox_offset = 0
+
+
+def philox_stream(n: int) -> tuple:
+    """(key word 0, key word 1, first counter) for a kernel that draws ``n`` numbers
+    from the counter-based generator of ops/philox.cuh, four per counter: the key comes
+    from the seed, and the counters each call gets are new ones, so every call draws
+    fresh numbers, the same on every run from one seed, with no device round trip."""
+    global _philox_offset
+    offset = _philox_offset
+    _philox_offset += -(-int(n) // 4)
+    return _philox_key + (offset,)
 
 
 _thread = threading.local()  # a CPU generator of this thread's own (nn.DataParallel's replicas)
@@ -407,9 +424,9 @@ def per_device(cpu, cuda):
 # A fused CUDA kernel beside an op runs only when switched on by name: each is written and
 # compiled in CI (tests/test_kernels.py) but becomes a default only after the `gpu` tests
 # have run it against CuPy's generic array code on a real GPU. None has been yet, so the
-# set starts empty; TINYGRAD_NLP_FUSED_KERNELS=layer_norm,softmax (names, comma-separated, or
+# set starts empty; TINYGRAD_NLP_FUSED_KERNELS=layer_norm,dropout (names, comma-separated, or
 # "all") switches kernels on, as benchmarks/gpu_report.py does to test and time them.
-FUSED_KERNEL_NAMES = ("layer_norm", "softmax")
+FUSED_KERNEL_NAMES = ("layer_norm", "softmax", "dropout", "adam")
 
 
 def fused_kernels_from(setting: str) -> set:
@@ -454,6 +471,16 @@ def kernel_code(source_path: str) -> str:
         if header and os.path.exists(os.path.join(folder, header)):
             lines[i] = kernel_code(os.path.join(folder, header)).replace("#pragma once\n", "")
     return "".join(lines)
+
+
+def launch_flat(source_path: str, name: str, x, args, items_per_thread: int = 1) -> None:
+    """Run the kernel ``name``_f32 or _f64 (by ``x``'s dtype) of ``source_path`` over
+    ``x``'s elements, ``items_per_thread`` to a thread, 256 threads to a block, at most
+    65,536 blocks (the kernel covers the rest with a grid-stride loop)."""
+    work = -(-int(x.size) // items_per_thread)
+    blocks = max(1, min(-(-work // 256), 1 << 16))
+    suffix = "f32" if x.dtype == np.float32 else "f64"
+    load_kernel(source_path, f"{name}_{suffix}")((blocks,), (256,), args)
 
 
 def launch_per_row(source_path: str, name: str, x, args) -> None:

@@ -6,6 +6,9 @@ allocates no new parameter-sized arrays.
 from __future__ import annotations
 
 import math
+import pathlib
+
+import numpy as np
 
 from . import backend
 from .backend import rows_per_block
@@ -13,6 +16,7 @@ from .errors import ArgumentError, CheckpointError
 from .nn.flat import flatten
 
 _SCRATCH = ("decayed_grad",)  # per-step work buffers, not state
+_ADAM_KERNEL = pathlib.Path(__file__).with_name("adam.cu")  # the whole step in one launch on the GPU
 
 
 def _pieces(xp, arrays, scratch):
@@ -185,7 +189,8 @@ class Adam(Optimizer):
     to the gradient; m and v are bias-corrected:
         g += wd * p;  m = b1 m + (1 - b1) g;  v = b2 v + (1 - b2) g^2
         p -= lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps)
-    """
+    On the GPU, with ``backend.use_fused_kernel("adam", ...)``, the whole step over a
+    flat buffer is one kernel (adam.cu)."""
 
     decoupled = False
 
@@ -199,15 +204,21 @@ class Adam(Optimizer):
         t = self.step_count
         m = self._buffer(state, "exp_avg", p)
         v = self._buffer(state, "exp_avg_sq", p)
-        if not self.decoupled:
-            g = self._with_weight_decay(p, g, state)
-        elif self.weight_decay:
-            p *= 1 - self.lr * self.weight_decay
         # lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps), the two bias
         # corrections folded into the step size and epsilon (one pass fewer)
         root_c2 = math.sqrt(1 - b2 ** t)
         step_size = self.lr * root_c2 / (1 - b1 ** t)
         eps = self.eps * root_c2
+        if backend.use_fused_kernel("adam", p, g, m, v) and all(a.flags.c_contiguous for a in (p, g, m, v)):
+            wd_l2, shrink = (0.0, 1 - self.lr * self.weight_decay) if self.decoupled else (self.weight_decay, 1.0)
+            scalars = (b1, 1 - b1, b2, 1 - b2, step_size, eps, wd_l2, shrink)
+            backend.launch_flat(_ADAM_KERNEL, "adam", p, (p, g, m, v, np.int64(p.size))
+                                + tuple(p.dtype.type(s) for s in scalars))
+            return
+        if not self.decoupled:
+            g = self._with_weight_decay(p, g, state)
+        elif self.weight_decay:
+            p *= 1 - self.lr * self.weight_decay
         for p_, g_, m_, v_, s_ in _pieces(xp, (p, g, m, v), self._scratch(p)):
             m_ *= b1
             xp.multiply(g_, 1 - b1, out=s_)

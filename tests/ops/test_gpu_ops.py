@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 import tinygrad_nlp.functional as F
+from tests.helpers import philox_keep_mask
 from tinygrad_nlp import Tensor, backend, manual_seed
 from tinygrad_nlp.testing import CASES, small_inputs
 
@@ -36,6 +37,73 @@ def test_dropout_on_gpu():
     assert abs(dropped.mean() - 0.25) < 0.01
     y.backward(backend.to_device(np.ones(y.shape, np.float32), "cuda"))
     np.testing.assert_array_equal(backend.asnumpy(x.grad) == 0, dropped)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(1,), (5, 3), (7, 129), (3, 1000, 37)])
+def test_fused_dropout_kernel_draws_the_reference_mask_and_draws_it_again_in_the_backward(shape, dtype, monkeypatch):
+    """ops/dropout.cu: the kept elements are exactly those of the NumPy Philox reference
+    (tests/helpers.py), scaled by 1/(1-p); the backward draws the same mask (sizes not a
+    multiple of four, one and several launches' worth)."""
+    monkeypatch.setattr(backend, "fused_kernels", {"dropout"})
+    manual_seed(3)
+    rng = np.random.default_rng(0)
+    x, g = rng.standard_normal(shape).astype(dtype) + 10, rng.standard_normal(shape).astype(dtype)
+    p, scale = 0.3, dtype(1 / 0.7)
+    for _ in range(2):  # a second call draws new numbers from the next counters
+        key0, key1, offset = backend.philox_stream(0)  # where the next draw starts
+        xt = Tensor(x).to("cuda")
+        xt.requires_grad = True
+        y = F.dropout(xt, p)
+        assert y.creator.saved_arrays() == {}  # no mask kept
+        y.backward(backend.to_device(g, "cuda"))
+        keep = philox_keep_mask(x.size, p, key0, key1, offset).reshape(shape)
+        np.testing.assert_array_equal(y.numpy(), np.where(keep, x * scale, 0))
+        np.testing.assert_array_equal(backend.asnumpy(xt.grad), np.where(keep, g * scale, 0))
+
+
+def test_fused_dropout_is_seeded_drops_at_rate_p_and_takes_any_layout(monkeypatch):
+    monkeypatch.setattr(backend, "fused_kernels", {"dropout"})
+    x = backend.to_device(np.ones((400, 2500), dtype=np.float32), "cuda")
+    draws = []
+    for _ in range(2):
+        manual_seed(11)
+        draws.append(F.dropout(Tensor(x), 0.1).numpy())
+    np.testing.assert_array_equal(draws[0], draws[1])
+    assert abs((draws[0] == 0).mean() - 0.1) < 0.003
+    manual_seed(11)
+    transposed = F.dropout(Tensor(x.T), 0.1).numpy()  # not contiguous: copied first
+    np.testing.assert_array_equal(transposed, draws[0].reshape(2500, 400))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_attention_with_the_fused_dropout_kernel_matches_the_generic_path_with_the_same_mask(dtype, monkeypatch):
+    """Attention's dropout on the probabilities through ops/dropout.cu (mask not saved,
+    drawn again in the backward) against the generic path given the Philox mask itself."""
+    import tinygrad_nlp.ops.attention as attention
+
+    def reference_mask(xp, shape, p):
+        n = int(np.prod(shape))
+        return backend.to_device(philox_keep_mask(n, p, *backend.philox_stream(n)).reshape(shape), "cuda")
+
+    rng = np.random.default_rng(0)
+    qkv, g = rng.standard_normal((3, 7, 3 * 16)).astype(dtype), rng.standard_normal((3, 7, 16)).astype(dtype)
+    mask = backend.to_device(np.arange(7)[None] < np.array([[7], [4], [1]]), "cuda")
+    results = {}
+    for fused in (False, True):
+        monkeypatch.setattr(backend, "fused_kernels", {"dropout"} if fused else set())
+        monkeypatch.setattr(attention, "keep_mask", reference_mask)
+        manual_seed(5)
+        x = Tensor(qkv).to("cuda")
+        x.requires_grad = True
+        out = F.self_attention(x, 4, mask=mask, dropout_p=0.25)
+        if fused:
+            assert "keep" not in out.creator.saved_arrays()
+        out.backward(backend.to_device(g, "cuda"))
+        results[fused] = [out.numpy(), backend.asnumpy(x.grad)]
+    tol = dict(rtol=1e-4, atol=1e-5) if dtype == np.float32 else dict(rtol=1e-10, atol=1e-12)
+    for generic, kernel in zip(results[False], results[True]):
+        np.testing.assert_allclose(kernel, generic, **tol)
 
 
 def test_tensor_moves_between_devices():
