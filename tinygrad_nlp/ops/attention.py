@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import math
 
-from ..backend import get_array_module, keep_mask, philox_stream, rows_per_block, use_fused_kernel
+from ..backend import get_array_module, keep_mask, philox_stream, rows_per_block
 from ..errors import ShapeError
 from ..tensor import Function, array_of
 from .checks import broadcast_shape, check_probability
-from .dropout import fused_dropout
+from .dropout import fused_dropout, fused_dropout_wanted
 from .softmax import softmax_backward, softmax_rows
 
 
@@ -84,7 +84,7 @@ class ScaledDotProductAttention(Function):
         keep = None
         if self.training and self.dropout_p > 0:
             self.drop_scale = q.dtype.type(0.0 if self.dropout_p == 1 else 1.0 / (1.0 - self.dropout_p))
-            if self.dropout_p < 1 and use_fused_kernel("dropout", q):
+            if fused_dropout_wanted(self.dropout_p, q):
                 self.streams = {}  # per batch block: the Philox stream its mask is drawn from, twice
             else:
                 keep = keep_mask(xp, (B, H, Tq, Tk), self.dropout_p)

@@ -32,7 +32,7 @@ class Dropout(Function):
         self.scale = 0.0 if self.p == 1.0 else 1.0 / (1.0 - self.p)
 
     def forward(self, x):
-        if self.p < 1 and use_fused_kernel("dropout", x):
+        if fused_dropout_wanted(self.p, x):
             self.stream = philox_stream(x.size)
             return fused_dropout(x, self.p, self.scale, self.stream)
         keep = keep_mask(get_array_module(x), x.shape, self.p)
@@ -52,6 +52,12 @@ class Dropout(Function):
 
 
 KERNEL_SOURCE = pathlib.Path(__file__).with_name("dropout.cu")
+
+
+def fused_dropout_wanted(p, x) -> bool:
+    """Whether dropout with probability ``p`` of ``x`` runs in ops/dropout.cu: the kernel
+    is switched on, x is a CuPy array, and p < 1 (p = 1 drops everything: the generic path)."""
+    return p < 1 and use_fused_kernel("dropout", x)
 
 
 def fused_dropout(x, p, scale, stream):
