@@ -6,7 +6,7 @@ import os
 import numpy as np
 import pytest
 
-from tinygrad_nlp import Tensor
+from tinygrad_nlp import Tensor, backend
 from tinygrad_nlp.gradcheck import gradcheck, max_relative_error
 
 try:
@@ -72,3 +72,24 @@ def philox_keep_mask(n, p, key0, key1, offset):
                          np.zeros_like(counter), np.zeros_like(counter)], axis=1)
     words = philox4x32_10(counters, (key0, key1)).reshape(-1)[:n]
     return words >= np.uint32(min(round(p * 2 ** 32), 2 ** 32 - 1))
+
+
+def cuda_leaves(*arrays):
+    """The arrays as CuPy Tensors that want gradients."""
+    tensors = [Tensor(a).to("cuda") for a in arrays]
+    for t in tensors:
+        t.requires_grad = True
+    return tensors
+
+
+def assert_kernel_matches_generic(monkeypatch, kernel, run, dtype, tol=None):
+    """``run(fused)`` (-> arrays) once on CuPy's generic path and once with the fused CUDA
+    ``kernel`` switched on: the same results within float rounding (``tol`` or a default
+    per dtype)."""
+    results = {}
+    for fused in (False, True):
+        monkeypatch.setattr(backend, "fused_kernels", {kernel} if fused else set())
+        results[fused] = [backend.asnumpy(a) for a in run(fused)]
+    tol = tol or (dict(rtol=1e-4, atol=1e-5) if dtype == np.float32 else dict(rtol=1e-10, atol=1e-12))
+    for generic, with_kernel in zip(results[False], results[True], strict=True):
+        np.testing.assert_allclose(with_kernel, generic, **tol)

@@ -144,9 +144,9 @@ def test_gpu_out_of_memory_names_the_device_and_the_pool():
 
 def test_fused_kernels_are_off_unless_named_and_only_on_the_gpu(monkeypatch):
     assert backend.fused_kernels_from("") == set()
-    assert backend.fused_kernels_from("all") == {"layer_norm", "softmax", "dropout", "adam"}
+    assert backend.fused_kernels_from("all") == {"layer_norm", "softmax", "dropout", "adam", "bias_activation"}
     assert backend.fused_kernels_from(" layer_norm, ") == {"layer_norm"}
-    known = r"known: \['layer_norm', 'softmax', 'dropout', 'adam'\]"
+    known = r"known: \['layer_norm', 'softmax', 'dropout', 'adam', 'bias_activation'\]"
     with pytest.warns(UserWarning, match=r"unknown kernel\(s\) \['softmaxx'\], " + known):
         assert backend.fused_kernels_from("softmaxx,layer_norm") == {"layer_norm"}
     monkeypatch.setattr(backend, "fused_kernels", {"layer_norm"})

@@ -22,7 +22,7 @@ def test_graph_pictures_and_saved_table_are_current():
         assert os.path.getsize(os.path.join(ROOT, "docs", "images", f"encoder_layer_{kind}.svg")) > 0
 
 
-@pytest.mark.parametrize("name", ["embedding", "linear", "softmax", "cross_entropy", "gelu_exact",
+@pytest.mark.parametrize("name", ["embedding", "linear", "linear_gelu", "softmax", "cross_entropy", "gelu_exact",
                                   "linear_cross_entropy", "layer_norm", "dropout", "attention",
                                   "self_attention", "encoder_pre_norm", "encoder_post_norm"])
 def test_check_commands_print_what_the_guide_says(name):

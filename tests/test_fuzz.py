@@ -77,8 +77,8 @@ def test_matmul(a, b, dtype, seed):
 
 
 @given(x_shape=small_shapes, out_features=dims, in_features=dims, bias=st.booleans(), bias_len=dims,
-       dtype=float_dtypes, seed=st.integers(0, 99))
-def test_linear(x_shape, out_features, in_features, bias, bias_len, dtype, seed):
+       activation=st.sampled_from([None, "relu", "gelu", "gelu_tanh"]), dtype=float_dtypes, seed=st.integers(0, 99))
+def test_linear(x_shape, out_features, in_features, bias, bias_len, activation, dtype, seed):
     x = values(x_shape, dtype, seed)
     w = values((out_features, in_features), dtype, seed + 1)
     b = values((bias_len,), dtype, seed + 2) if bias else None
@@ -87,8 +87,14 @@ def test_linear(x_shape, out_features, in_features, bias, bias_len, dtype, seed)
     def reference():
         if x.ndim == 0 or x.shape[-1] != in_features or (bias and bias_len != out_features):
             raise Rejected("shapes")
-        return x @ w.T + (b if bias else 0)
-    run_case(lambda: F.linear(*tensors), reference, tensors)
+        z = x @ w.T + (b if bias else 0)
+        if activation == "relu":
+            return np.maximum(z, 0)
+        if activation is not None:  # through the C library's erf, or the tanh form
+            return z * (0.5 * (1 + np.vectorize(math.erf, otypes=[float])(z / math.sqrt(2))) if activation == "gelu" else
+                        0.5 * (1 + np.tanh(np.sqrt(2 / np.pi) * (z + 0.044715 * z ** 3))))
+        return z
+    run_case(lambda: F.linear(*tensors, activation=activation), reference, tensors)
 
 
 @given(ids_shape=small_shapes, vocab=st.integers(1, 6), width=dims, kind=st.sampled_from(["ok", "any", "float"]),

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import tinygrad_nlp.functional as F
+from tests.helpers import assert_kernel_matches_generic
 from tinygrad_nlp import backend, checkpoint, manual_seed
 from tinygrad_nlp.models import MaskedLanguageModel, TextClassifier
 from tinygrad_nlp.optim import Adam
@@ -106,9 +107,8 @@ def test_fused_adam_kernel_matches_the_generic_gpu_path(optimizer, weight_decay,
     """adam.cu against the generic CuPy update: five steps over the flat buffer, then
     five with one parameter left without a gradient (each parameter updated alone)."""
     from tinygrad_nlp.optim import create_optimizer
-    results = {}
-    for fused in (False, True):
-        monkeypatch.setattr(backend, "fused_kernels", {"adam"} if fused else set())
+
+    def run(fused):
         mlm = models(dtype)[0].to("cuda")
         opt = create_optimizer(optimizer, mlm.parameters(), lr=1e-2, weight_decay=weight_decay)
         rng = np.random.default_rng(0)
@@ -117,8 +117,7 @@ def test_fused_adam_kernel_matches_the_generic_gpu_path(optimizer, weight_decay,
                 grad = rng.standard_normal(p.shape).astype(dtype)
                 p.grad = None if step >= 5 and i == 0 else backend.to_device(grad, "cuda")
             opt.step()
-        results[fused] = [backend.asnumpy(p.data) for p in mlm.parameters()] + \
-            [backend.asnumpy(v) for s in opt.state for k, v in sorted(s.items()) if k != "decayed_grad"]
+        return [p.data for p in mlm.parameters()] + \
+            [v for s in opt.state for k, v in sorted(s.items()) if k != "decayed_grad"]
     tol = dict(rtol=1e-5, atol=1e-6) if dtype == np.float32 else dict(rtol=1e-12, atol=1e-14)
-    for generic, kernel in zip(results[False], results[True], strict=True):
-        np.testing.assert_allclose(kernel, generic, **tol)
+    assert_kernel_matches_generic(monkeypatch, "adam", run, dtype, tol)

@@ -54,10 +54,11 @@ def test_one_encoder_layer_graph_names_every_parameter_and_saves_attention_proba
     assert leaf_names == sorted(["input"] + [n for n, _ in layer.named_parameters()])
     op_names = [label.split("\n")[0].split(". ")[1] for name, label in sorted(nodes.items(), key=lambda kv: int(
         kv[0][2:]) if kv[0].startswith("op") else -1) if name.startswith("op")]
-    assert op_names == ["Mean", "Add", "Dropout", "Linear", "Dropout", "ReLU", "Linear", "LayerNorm", "Add", "Dropout",
+    assert op_names == ["Mean", "Add", "Dropout", "Linear", "Dropout", "Linear", "LayerNorm", "Add", "Dropout",
                         "Linear", "PackedSelfAttention", "Linear", "LayerNorm"]
     attention = next(label for label in nodes.values() if "PackedSelfAttention" in label)
     assert "probs: (2, 2, 4, 4) float32, 256 B" in attention and "keep: (2, 2, 4, 4) bool, 64 B" in attention
+    assert any("positive: (8, 16) bool, 128 B" in label for label in nodes.values())  # linear1 with its ReLU
     assert len(edges) == sum(1 for fn in graph._functions(loss)[1] for p in fn.parents if p is not None)
 
 

@@ -10,6 +10,7 @@ import pytest
 
 from tests.helpers import philox4x32_10, philox_keep_mask
 from tinygrad_nlp import backend
+from tinygrad_nlp.ops.elementwise import ACTIVATIONS
 
 KERNELS = sorted((pathlib.Path(__file__).resolve().parents[1] / "tinygrad_nlp").rglob("*.cu"))
 
@@ -62,27 +63,58 @@ def test_philox_keep_mask_drops_at_the_rate_asked():
 def test_the_kernels_philox_header_runs_on_the_host_and_matches_the_reference(tmp_path):
     """ops/philox.cuh compiled by nvcc into a host program: the known answers, and the
     words of 64 counters near a 32-bit carry, against the NumPy reference."""
-    nvcc = shutil.which("nvcc") or shutil.which("/usr/local/cuda/bin/nvcc")
-    if not nvcc or not (shutil.which("g++") or shutil.which("c++")):
-        pytest.skip("nvcc or a host C++ compiler is not installed: philox.cuh not run on the host")
     counters = [c for c, _, _ in KNOWN_ANSWERS] + [((2 ** 32 - 32 + i) & 0xFFFFFFFF, (2 ** 32 - 32 + i) >> 32, 7, 0)
                                                     for i in range(64)]
     keys = [k for _, k, _ in KNOWN_ANSWERS] + [(0x01234567, 0x89ABCDEF)] * 64
     calls = "\n".join(f"    show(philox4x32_10({c[0]}u, {c[1]}u, {c[2]}u, {c[3]}u, {k[0]}u, {k[1]}u));"
                       for c, k in zip(counters, keys))
-    program = tmp_path / "philox_host.cu"
-    program.write_text('#include <cstdio>\n#include "philox.cuh"\n'
-                       'void show(Philox4 r) { printf("%u %u %u %u\\n", r.word[0], r.word[1], r.word[2], r.word[3]); }\n'
-                       f"int main() {{\n{calls}\n}}\n")
-    ops = pathlib.Path(__file__).resolve().parents[1] / "tinygrad_nlp" / "ops"
-    built = subprocess.run([nvcc, "-I", str(ops), "-o", str(tmp_path / "philox_host"), str(program)],
-                           capture_output=True, text=True)
-    assert built.returncode == 0, built.stderr
-    ran = subprocess.run([str(tmp_path / "philox_host")], capture_output=True, text=True, check=True)
+    program = build_host_program(tmp_path, "philox_host", (
+        '#include <cstdio>\n#include "philox.cuh"\n'
+        'void show(Philox4 r) { printf("%u %u %u %u\\n", r.word[0], r.word[1], r.word[2], r.word[3]); }\n'
+        f"int main() {{\n{calls}\n}}\n"))
+    ran = subprocess.run([str(program)], capture_output=True, text=True, check=True)
     words = np.array([[int(w) for w in line.split()] for line in ran.stdout.splitlines()], dtype=np.uint32)
     assert [tuple(int(w) for w in row) for row in words[:3]] == [e for _, _, e in KNOWN_ANSWERS]
     expected = np.concatenate([philox4x32_10(np.array([c], dtype=np.uint32), k) for c, k in zip(counters, keys)])
     np.testing.assert_array_equal(words, expected)
+
+
+def build_host_program(tmp_path, name, text):
+    """``text`` compiled by nvcc into a host program (the ops folder on the include
+    path) and its path; skipped with one line without nvcc or a host C++ compiler."""
+    nvcc = shutil.which("nvcc") or shutil.which("/usr/local/cuda/bin/nvcc")
+    if not nvcc or not (shutil.which("g++") or shutil.which("c++")):
+        pytest.skip(f"nvcc or a host C++ compiler is not installed: {name} not run on the host")
+    program = tmp_path / f"{name}.cu"
+    program.write_text(text)
+    ops = pathlib.Path(__file__).resolve().parents[1] / "tinygrad_nlp" / "ops"
+    built = subprocess.run([nvcc, "-I", str(ops), "-o", str(tmp_path / name), str(program)],
+                           capture_output=True, text=True)
+    assert built.returncode == 0, built.stderr
+    return tmp_path / name
+
+
+def test_the_bias_activation_kernels_math_runs_on_the_host_and_matches_the_numpy_path(tmp_path):
+    """activation() and slope() of ops/bias_activation.cu, compiled for the host, in
+    float64 and float32, against ACTIVATIONS' forward and backward (g = 1)."""
+    xs = np.concatenate([np.linspace(-6, 6, 49), [0.0, 1e-3, -1e-3, 9.0, -9.0]])
+    values = ", ".join(repr(float(x)) for x in xs)
+    program = build_host_program(tmp_path, "activation_host", (
+        '#include <cstdio>\n#include "bias_activation.cu"\n'
+        f"int main() {{\n    const double xs[] = {{{values}}};\n"
+        "    for (int kind = 1; kind <= 3; ++kind) for (double x : xs)\n"
+        '        printf("%.17g %.17g %.9g %.9g\\n", activation(x, kind), slope(x, kind),\n'
+        "               activation((float)x, kind), slope((float)x, kind));\n}\n"))
+    ran = subprocess.run([str(program)], capture_output=True, text=True, check=True)
+    rows = np.array([[float(v) for v in line.split()] for line in ran.stdout.splitlines()]).reshape(3, xs.size, 4)
+    for kind, name in enumerate(["relu", "gelu", "gelu_tanh"]):
+        activation = ACTIVATIONS[name]
+        for dtype, columns, tol in ((np.float64, (0, 1), 1e-13), (np.float32, (2, 3), 2e-6)):
+            x = xs.astype(dtype)
+            y, saved = activation.forward(x)
+            slope = activation.backward(np.ones_like(x), *saved)
+            np.testing.assert_allclose(rows[kind][:, columns[0]], y, rtol=tol, atol=tol, err_msg=f"{name} {dtype}")
+            np.testing.assert_allclose(rows[kind][:, columns[1]], slope, rtol=tol, atol=tol, err_msg=f"{name}' {dtype}")
 
 
 @pytest.mark.parametrize("source", KERNELS, ids=lambda p: p.name)

@@ -426,7 +426,7 @@ def per_device(cpu, cuda):
 # have run it against CuPy's generic array code on a real GPU. None has been yet, so the
 # set starts empty; TINYGRAD_NLP_FUSED_KERNELS=layer_norm,dropout (names, comma-separated, or
 # "all") switches kernels on, as benchmarks/gpu_report.py does to test and time them.
-FUSED_KERNEL_NAMES = ("layer_norm", "softmax", "dropout", "adam")
+FUSED_KERNEL_NAMES = ("layer_norm", "softmax", "dropout", "adam", "bias_activation")
 
 
 def fused_kernels_from(setting: str) -> set:

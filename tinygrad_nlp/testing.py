@@ -109,6 +109,15 @@ CASES = {
         torch=lambda torch, c, x, w, b: torch.nn.functional.linear(x, w, b),
         at_scale=_at_scale(lambda s, rng, B, T, D, H: (
             [_f32(rng, B * T, D), _f32(rng, s["ff"], D), _f32(rng, s["ff"])], {}, f"({B * T}, {D}) -> {s['ff']}"))),
+    "linear_relu": OpCase(
+        lambda c, x, w, b: F.linear(x, w, b, activation="relu"), ((2, 3, 4), (5, 4), (5,)),
+        torch=lambda torch, c, x, w, b: torch.nn.functional.linear(x, w, b).relu()),
+    "linear_gelu": OpCase(
+        lambda c, x, w, b: F.linear(x, w, b, activation="gelu"), ((2, 3, 4), (5, 4), (5,)),
+        torch=lambda torch, c, x, w, b: torch.nn.functional.gelu(torch.nn.functional.linear(x, w, b))),
+    "linear_gelu_tanh": OpCase(
+        lambda c, x, w: F.linear(x, w, activation="gelu_tanh"), ((2, 3, 4), (5, 4)),
+        torch=lambda torch, c, x, w: torch.nn.functional.gelu(torch.nn.functional.linear(x, w), approximate="tanh")),
     "embedding": OpCase(
         lambda c, w: F.embedding(c["ids"], w), ((5, 3),), dict(ids=_IDS),
         torch=lambda torch, c, w: torch.nn.functional.embedding(c["ids"], w),

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import tinygrad_nlp.functional as F
-from tests.helpers import philox_keep_mask
+from tests.helpers import assert_kernel_matches_generic, cuda_leaves, philox_keep_mask
 from tinygrad_nlp import Tensor, backend, manual_seed
 from tinygrad_nlp.testing import CASES, small_inputs
 
@@ -89,21 +89,17 @@ def test_attention_with_the_fused_dropout_kernel_matches_the_generic_path_with_t
     rng = np.random.default_rng(0)
     qkv, g = rng.standard_normal((3, 7, 3 * 16)).astype(dtype), rng.standard_normal((3, 7, 16)).astype(dtype)
     mask = backend.to_device(np.arange(7)[None] < np.array([[7], [4], [1]]), "cuda")
-    results = {}
-    for fused in (False, True):
-        monkeypatch.setattr(backend, "fused_kernels", {"dropout"} if fused else set())
+
+    def run(fused):
         monkeypatch.setattr(attention, "keep_mask", reference_mask)
         manual_seed(5)
-        x = Tensor(qkv).to("cuda")
-        x.requires_grad = True
+        x, = cuda_leaves(qkv)
         out = F.self_attention(x, 4, mask=mask, dropout_p=0.25)
         if fused:
             assert "keep" not in out.creator.saved_arrays()
         out.backward(backend.to_device(g, "cuda"))
-        results[fused] = [out.numpy(), backend.asnumpy(x.grad)]
-    tol = dict(rtol=1e-4, atol=1e-5) if dtype == np.float32 else dict(rtol=1e-10, atol=1e-12)
-    for generic, kernel in zip(results[False], results[True]):
-        np.testing.assert_allclose(kernel, generic, **tol)
+        return [out.data, x.grad]
+    assert_kernel_matches_generic(monkeypatch, "dropout", run, dtype)
 
 
 def test_tensor_moves_between_devices():
@@ -122,18 +118,37 @@ def test_fused_layer_norm_kernel_matches_the_generic_gpu_path(shape, dtype, monk
     x = rng.standard_normal(shape).astype(dtype) * 3 + 1
     w, b = rng.standard_normal(shape[-1:]).astype(dtype), rng.standard_normal(shape[-1:]).astype(dtype)
     g = backend.to_device(rng.standard_normal(shape).astype(dtype), "cuda")
-    results = {}
-    for fused in (False, True):
-        monkeypatch.setattr(backend, "fused_kernels", {"layer_norm"} if fused else set())
-        inputs = [Tensor(a).to("cuda") for a in (x, w, b)]
-        for t in inputs:
-            t.requires_grad = True
+
+    def run(fused):
+        inputs = cuda_leaves(x, w, b)
         y = F.layer_norm(*inputs)
         y.backward(g)
-        results[fused] = [y.numpy()] + [backend.asnumpy(t.grad) for t in inputs]
-    tol = dict(rtol=1e-4, atol=1e-5) if dtype == np.float32 else dict(rtol=1e-10, atol=1e-12)
-    for generic, kernel in zip(results[False], results[True]):
-        np.testing.assert_allclose(kernel, generic, **tol)
+        return [y.data] + [t.grad for t in inputs]
+    assert_kernel_matches_generic(monkeypatch, "layer_norm", run, dtype)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("activation", ["relu", "gelu", "gelu_tanh"])
+@pytest.mark.parametrize("x_shape", [(7, 5), (2, 33, 64), (300, 128)])
+def test_fused_bias_activation_kernel_matches_the_generic_gpu_path(x_shape, activation, dtype, monkeypatch):
+    """ops/bias_activation.cu against CuPy's generic array code: linear(..., activation=)'s
+    output and the gradients of x, W and b, on the last backward (the kernel writes dL/dz
+    over the saved z) and on one that keeps the graph (a second backward accumulates)."""
+    rng = np.random.default_rng(0)
+    out_features = 2 * x_shape[-1] + 3
+    x = rng.standard_normal(x_shape).astype(dtype)
+    w = (rng.standard_normal((out_features, x_shape[-1])) / np.sqrt(x_shape[-1])).astype(dtype)
+    b = rng.standard_normal(out_features).astype(dtype)
+    g = backend.to_device(rng.standard_normal(x_shape[:-1] + (out_features,)).astype(dtype), "cuda")
+
+    def run(fused):
+        inputs = cuda_leaves(x, w, b)
+        y = F.linear(*inputs, activation=activation)
+        assert y.creator.fused is fused
+        y.backward(g, retain_graph=True)
+        y.backward(g)
+        return [y.data] + [t.grad for t in inputs]
+    assert_kernel_matches_generic(monkeypatch, "bias_activation", run, dtype)
 
 
 def _softmax_family(x, targets, mask):
@@ -158,14 +173,10 @@ def test_fused_softmax_kernel_matches_the_generic_gpu_path(width, dtype, monkeyp
     targets[[1, 7]] = -100
     mask = np.ones((2, 5), dtype=bool)
     mask[1, :] = False  # every query of example 1 attends to nothing: its rows are all -inf
-    results = {}
-    for fused in (False, True):
-        monkeypatch.setattr(backend, "fused_kernels", {"softmax"} if fused else set())
-        inputs = Tensor(x, requires_grad=True).to("cuda")
-        inputs.requires_grad = True
+
+    def run(fused):
+        inputs, = cuda_leaves(x)
         loss = _softmax_family(inputs, backend.to_device(targets, "cuda"), backend.to_device(mask, "cuda"))
         loss.backward()
-        results[fused] = [loss.numpy(), backend.asnumpy(inputs.grad)]
-    tol = dict(rtol=1e-4, atol=1e-5) if dtype == np.float32 else dict(rtol=1e-10, atol=1e-12)
-    for generic, kernel in zip(results[False], results[True]):
-        np.testing.assert_allclose(kernel, generic, **tol)
+        return [loss.data, inputs.grad]
+    assert_kernel_matches_generic(monkeypatch, "softmax", run, dtype)

@@ -32,11 +32,11 @@ from .. import functional as F
 from ..errors import ArgumentError, CheckpointError, MissingDependencyError, ShapeError
 from ..nn import Dropout, Embedding, LayerNorm, Linear, Module, ModuleList, MultiHeadAttention, Parameter
 
-ACTIVATIONS = {
-    "gelu": lambda x: F.gelu(x, approximate="none"),
-    "gelu_new": F.gelu,
-    "gelu_pytorch_tanh": F.gelu,
-    "relu": F.relu,
+ACTIVATIONS = {  # config.json's hidden_act -> linear(..., activation=)
+    "gelu": "gelu",
+    "gelu_new": "gelu_tanh",
+    "gelu_pytorch_tanh": "gelu_tanh",
+    "relu": "relu",
 }
 
 
@@ -140,7 +140,7 @@ class BertLayer(Module):
 
     def forward(self, x, mask=None):
         x = self.norm1(x + self.dropout(self.attention(x, mask)))
-        h = ACTIVATIONS[self.activation](self.intermediate(x))
+        h = F.linear(x, self.intermediate.weight, self.intermediate.bias, activation=ACTIVATIONS[self.activation])
         return self.norm2(x + self.dropout(self.output(h)))
 
 
@@ -331,7 +331,8 @@ class BertForMaskedLM(BertPreTrained):
         self.init_weights(config)
 
     def _transformed(self, h):
-        return self.transform_norm(ACTIVATIONS[self.bert_config.hidden_act](self.transform(h)))
+        hidden = F.linear(h, self.transform.weight, self.transform.bias, activation=ACTIVATIONS[self.bert_config.hidden_act])
+        return self.transform_norm(hidden)
 
     def forward(self, input_ids, token_type_ids=None, attention_mask=None):
         """Vocabulary logits at every position, (B, T, vocab_size)."""

@@ -7,6 +7,8 @@ so its gradient is the upstream gradient summed over the broadcast axes
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from typing import NamedTuple
 
 from ..backend import erf, get_array_module
 from ..errors import ArgumentError
@@ -165,20 +167,21 @@ class Log(Function):
         return g / self.x
 
 
-class ReLU(Function):
-    """y = max(x, 0).  dL/dx = g where x > 0, else 0 (the subgradient 0 at x = 0).
+# -- activations ------------------------------------------------------------------------
+# Each activation's math is a pair of array functions, shared by its own op (relu, gelu)
+# and by ``linear(..., activation=)``, which applies it to its output inside one node.
+class Activation(NamedTuple):
+    forward: Callable  # x -> (y, the arrays its backward needs, in the order of ``saved``)
+    backward: Callable  # (g, *saved arrays) -> dL/dx
+    saved: tuple  # the names those arrays are kept under
 
-    Keeps the one-byte mask x > 0, not y: in a feed-forward block y goes on to dropout,
-    which makes a new array, so y itself is freed as soon as dropout has read it."""
 
-    def forward(self, x):
-        xp = get_array_module(x)
-        positive = x > 0
-        self.save(positive=positive)
-        return xp.maximum(x, 0)
+def _relu_forward(x):
+    return get_array_module(x).maximum(x, 0), (x > 0,)
 
-    def backward(self, g):
-        return g * self.positive
+
+def _relu_backward(g, positive):
+    return g * positive
 
 
 _GELU_C = math.sqrt(2.0 / math.pi)
@@ -186,27 +189,84 @@ _SQRT_HALF = math.sqrt(0.5)
 _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
 
 
-class GELU(Function):
+def _gelu_tanh_forward(x):
+    t = get_array_module(x).tanh(_GELU_C * (x + 0.044715 * x ** 3))
+    return 0.5 * x * (1 + t), (x, t)
+
+
+def _gelu_tanh_backward(g, x, t):
+    du = _GELU_C * (1 + 3 * 0.044715 * x * x)
+    return g * (0.5 * (1 + t) + 0.5 * x * (1 - t * t) * du)
+
+
+def _gelu_exact_forward(x):
+    cdf = erf(x * x.dtype.type(_SQRT_HALF))
+    cdf += 1
+    cdf *= 0.5
+    return x * cdf, (x, cdf)
+
+
+def _gelu_exact_backward(g, x, cdf):
+    density = get_array_module(g).exp(-0.5 * x * x)
+    density *= x.dtype.type(_INV_SQRT_2PI)
+    density *= x
+    density += cdf
+    density *= g
+    return density
+
+
+ACTIVATIONS = {  # by the names ``linear(..., activation=)`` takes
+    "relu": Activation(_relu_forward, _relu_backward, ("positive",)),
+    "gelu": Activation(_gelu_exact_forward, _gelu_exact_backward, ("gelu_input", "cdf")),
+    "gelu_tanh": Activation(_gelu_tanh_forward, _gelu_tanh_backward, ("gelu_input", "tanh_u")),
+}
+
+
+def save_activation(node: Function, name: str, x):
+    """``ACTIVATIONS[name]`` of x; what its backward needs is saved on ``node``."""
+    activation = ACTIVATIONS[name]
+    y, saved = activation.forward(x)
+    node.save(**dict(zip(activation.saved, saved)))
+    return y
+
+
+def activation_backward(node: Function, name: str, g):
+    """dL/dx of the activation ``save_activation`` applied on ``node``."""
+    activation = ACTIVATIONS[name]
+    return activation.backward(g, *(getattr(node, saved) for saved in activation.saved))
+
+
+class _ActivationOp(Function):
+    activation = ""  # a key of ACTIVATIONS
+
+    def forward(self, x):
+        return save_activation(self, self.activation, x)
+
+    def backward(self, g):
+        return activation_backward(self, self.activation, g)
+
+
+class ReLU(_ActivationOp):
+    """y = max(x, 0).  dL/dx = g where x > 0, else 0 (the subgradient 0 at x = 0).
+
+    Keeps the one-byte mask x > 0, not y: in a feed-forward block y goes on to dropout,
+    which makes a new array, so y itself is freed as soon as dropout has read it."""
+
+    activation = "relu"
+
+
+class GELU(_ActivationOp):
     """GELU, tanh form: y = x/2 * (1 + tanh(u)), u = c (x + 0.044715 x^3), c = sqrt(2/pi).
 
     dy/dx = (1 + t)/2 + x/2 * (1 - t^2) * c (1 + 3 * 0.044715 x^2), with t = tanh(u).
+    The forward saves x and t.
     """
 
     floating = True
-
-    def forward(self, x):
-        xp = get_array_module(x)
-        t = xp.tanh(_GELU_C * (x + 0.044715 * x ** 3))
-        self.save(x=x, t=t)
-        return 0.5 * x * (1 + t)
-
-    def backward(self, g):
-        x, t = self.x, self.t
-        du = _GELU_C * (1 + 3 * 0.044715 * x * x)
-        return g * (0.5 * (1 + t) + 0.5 * x * (1 - t * t) * du)
+    activation = "gelu_tanh"
 
 
-class ExactGELU(Function):
+class ExactGELU(_ActivationOp):
     """GELU as BERT defines it ("gelu"): y = x Phi(x), Phi the standard normal CDF,
     Phi(x) = (1 + erf(x / sqrt 2)) / 2.
 
@@ -215,23 +275,7 @@ class ExactGELU(Function):
     """
 
     floating = True
-
-    def forward(self, x):
-        cdf = erf(x * x.dtype.type(_SQRT_HALF))
-        cdf += 1
-        cdf *= 0.5
-        self.save(x=x, cdf=cdf)
-        return x * cdf
-
-    def backward(self, g):
-        xp = get_array_module(g)
-        x = self.x
-        density = xp.exp(-0.5 * x * x)
-        density *= x.dtype.type(_INV_SQRT_2PI)
-        density *= x
-        density += self.cdf
-        density *= g
-        return density
+    activation = "gelu"
 
 
 class Tanh(Function):

@@ -1,14 +1,19 @@
-"""Matrix products: batched ``matmul`` and ``linear`` (x @ W.T + b, W of shape (out, in)).
+"""Matrix products: batched ``matmul`` and ``linear`` (x @ W.T + b, W of shape (out, in),
+with an optional activation).
 Guide: docs/backward.md#linear
 """
 from __future__ import annotations
 
 import math
+import pathlib
 
-from ..errors import ShapeError
+import numpy as np
+
+from ..backend import get_array_module, launch_flat, use_fused_kernel
+from ..errors import ArgumentError, ShapeError
 from ..tensor import Function
 from .checks import broadcast_shape
-from .elementwise import unbroadcast
+from .elementwise import ACTIVATIONS, activation_backward, save_activation, unbroadcast
 from .rowwise import leading_sum
 
 
@@ -61,11 +66,22 @@ class MatMul(Function):
 
 
 class Linear(Function):
-    """y = x W^T + b, with x (..., in), W (out, in), b (out,).
+    """y = x W^T + b, with x (..., in), W (out, in), b (out,); with an activation,
+    y = act(x W^T + b).
 
     With the leading axes flattened into rows (X is (N, in), G is (N, out)):
     dL/dX = G W, dL/dW = G^T X, dL/db = sum of G over rows.
+    With an activation, Z = X W^T + b and G_Z = G * act'(Z) takes G's place in all three
+    (each activation's act' as its own op has it). One node instead of two, and on the GPU
+    the bias and the activation are one kernel each way (ops/bias_activation.cu), which
+    keeps Z instead of what the activation op would keep.
     """
+
+    def __init__(self, activation=None):
+        if activation is not None and activation not in ACTIVATIONS:
+            raise ArgumentError(f"linear: activation must be None or one of {sorted(ACTIVATIONS)}, got {activation!r}")
+        self.activation = activation
+        self.fused = False  # the activation ran in ops/bias_activation.cu, which saved pre_activation
 
     def check(self, x, weight, bias=None):
         if weight.ndim != 2 or x.ndim == 0 or x.shape[-1] != weight.shape[1]:
@@ -80,17 +96,40 @@ class Linear(Function):
         self.has_bias = bias is not None
         self.save(x=x, weight=weight)
         y = _as_rows(x) @ weight.T
-        if bias is not None:
-            y += bias
+        if self.activation is not None and bias is not None and use_fused_kernel("bias_activation", y, bias):
+            self.fused = True
+            self.save(pre_activation=y)
+            xp = get_array_module(y)
+            y, bias = xp.empty_like(y), xp.ascontiguousarray(bias)
+            launch_flat(KERNEL_SOURCE, "bias_activation", y, (self.pre_activation, bias, np.int64(y.size),
+                                                              np.int64(y.shape[1]), _KERNEL_KIND[self.activation], y))
+        else:
+            if bias is not None:
+                y += bias
+            if self.activation is not None:
+                y = save_activation(self, self.activation, y)
         return y.reshape(x.shape[:-1] + (weight.shape[0],))
 
     def backward(self, g):
         x, g2 = _as_rows(self.x), _as_rows(g)
+        if self.fused:
+            xp, z = get_array_module(g2), self.pre_activation
+            g2 = xp.ascontiguousarray(g2)
+            grad_z = z if self.may_overwrite_saved else xp.empty_like(z)  # the kernel reads z[i], then writes it
+            launch_flat(KERNEL_SOURCE, "activation_backward", z,
+                        (g2, z, np.int64(z.size), _KERNEL_KIND[self.activation], grad_z))
+            g2 = grad_z
+        elif self.activation is not None:
+            g2 = activation_backward(self, self.activation, g2)
         grad_x = (g2 @ self.weight).reshape(self.x.shape)
         grad_weight = g2.T @ x
         if self.has_bias:
             return grad_x, grad_weight, leading_sum(g2)
         return grad_x, grad_weight
+
+
+KERNEL_SOURCE = pathlib.Path(__file__).with_name("bias_activation.cu")
+_KERNEL_KIND = {"relu": np.int32(1), "gelu": np.int32(2), "gelu_tanh": np.int32(3)}
 
 
 # -- the public functions ------------------------------------------------------------
@@ -99,6 +138,9 @@ def matmul(a, b):
     return MatMul()(a, b)
 
 
-def linear(x, weight, bias=None):
-    """x @ weight.T + bias, with weight (out_features, in_features) as in PyTorch."""
-    return Linear()(x, weight, bias)
+def linear(x, weight, bias=None, activation=None):
+    """x @ weight.T + bias, with weight (out_features, in_features) as in PyTorch, then
+    ``activation`` if given: "relu", "gelu" (exact, through erf) or "gelu_tanh" (the
+    tanh form), the same as ``relu(linear(x, weight, bias))`` and ``gelu(...)`` but one
+    op."""
+    return Linear(activation)(x, weight, bias)
