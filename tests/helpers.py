@@ -64,14 +64,19 @@ def philox4x32_10(counters, key):
     return np.stack(c, axis=1).astype(np.uint32)
 
 
-def philox_keep_mask(n, p, key0, key1, offset):
-    """The keep mask ops/dropout.cu draws for ``n`` elements from stream (key0, key1, offset)."""
+def philox_draws(n, key0, key1, offset):
+    """The ``n`` random words ops/dropout.cu draws from stream (key0, key1, offset):
+    element i gets word i % 4 of counter offset + i // 4."""
     groups = -(-n // 4)
     counter = np.uint64(offset) + np.arange(groups, dtype=np.uint64)
     counters = np.stack([counter & np.uint64(0xFFFFFFFF), counter >> np.uint64(32),
                          np.zeros_like(counter), np.zeros_like(counter)], axis=1)
-    words = philox4x32_10(counters, (key0, key1)).reshape(-1)[:n]
-    return words >= np.uint32(min(round(p * 2 ** 32), 2 ** 32 - 1))
+    return philox4x32_10(counters, (key0, key1)).reshape(-1)[:n]
+
+
+def philox_keep_mask(n, p, key0, key1, offset):
+    """The keep mask ops/dropout.cu draws for ``n`` elements from stream (key0, key1, offset)."""
+    return philox_draws(n, key0, key1, offset) >= np.uint32(min(round(p * 2 ** 32), 2 ** 32 - 1))
 
 
 def cuda_leaves(*arrays):

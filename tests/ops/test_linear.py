@@ -6,7 +6,6 @@ from hypothesis import strategies as st
 import tinygrad_nlp.functional as F
 from tests.helpers import assert_close, check_both_modes, needs_torch, tensor, to_torch, torch
 from tinygrad_nlp import ArgumentError, ShapeError, Tensor
-from tinygrad_nlp.ops.elementwise import ACTIVATIONS
 
 
 @pytest.mark.parametrize("shapes", [((3, 4), (4, 5)), ((2, 3, 4), (4, 2)), ((2, 1, 3, 4), (5, 4, 2)), ((4,), (4, 3)),
@@ -42,43 +41,6 @@ def test_linear_with_an_activation_is_the_two_ops_in_one_node(activation, separa
     two_ops.backward(upstream)
     for fused_grad, t in zip(grads, (x, w, b)):
         np.testing.assert_array_equal(fused_grad, t.grad)
-
-
-@pytest.mark.parametrize("activation", ["relu", "gelu", "gelu_tanh"])
-def test_the_gpu_kernel_path_gives_the_generic_result_with_a_numpy_stand_in_for_the_kernel(activation, monkeypatch):
-    """Linear's bias_activation path, run on the CPU with the two kernels of
-    ops/bias_activation.cu written out in NumPy element by element as the CUDA source
-    indexes them (their math is checked on the host in tests/test_kernels.py): the
-    arguments it passes, the saved z it overwrites on the last backward, and how it uses
-    the results give what the generic path gives."""
-    from tinygrad_nlp.ops import linear as linear_op
-    kinds = {int(kind): name for name, kind in linear_op._KERNEL_KIND.items()}
-
-    def kernel(source, name, like, args):
-        if name == "bias_activation":
-            z, bias, n, width, kind, y = args
-            z.reshape(-1)[:] += bias[np.arange(n) % width]
-            y.reshape(-1)[:] = ACTIVATIONS[kinds[int(kind)]].forward(z.reshape(-1))[0]
-        else:
-            g, z, n, kind, grad_z = args
-            activation_of = ACTIVATIONS[kinds[int(kind)]]
-            slope = activation_of.backward(np.ones(n, z.dtype), *activation_of.forward(z.reshape(-1).copy())[1])
-            grad_z.reshape(-1)[:] = g.reshape(-1) * slope
-    rng = np.random.default_rng(0)
-    arrays = rng.standard_normal((2, 5, 3)), rng.standard_normal((4, 3)), rng.standard_normal(4)
-    upstream = rng.standard_normal((2, 5, 4))
-    results = {}
-    for fused in (False, True):
-        monkeypatch.setattr(linear_op, "use_fused_kernel", lambda name, *a, fused=fused: fused and name == "bias_activation")
-        monkeypatch.setattr(linear_op, "launch_flat", kernel)
-        inputs = [Tensor(a.copy(), requires_grad=True) for a in arrays]
-        y = F.linear(*inputs, activation=activation)
-        assert y.creator.fused is fused
-        y.backward(upstream, retain_graph=True)
-        y.backward(upstream)
-        results[fused] = [y.numpy()] + [t.grad for t in inputs]
-    for generic, kernel_path in zip(results[False], results[True]):
-        np.testing.assert_allclose(kernel_path, generic, rtol=1e-12, atol=1e-14)
 
 
 def test_an_unknown_activation_is_refused_by_name():
