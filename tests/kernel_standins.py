@@ -1,16 +1,22 @@
-"""NumPy stand-ins for the element-wise CUDA kernels that ops launch with
-``backend.launch_flat``, each written from its .cu source: the same arguments in the same
-order, the same per-element formula, the same flat indexing. With ``kernels_on_the_cpu``
-an op's fused-kernel path runs on NumPy arrays, so the tests check on any machine what
-that path does around its kernel (the arguments it passes, what it keeps between forward
-and backward, which arrays it overwrites). The kernels' own arithmetic is checked on the
-host (tests/test_kernels.py) and on a GPU (the gpu tests)."""
+"""NumPy stand-ins for the CUDA kernels beside the ops, each written from its .cu source:
+the same arguments in the same order, the same formula, the same indexing (flat for the
+element-wise kernels ``launch_flat`` runs, one row per thread block for those
+``launch_per_row`` runs). With ``kernels_on_the_cpu`` an op's fused-kernel path runs on
+NumPy arrays, so the tests check on any machine what that path does around its kernel
+(the arguments it passes, what it keeps between forward and backward, which arrays it
+overwrites). The kernels' own arithmetic is checked on the host where it compiles for
+one (tests/test_kernels.py) and on a GPU (the gpu tests)."""
+import collections
+
 import numpy as np
 
 from tests.helpers import philox_draws
 from tinygrad_nlp import backend
 from tinygrad_nlp.ops import dropout as dropout_op
+from tinygrad_nlp.ops import embedding as embedding_op
+from tinygrad_nlp.ops import layernorm as layernorm_op
 from tinygrad_nlp.ops import linear as linear_op
+from tinygrad_nlp.ops import softmax as softmax_op
 from tinygrad_nlp.ops.elementwise import ACTIVATIONS
 
 
@@ -46,19 +52,78 @@ def activation_backward(g, z, n, kind, grad_z):  # ops/bias_activation.cu, backw
     grad_z.reshape(-1)[:] = g.reshape(-1) * slope
 
 
+def _rows(width, *arrays):
+    return [a.reshape(-1, int(width)) for a in arrays]
+
+
+def exp_rows(x, width, masked_rows, out, shift, total):  # ops/softmax.cu
+    x, out = _rows(width, x, out)
+    m = np.where(np.isnan(x).any(axis=1), np.nan, x.max(axis=1, initial=-np.inf))  # nan_max
+    if masked_rows:
+        m[np.isneginf(m)] = 0
+    out[:] = np.exp(x - m[:, None])
+    shift.reshape(-1)[:], total.reshape(-1)[:] = m, out.sum(axis=1)
+
+
+def softmax_backward(y, g, width, grad):  # ops/softmax.cu
+    y, g, grad = _rows(width, y, g, grad)
+    grad[:] = y * (g - (g * y).sum(axis=1, keepdims=True))
+
+
+def layer_norm_forward(x, weight, bias, width, eps, y, mean, rstd):  # ops/layernorm.cu
+    x, y = _rows(width, x, y)
+    mu = x.mean(axis=1, keepdims=True)
+    r = 1 / np.sqrt(((x - mu) ** 2).mean(axis=1, keepdims=True) + eps)
+    y[:] = (x - mu) * r * weight + bias
+    mean.reshape(-1)[:], rstd.reshape(-1)[:] = mu[:, 0], r[:, 0]
+
+
+def layer_norm_backward(g, x, weight, mean, rstd, width, grad_x):  # ops/layernorm.cu
+    g, x, grad_x = _rows(width, g, x, grad_x)
+    mu, r = mean.reshape(-1, 1), rstd.reshape(-1, 1)
+    dxhat, xhat = g * weight, (x - mu) * r
+    grad_x[:] = r * (dxhat - dxhat.mean(axis=1, keepdims=True) - xhat * (dxhat * xhat).mean(axis=1, keepdims=True))
+
+
+def segment_sum(values, order, starts, ends, n_segments, width, sums):  # ops/embedding_backward.cu
+    values, sums = _rows(width, values, sums)
+    assert len(starts) == len(ends) == int(n_segments)
+    for segment, (start, end) in enumerate(zip(starts, ends)):
+        total = np.zeros(int(width), values.dtype)
+        for j in range(start, end):  # in sorted order, as each of the kernel's threads sums
+            total += values[order[j]]
+        sums[segment] = total
+
+
 STANDINS = {"dropout": dropout, "adam": adam, "bias_activation": bias_activation,
-            "activation_backward": activation_backward}
-MODULES = (backend, dropout_op, linear_op)  # where launch_flat and use_fused_kernel are looked up
+            "activation_backward": activation_backward, "exp_rows": exp_rows, "softmax_backward": softmax_backward,
+            "layer_norm_forward": layer_norm_forward, "layer_norm_backward": layer_norm_backward}
+MODULES = (backend, dropout_op, linear_op, softmax_op, layernorm_op)  # where ops look up the launchers
 
 
 def kernels_on_the_cpu(monkeypatch, names):
-    """Switch the fused kernels ``names`` on for NumPy arrays, run by their stand-ins."""
+    """Switch the fused kernels ``names`` on for NumPy arrays, run by their stand-ins, and
+    give the embedding backward's CUDA path (always on with CuPy) its segment-sum kernel.
+    Returns a Counter of the kernels launched, by name."""
+    launched = collections.Counter()
+
     def use_fused_kernel(name, *arrays):
         return name in names and len({a.dtype for a in arrays}) == 1
 
-    def launch_flat(source_path, name, x, args, items_per_thread=1):
+    def launch(source_path, name, x, args, items_per_thread=1):
+        launched[name] += 1
         STANDINS[name](*args)
 
     for module in MODULES:
         monkeypatch.setattr(module, "use_fused_kernel", use_fused_kernel)
-        monkeypatch.setattr(module, "launch_flat", launch_flat)
+        for launcher in ("launch_flat", "launch_per_row"):
+            if hasattr(module, launcher):
+                monkeypatch.setattr(module, launcher, launch)
+
+    def load_kernel(source_path, name):
+        def kernel(grid, block, args):
+            launched[name] += 1
+            segment_sum(*args)
+        return kernel
+    monkeypatch.setattr(embedding_op, "load_kernel", load_kernel)
+    return launched

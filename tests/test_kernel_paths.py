@@ -10,12 +10,13 @@ from tests.kernel_standins import kernels_on_the_cpu
 from tinygrad_nlp import Tensor, backend, manual_seed
 from tinygrad_nlp.models import MaskedLanguageModel
 from tinygrad_nlp.ops import attention
+from tinygrad_nlp.ops import embedding as embedding_op
 from tinygrad_nlp.optim import create_optimizer
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_dropout_draws_its_mask_from_its_philox_stream_and_draws_it_again_backward(dtype, monkeypatch):
-    kernels_on_the_cpu(monkeypatch, {"dropout"})
+    launched = kernels_on_the_cpu(monkeypatch, {"dropout"})
     rng = np.random.default_rng(0)
     x = Tensor(rng.standard_normal((5, 7, 9)).astype(dtype), requires_grad=True)
     manual_seed(3)
@@ -30,6 +31,7 @@ def test_dropout_draws_its_mask_from_its_philox_stream_and_draws_it_again_backwa
     assert second.creator.stream[2] == y.creator.stream[2] + -(-x.size // 4)  # fresh counters
     manual_seed(3)
     np.testing.assert_array_equal(F.dropout(x, 0.3).numpy(), y.numpy())  # the seed gives the same draws
+    assert launched == {"dropout": 4}
 
 
 def test_attention_with_the_kernels_dropout_matches_the_generic_path_with_the_same_mask(monkeypatch):
@@ -40,10 +42,10 @@ def test_attention_with_the_kernels_dropout_matches_the_generic_path_with_the_sa
     rng = np.random.default_rng(0)
     qkv, g = rng.standard_normal((3, 7, 3 * 16)), rng.standard_normal((3, 7, 16))
     mask = np.arange(7)[None] < np.array([[7], [4], [1]])
-    results = []
+    results, launched = [], {}
     for fused in (False, True):
         if fused:
-            kernels_on_the_cpu(monkeypatch, {"dropout"})
+            launched = kernels_on_the_cpu(monkeypatch, {"dropout"})
         monkeypatch.setattr(attention, "keep_mask", reference_mask)
         manual_seed(5)
         x = Tensor(qkv, requires_grad=True)
@@ -51,6 +53,7 @@ def test_attention_with_the_kernels_dropout_matches_the_generic_path_with_the_sa
         assert ("keep" in out.creator.saved_arrays()) is not fused
         out.backward(g)
         results.append([out.numpy(), x.grad])
+    assert launched == {"dropout": 3}  # one batch block: P' forward; P' for dV and the mask on dP' backward
     for generic, with_kernel in zip(*results):
         np.testing.assert_allclose(with_kernel, generic, rtol=1e-12, atol=1e-14)
 
@@ -78,10 +81,10 @@ def test_the_adam_kernel_path_over_the_flat_buffer_matches_the_generic_update(op
                                                                               monkeypatch):
     """Five steps with every gradient, then five with one parameter left without one
     (the others then go one by one): the arguments adam.cu gets, in its order."""
-    results = []
+    results, launched = [], {}
     for fused in (False, True):
         if fused:
-            kernels_on_the_cpu(monkeypatch, {"adam"})
+            launched = kernels_on_the_cpu(monkeypatch, {"adam"})
         manual_seed(0)
         model = MaskedLanguageModel(50, 16, 4, 32, 2, max_len=12, dropout=0.0).to(dtype=dtype)
         opt = create_optimizer(optimizer, model.parameters(), lr=1e-2, weight_decay=weight_decay)
@@ -93,6 +96,7 @@ def test_the_adam_kernel_path_over_the_flat_buffer_matches_the_generic_update(op
             opt.step()
         results.append([p.data.copy() for p in model.parameters()]
                        + [v.copy() for s in opt.state for k, v in sorted(s.items()) if k != "decayed_grad"])
+    assert launched["adam"] >= 10
     tol = dict(rtol=1e-5, atol=1e-6) if dtype == np.float32 else dict(rtol=1e-12, atol=1e-14)
     for generic, with_kernel in zip(*results, strict=True):
         np.testing.assert_allclose(with_kernel, generic, **tol)
@@ -105,15 +109,80 @@ def test_the_bias_activation_kernel_path_matches_the_generic_linear(activation, 
     rng = np.random.default_rng(0)
     arrays = rng.standard_normal((2, 5, 3)), rng.standard_normal((4, 3)), rng.standard_normal(4)
     upstream = rng.standard_normal((2, 5, 4))
-    results = []
+    results, launched = [], {}
     for fused in (False, True):
         if fused:
-            kernels_on_the_cpu(monkeypatch, {"bias_activation"})
+            launched = kernels_on_the_cpu(monkeypatch, {"bias_activation"})
         inputs = [Tensor(a.copy(), requires_grad=True) for a in arrays]
         y = F.linear(*inputs, activation=activation)
         assert y.creator.fused is fused
         y.backward(upstream, retain_graph=True)
         y.backward(upstream)
         results.append([y.numpy()] + [t.grad for t in inputs])
+    assert launched == {"bias_activation": 1, "activation_backward": 2}
     for generic, with_kernel in zip(*results):
         np.testing.assert_allclose(with_kernel, generic, rtol=1e-12, atol=1e-14)
+
+
+def _softmax_family(x, targets, mask):
+    """Every op whose forward or backward goes through exp_rows / softmax_backward, as
+    the gpu test sums them."""
+    qkv = x.reshape(2, x.shape[1], -1)
+    attention_out = F.self_attention(qkv, 2, mask=mask)
+    return (F.softmax(x, axis=-1) * x).sum() + F.log_softmax(x, axis=1).mean() \
+        + F.cross_entropy(x.reshape(-1, x.shape[-1]), targets) + (attention_out * attention_out).sum() \
+        + F.linear_cross_entropy(x.reshape(-1, x.shape[-1]), x[0, :3], targets % 3)
+
+
+@pytest.mark.parametrize("width", [12, 60])
+def test_the_softmax_kernel_path_matches_the_generic_path(width, monkeypatch):
+    """Fully masked query rows, ignored targets, log-softmax over another axis: every
+    caller of the exp_rows and softmax_backward kernels."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((2, 5, width)) * 4
+    targets = rng.integers(0, width, 10)
+    targets[[1, 7]] = -100
+    mask = np.ones((2, 5), dtype=bool)
+    mask[1, :] = False
+    results, launched = [], {}
+    for fused in (False, True):
+        if fused:
+            launched = kernels_on_the_cpu(monkeypatch, {"softmax"})
+        inputs = Tensor(x, requires_grad=True)
+        loss = _softmax_family(inputs, targets, mask)
+        loss.backward()
+        results.append([loss.numpy(), inputs.grad])
+    assert launched["exp_rows"] >= 5 and launched["softmax_backward"] >= 2
+    for generic, with_kernel in zip(*results):  # gradients up to ~80: rounding near 1e-12 absolute
+        np.testing.assert_allclose(with_kernel, generic, rtol=1e-12, atol=1e-10)
+
+
+@pytest.mark.parametrize("shape", [(3, 1), (4, 7, 33)])
+def test_the_layer_norm_kernel_path_matches_the_generic_path(shape, monkeypatch):
+    rng = np.random.default_rng(0)
+    arrays = rng.standard_normal(shape) * 3 + 1, rng.standard_normal(shape[-1:]), rng.standard_normal(shape[-1:])
+    g = rng.standard_normal(shape)
+    results, launched = [], {}
+    for fused in (False, True):
+        if fused:
+            launched = kernels_on_the_cpu(monkeypatch, {"layer_norm"})
+        inputs = [Tensor(a, requires_grad=True) for a in arrays]
+        y = F.layer_norm(*inputs)
+        y.backward(g)
+        results.append([y.numpy()] + [t.grad for t in inputs])
+    assert launched == {"layer_norm_forward": 1, "layer_norm_backward": 1}
+    for generic, with_kernel in zip(*results):
+        np.testing.assert_allclose(with_kernel, generic, rtol=1e-12, atol=1e-13)
+
+
+@pytest.mark.parametrize("ids", [[3, 1, 3, 0, 3, 1], [2], list(range(8)), []])
+def test_the_embedding_backwards_cuda_path_sums_each_ids_rows_in_order(ids, monkeypatch):
+    """The segment bookkeeping around ops/embedding_backward.cu (sorting, segment starts
+    and ends, where the sums go), against the CPU's scatter-add."""
+    launched = kernels_on_the_cpu(monkeypatch, set())
+    rng = np.random.default_rng(0)
+    indices = np.array(ids, dtype=np.int64)
+    values = rng.standard_normal((indices.size, 5))
+    np.testing.assert_allclose(embedding_op._scatter_add_rows_cuda(indices, values, 9),
+                               embedding_op._scatter_add_rows_cpu(indices, values, 9), rtol=1e-14, atol=1e-15)
+    assert launched == ({"segment_sum_f64": 1} if ids else {})
