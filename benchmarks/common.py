@@ -1,11 +1,16 @@
-"""What the benchmark scripts share: timing contenders in alternation, and the
-command-line entry that turns a documented error into one line and exit status 1."""
+"""What the benchmark scripts share: timing contenders in alternation, timing each op of
+a step, and the command-line entry that turns a documented error into one line and exit
+status 1."""
 from __future__ import annotations
 
+import collections
+import contextlib
 import sys
+import threading
 import time
 
 from tinygrad_nlp import TinygradNLPError
+from tinygrad_nlp.tensor import Function
 
 
 def time_alternating(contenders, repeats, warmup):
@@ -21,6 +26,42 @@ def time_alternating(contenders, repeats, warmup):
             run()
             times[name].append(time.perf_counter() - start)
     return times
+
+
+@contextlib.contextmanager
+def op_timers():
+    """Within this block every op's forward and backward is timed; yields a Counter of
+    seconds by (op class name, "forward" or "backward"). When an op's method calls
+    another's (self-attention's calls scaled dot-product attention's), only the outer one
+    counts, so the times add up to the step's time inside ops."""
+    totals = collections.Counter()
+    state = threading.local()
+
+    def timed(kind, method):
+        def run(self, *args):
+            if getattr(state, "inside", False):
+                return method(self, *args)
+            state.inside, start = True, time.perf_counter()
+            try:
+                return method(self, *args)
+            finally:
+                totals[type(self).__name__, kind] += time.perf_counter() - start
+                state.inside = False
+        return run
+
+    def subclasses(cls):
+        for sub in cls.__subclasses__():
+            yield sub
+            yield from subclasses(sub)
+    originals = [(cls, kind, vars(cls)[kind]) for cls in set(subclasses(Function))
+                 for kind in ("forward", "backward") if kind in vars(cls)]
+    for cls, kind, method in originals:
+        setattr(cls, kind, timed(kind, method))
+    try:
+        yield totals
+    finally:
+        for cls, kind, method in originals:
+            setattr(cls, kind, method)
 
 
 def run_cli(main) -> None:

@@ -23,7 +23,7 @@ import sys
 import time
 
 import numpy as np
-from common import run_cli, time_alternating
+from common import op_timers, run_cli, time_alternating
 
 import tinygrad_nlp.functional as F
 from tinygrad_nlp import backend, graph, manual_seed
@@ -104,6 +104,31 @@ def ours(c, device, name, threads=1):
         if device == "cuda":
             xp.cuda.Device().synchronize()
     return step
+
+
+def profile(c, device, name, repeats, warmup):
+    """Print each op's forward and backward milliseconds per step of our step (median
+    step), and what the step spends outside the ops (Adam, the graph walk, Python)."""
+    step = ours(c, device, name)
+    for _ in range(warmup):
+        step()
+    with op_timers() as totals:
+        step_times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            step()
+            step_times.append(time.perf_counter() - start)
+    per_step = {key: 1000 * seconds / repeats for key, seconds in totals.items()}
+    total = 1000 * sum(step_times) / repeats
+    ops = sorted({op for op, _ in per_step}, key=lambda op: -per_step.get((op, "forward"), 0)
+                 - per_step.get((op, "backward"), 0))
+    print(f"{name} training step on {device}, ms per step (mean of {repeats}, op timers on): {total:.1f}")
+    print(f"{'op':28} {'forward':>8} {'backward':>9} {'share':>6}")
+    for op in ops:
+        forward, backward = per_step.get((op, "forward"), 0.0), per_step.get((op, "backward"), 0.0)
+        print(f"{op:28} {forward:8.1f} {backward:9.1f} {100 * (forward + backward) / total:5.1f}%")
+    outside = total - sum(per_step.values())
+    print(f"{'outside the ops (Adam, walk)':28} {outside:18.1f} {100 * outside / total:5.1f}%")
 
 
 def memory_bandwidth(xp, device):
@@ -304,10 +329,15 @@ def main(argv=None):
     p.add_argument("--memory-steps", type=int, default=3, help="steps run for the memory figure (3)")
     p.add_argument("--threads", type=int, default=None,
                    help="also time our step as N replicas in N threads (nn.DataParallel)")
+    p.add_argument("--profile", action="store_true",
+                   help="instead, time every op of our step (one thread) and print where the step's time goes")
     p.add_argument("--memory-of", help=argparse.SUPPRESS)  # internal: the child process of --memory
     args = p.parse_args(argv)
     backend.check_device(args.device)
     c = CONFIGS[args.config]
+    if args.profile:
+        profile(c, args.device, args.config, args.repeats, args.warmup)
+        return
     if args.memory_of:
         import json
         print(json.dumps({"step_mib": measure_memory(c, args.device, args.config, args.memory_of, args.memory_steps,

@@ -46,6 +46,21 @@ def test_benchmarks_have_help_and_refuse_an_unusable_device_in_one_line(script):
         assert result.stderr.strip().count("\n") == 0 and "CuPy" in result.stderr
 
 
+def test_the_step_profile_accounts_for_the_step_op_by_op():
+    script = os.path.join(ROOT, "benchmarks", "train_step.py")
+    result = subprocess.run([sys.executable, script, "--config", "mlm", "--profile", "--repeats", "1", "--warmup", "1"],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    total = float(lines[0].rsplit(" ", 1)[1])
+    rows = {line.split()[0]: line.split() for line in lines[2:]}
+    assert {"Linear", "LinearCrossEntropy", "PackedSelfAttention", "Dropout", "LayerNorm", "outside"} <= set(rows)
+    ops = sum(float(r[1]) + float(r[2]) for name, r in rows.items() if name != "outside")
+    outside = float(rows["outside"][-2])
+    assert 0 < outside < total and abs(ops + outside - total) < 0.5  # the rows add up to the step
+    assert sum(float(r[-1].rstrip("%")) for r in rows.values()) == pytest.approx(100, abs=1)
+
+
 def test_gpu_report_lists_its_commands_and_refuses_without_a_gpu(tmp_path):
     script = os.path.join(ROOT, "benchmarks", "gpu_report.py")
     dry = subprocess.run([sys.executable, script, "--dry-run"], capture_output=True, text=True)
