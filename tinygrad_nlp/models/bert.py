@@ -32,7 +32,7 @@ from .. import functional as F
 from ..errors import ArgumentError, CheckpointError, MissingDependencyError, ShapeError
 from ..nn import Dropout, Embedding, LayerNorm, Linear, Module, ModuleList, MultiHeadAttention, Parameter
 
-ACTIVATIONS = {  # config.json's hidden_act -> linear(..., activation=)
+HIDDEN_ACTIVATIONS = {  # config.json's hidden_act -> linear(..., activation=)
     "gelu": "gelu",
     "gelu_new": "gelu_tanh",
     "gelu_pytorch_tanh": "gelu_tanh",
@@ -65,9 +65,9 @@ class BertConfig:
         if self.hidden_size % self.num_attention_heads:
             raise ArgumentError(f"BertConfig: hidden_size {self.hidden_size} is not divisible by "
                                 f"num_attention_heads {self.num_attention_heads}")
-        if self.hidden_act not in ACTIVATIONS:
+        if self.hidden_act not in HIDDEN_ACTIVATIONS:
             raise ArgumentError(f"BertConfig: hidden_act {self.hidden_act!r} is not supported; "
-                                f"expected one of {sorted(ACTIVATIONS)}")
+                                f"expected one of {sorted(HIDDEN_ACTIVATIONS)}")
         if self.extra.get("position_embedding_type", "absolute") != "absolute":
             raise ArgumentError(f"BertConfig: position_embedding_type {self.extra['position_embedding_type']!r} "
                                 "is not supported (only 'absolute')")
@@ -140,7 +140,7 @@ class BertLayer(Module):
 
     def forward(self, x, mask=None):
         x = self.norm1(x + self.dropout(self.attention(x, mask)))
-        h = F.linear(x, self.intermediate.weight, self.intermediate.bias, activation=ACTIVATIONS[self.activation])
+        h = F.linear(x, self.intermediate.weight, self.intermediate.bias, activation=HIDDEN_ACTIVATIONS[self.activation])
         return self.norm2(x + self.dropout(self.output(h)))
 
 
@@ -331,8 +331,8 @@ class BertForMaskedLM(BertPreTrained):
         self.init_weights(config)
 
     def _transformed(self, h):
-        hidden = F.linear(h, self.transform.weight, self.transform.bias, activation=ACTIVATIONS[self.bert_config.hidden_act])
-        return self.transform_norm(hidden)
+        activation = HIDDEN_ACTIVATIONS[self.bert_config.hidden_act]
+        return self.transform_norm(F.linear(h, self.transform.weight, self.transform.bias, activation=activation))
 
     def forward(self, input_ids, token_type_ids=None, attention_mask=None):
         """Vocabulary logits at every position, (B, T, vocab_size)."""
