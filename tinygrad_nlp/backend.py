@@ -473,14 +473,19 @@ def kernel_code(source_path: str) -> str:
     return "".join(lines)
 
 
+def kernel_for(source_path: str, name: str, dtype):
+    """The kernel ``name``_f32 or ``name``_f64 of ``source_path``, by ``dtype``: each
+    source defines one of each, by a template."""
+    return load_kernel(source_path, f"{name}_{'f32' if dtype == np.float32 else 'f64'}")
+
+
 def launch_flat(source_path: str, name: str, x, args, items_per_thread: int = 1) -> None:
     """Run the kernel ``name``_f32 or _f64 (by ``x``'s dtype) of ``source_path`` over
     ``x``'s elements, ``items_per_thread`` to a thread, 256 threads to a block, at most
     65,536 blocks (the kernel covers the rest with a grid-stride loop)."""
     work = -(-int(x.size) // items_per_thread)
     blocks = max(1, min(-(-work // 256), 1 << 16))
-    suffix = "f32" if x.dtype == np.float32 else "f64"
-    load_kernel(source_path, f"{name}_{suffix}")((blocks,), (256,), args)
+    kernel_for(source_path, name, x.dtype)((blocks,), (256,), args)
 
 
 def launch_per_row(source_path: str, name: str, x, args) -> None:
@@ -489,6 +494,5 @@ def launch_per_row(source_path: str, name: str, x, args) -> None:
     the row's width (32 to 1024) and one element of shared memory per thread."""
     width = x.shape[-1]
     threads = min(1024, max(32, 1 << (int(width) - 1).bit_length()))
-    suffix = "f32" if x.dtype == np.float32 else "f64"
     rows = math.prod(x.shape[:-1])
-    load_kernel(source_path, f"{name}_{suffix}")((rows,), (threads,), args, shared_mem=threads * x.itemsize)
+    kernel_for(source_path, name, x.dtype)((rows,), (threads,), args, shared_mem=threads * x.itemsize)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 import os
 
-from ..backend import get_array_module, load_kernel, per_device
+from ..backend import get_array_module, kernel_for, per_device
 from ..errors import ShapeError
 from ..tensor import Function, array_of
 from .checks import check_ids
@@ -57,7 +57,7 @@ def _scatter_add_rows_cuda(indices, values, num_rows: int):
     ends[-1] = sorted_ids.size
     width = values.shape[1]
     sums = xp.empty((starts.size, width), dtype=values.dtype)
-    kernel = load_kernel(_SEGMENT_SUM_SOURCE, "segment_sum_f32" if values.dtype == xp.float32 else "segment_sum_f64")
+    kernel = kernel_for(_SEGMENT_SUM_SOURCE, "segment_sum", values.dtype)
     total = starts.size * width
     blocks = -(-total // _SEGMENT_SUM_THREADS)
     kernel((blocks,), (_SEGMENT_SUM_THREADS,),
