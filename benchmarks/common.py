@@ -9,7 +9,7 @@ import sys
 import threading
 import time
 
-from tinygrad_nlp import TinygradNLPError
+from tinygrad_nlp import TinygradNLPError, backend
 from tinygrad_nlp.tensor import Function
 
 
@@ -65,6 +65,7 @@ def op_timers():
 
 
 def run_cli(main) -> None:
+    backend.keep_host_memory()  # as the examples train: freed host memory kept for the next step
     try:
         main()
     except TinygradNLPError as e:  # e.g. --device cuda without CuPy: one line, no traceback

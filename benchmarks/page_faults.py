@@ -1,5 +1,5 @@
 """Page faults and time of our training step alone, to see what keeping freed host memory
-(``backend.keep_host_memory``, on at import) is worth:
+(``backend.keep_host_memory``, which every benchmark and example calls before training) is worth:
 
     python benchmarks/page_faults.py --config mlm
     TINYGRAD_NLP_KEEP_HOST_MEMORY=0 python benchmarks/page_faults.py --config mlm
@@ -34,7 +34,7 @@ def main(argv=None):
         step()
         times.append(time.perf_counter() - started)
         faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
-    print(f"{args.config} step, host memory {'kept' if backend.host_memory_kept else 'left to the C library'}: "
+    print(f"{args.config} step, host memory {'kept' if backend.host_memory_kept() else 'left to the C library'}: "
           f"median {1000 * np.median(times):.1f} ms, {np.median(faults):,.0f} minor page faults per step")
     return 0
 

@@ -93,7 +93,7 @@ def assert_kernel_matches_generic(monkeypatch, kernel, run, dtype, tol=None):
     per dtype)."""
     results = {}
     for fused in (False, True):
-        monkeypatch.setattr(backend, "fused_kernels", {kernel} if fused else set())
+        monkeypatch.setattr(backend.kernels, "fused_kernels", {kernel} if fused else set())
         results[fused] = [backend.asnumpy(a) for a in run(fused)]
     tol = tol or (dict(rtol=1e-4, atol=1e-5) if dtype == np.float32 else dict(rtol=1e-10, atol=1e-12))
     for generic, with_kernel in zip(results[False], results[True], strict=True):

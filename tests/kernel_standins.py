@@ -11,11 +11,7 @@ import collections
 import numpy as np
 
 from tests.helpers import philox_draws
-from tinygrad_nlp import backend
-from tinygrad_nlp.ops import dropout as dropout_op
-from tinygrad_nlp.ops import layernorm as layernorm_op
-from tinygrad_nlp.ops import linear as linear_op
-from tinygrad_nlp.ops import softmax as softmax_op
+from tinygrad_nlp.backend import kernels
 from tinygrad_nlp.ops.elementwise import ACTIVATIONS
 
 
@@ -35,7 +31,7 @@ def adam(p, g, m, v, n, b1, one_minus_b1, b2, one_minus_b2, step_size, eps, wd_l
     p[:] = param
 
 
-_ACTIVATION_OF_KIND = {int(kind): name for name, kind in linear_op._KERNEL_KIND.items()}  # the .cu's `kind`
+_ACTIVATION_OF_KIND = {activation.kernel_kind: name for name, activation in ACTIVATIONS.items()}  # the .cu's `kind`
 
 
 def bias_activation(z, bias, n, width, kind, y):  # ops/bias_activation.cu, forward
@@ -96,33 +92,26 @@ def segment_sum(values, order, starts, ends, n_segments, width, sums):  # ops/em
 
 STANDINS = {"dropout": dropout, "adam": adam, "bias_activation": bias_activation,
             "activation_backward": activation_backward, "exp_rows": exp_rows, "softmax_backward": softmax_backward,
-            "layer_norm_forward": layer_norm_forward, "layer_norm_backward": layer_norm_backward}
-MODULES = (backend, dropout_op, linear_op, softmax_op, layernorm_op)  # where ops look up the launchers
+            "layer_norm_forward": layer_norm_forward, "layer_norm_backward": layer_norm_backward,
+            "segment_sum": segment_sum}
 
 
 def kernels_on_the_cpu(monkeypatch, names):
-    """Switch the fused kernels ``names`` on for NumPy arrays, run by their stand-ins, and
-    give the embedding backward's CUDA path (always on with CuPy) its segment-sum kernel.
+    """Switch the fused kernels ``names`` on for NumPy arrays, each launch run by its
+    stand-in: the one dispatch (``backend.kernels``) then takes each op's kernel path.
     Returns a Counter of the kernels launched, by name."""
     launched = collections.Counter()
 
-    def use_fused_kernel(name, *arrays):
-        return name in names and len({a.dtype for a in arrays}) == 1
-
-    def launch(source_path, name, x, args, items_per_thread=1):
-        launched[name] += 1
-        STANDINS[name](*args)
-
-    for module in MODULES:
-        monkeypatch.setattr(module, "use_fused_kernel", use_fused_kernel)
-        for launcher in ("launch_flat", "launch_per_row"):
-            if hasattr(module, launcher):
-                monkeypatch.setattr(module, launcher, launch)
+    def kernel_suits(name, *args):
+        found = [a for a in args if isinstance(a, np.ndarray)]
+        return name in names and len({a.dtype for a in found if a.dtype.kind == "f"}) == 1
 
     def load_kernel(source_path, name):
-        def kernel(grid, block, args):
-            launched[name] += 1
-            segment_sum(*args)
+        def kernel(grid, block, args, shared_mem=0):
+            launched[name.rsplit("_", 1)[0]] += 1  # the name without its _f32 / _f64
+            STANDINS[name.rsplit("_", 1)[0]](*args)
         return kernel
-    monkeypatch.setattr(backend, "load_kernel", load_kernel)  # the loader kernel_for asks
+
+    monkeypatch.setattr(kernels, "kernel_suits", kernel_suits)
+    monkeypatch.setattr(kernels, "load_kernel", load_kernel)  # what every launcher asks for the kernel
     return launched

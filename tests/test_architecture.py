@@ -87,8 +87,25 @@ ARRAY_MODULE_INSPECTION = re.compile(r"xp\.__name__|\bxp is (not )?np\b|\bxp (!=
 
 def test_only_the_backend_knows_numpy_from_cupy():
     offenders = [str(p.relative_to(PACKAGE)) for p in PACKAGE.rglob("*.py")
-                 if p.name != "backend.py" and ARRAY_MODULE_INSPECTION.search(p.read_text(encoding="utf-8"))]
-    assert not offenders, f"array-module inspection outside backend.py: {offenders}"
+                 if p.parent.name != "backend" and ARRAY_MODULE_INSPECTION.search(p.read_text(encoding="utf-8"))]
+    assert not offenders, f"array-module inspection outside backend/: {offenders}"
+
+
+KERNEL_SWITCH = re.compile(r"\bkernel_suits\b|\bfused_kernels\b|use_fused_kernel")
+
+
+def test_no_op_or_optimizer_branches_on_the_kernel_switch():
+    """The fused-kernel choice is made in one place, ``backend.kernels.dispatch``: the ops
+    and the optimizer declare both paths and never ask the switch themselves."""
+    offenders = [str(p.relative_to(PACKAGE)) for p in PACKAGE.rglob("*.py")
+                 if p.parent.name != "backend" and KERNEL_SWITCH.search(p.read_text(encoding="utf-8"))]
+    assert not offenders, f"the kernel switch asked outside backend/: {offenders}"
+
+
+def test_the_backend_is_rooms_of_one_concern_each():
+    sizes = {p.name: len(p.read_text(encoding="utf-8").splitlines()) for p in (PACKAGE / "backend").glob("*.py")}
+    assert {"arrays.py", "random.py", "memory.py", "threads.py", "kernels.py", "collectives.py"} <= set(sizes)
+    assert max(sizes.values()) <= 250, sizes
 
 
 def test_examples_and_tools_do_not_edit_sys_path():

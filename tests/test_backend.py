@@ -22,9 +22,23 @@ def test_unknown_device():
 
 def test_manual_seed_reproduces_random_numbers():
     manual_seed(5)
-    a = backend.uniform(np, (4,), np.float32)
+    a, mask = backend.rng(np).random(4), backend.keep_mask(np, (64,), 0.5)
     manual_seed(5)
-    np.testing.assert_array_equal(a, backend.uniform(np, (4,), np.float32))
+    np.testing.assert_array_equal(a, backend.rng(np).random(4))
+    np.testing.assert_array_equal(mask, backend.keep_mask(np, (64,), 0.5))
+
+
+def test_rng_state_restores_every_stream_a_step_draws_from():
+    manual_seed(7)
+    backend.rng(np).random(3)
+    backend.philox_stream(10)
+    state = backend.get_rng_state()
+    after = backend.rng(np).random(4), backend.keep_mask(np, (40,), 0.3), backend.philox_stream(8)
+    manual_seed(99)  # another run's generators, as in a fresh process
+    backend.set_rng_state(state)
+    again = backend.rng(np).random(4), backend.keep_mask(np, (40,), 0.3), backend.philox_stream(8)
+    for a, b in zip(after, again):
+        np.testing.assert_array_equal(a, b)
 
 
 def test_rows_per_block_fills_the_cache_on_the_cpu():
@@ -49,7 +63,7 @@ class _FakeCupyArray:
 
 
 def test_mixed_devices_error_names_both(monkeypatch):
-    monkeypatch.setattr(backend, "is_cupy_array", lambda x: isinstance(x, _FakeCupyArray))
+    monkeypatch.setattr(backend.arrays, "is_cupy_array", lambda x: isinstance(x, _FakeCupyArray))
     with pytest.raises(DeviceError, match="'cpu'.*'cuda'"):
         backend.get_array_module(np.zeros(2), _FakeCupyArray())
 
@@ -74,9 +88,9 @@ def page_faults_of_reusing(times=20):
         np.ones(1 << 18, dtype=np.float32)
     return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
 
-off = backend.keep_host_memory(False) and not backend.host_memory_kept
+off = backend.keep_host_memory(False) and not backend.host_memory_kept()
 fresh = page_faults_of_reusing()
-on = backend.keep_host_memory(True) and backend.host_memory_kept
+on = backend.keep_host_memory(True) and backend.host_memory_kept()
 page_faults_of_reusing(times=1)
 print(off, fresh, on, page_faults_of_reusing())
 """
@@ -98,15 +112,16 @@ def test_kept_host_memory_serves_the_next_allocation_without_page_faults():
 
 
 @pytest.mark.skipif(not backend.keep_host_memory(), reason="the C library has no mallopt (not glibc)")
-def test_host_memory_is_kept_at_import_unless_asked_not_to():
+def test_host_memory_is_left_alone_at_import_and_kept_when_asked_unless_the_environment_says_not_to():
     import os
     import subprocess
     import sys
-    code = "from tinygrad_nlp import backend; print(backend.host_memory_kept)"
+    code = ("from tinygrad_nlp import backend; at_import = backend.host_memory_kept(); backend.keep_host_memory(); "
+            "print(at_import, backend.host_memory_kept())")
     kept = {setting: subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                                     env=dict(os.environ, TINYGRAD_NLP_KEEP_HOST_MEMORY=setting)).stdout.strip()
             for setting in ("0", "1")}
-    assert kept == {"0": "False", "1": "True"}
+    assert kept == {"0": "False False", "1": "False True"}
 
 
 def test_out_of_memory_in_a_forward_names_the_op_shapes_and_free_memory():
@@ -144,13 +159,16 @@ def test_gpu_out_of_memory_names_the_device_and_the_pool():
 
 def test_fused_kernels_are_off_unless_named_and_only_on_the_gpu(monkeypatch):
     assert backend.fused_kernels_from("") == set()
-    assert backend.fused_kernels_from("all") == {"layer_norm", "softmax", "dropout", "adam", "bias_activation"}
+    assert backend.fused_kernels_from("all") == {"layer_norm", "softmax", "dropout", "adam", "bias_activation",
+                                                 "embedding_backward"}
     assert backend.fused_kernels_from(" layer_norm, ") == {"layer_norm"}
-    known = r"known: \['layer_norm', 'softmax', 'dropout', 'adam', 'bias_activation'\]"
+    known = r"known: \['layer_norm', 'softmax', 'dropout', 'adam', 'bias_activation', 'embedding_backward'\]"
     with pytest.warns(UserWarning, match=r"unknown kernel\(s\) \['softmaxx'\], " + known):
         assert backend.fused_kernels_from("softmaxx,layer_norm") == {"layer_norm"}
-    monkeypatch.setattr(backend, "fused_kernels", {"layer_norm"})
-    assert not backend.use_fused_kernel("layer_norm", np.ones(3, np.float32))  # NumPy arrays: never
+    monkeypatch.setattr(backend.kernels, "fused_kernels", {"layer_norm"})
+    assert not backend.kernels.kernel_suits("layer_norm", np.ones(3, np.float32))  # NumPy arrays: never
+    both = backend.kernels.dispatch("layer_norm", generic=lambda x: "generic", kernel=lambda x: "kernel")
+    assert both(np.ones(3, np.float32)) == "generic"
     before = backend.philox_stream(0)
     assert backend.philox_stream(9)[2] == before[2] and backend.philox_stream(1)[2] == before[2] + 3  # 4 a counter
     backend.manual_seed(4)

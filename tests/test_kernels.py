@@ -25,7 +25,7 @@ def test_kernel_compiles_with_nvcc(source, tmp_path):
     if not nvcc:
         pytest.skip("nvcc is not installed: CUDA sources not compiled")
     code = tmp_path / source.name  # the text CuPy compiles: shared headers written in
-    code.write_text(backend.kernel_code(source))
+    code.write_text(backend.kernels.kernel_code(source))
     result = subprocess.run([nvcc, "--ptx", "-arch=sm_90", "-o", str(tmp_path / "out.ptx"), str(code)],
                             capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
@@ -35,7 +35,7 @@ def test_kernel_compiles_with_nvcc(source, tmp_path):
 def test_kernel_code_writes_in_the_headers_beside_it(tmp_path):
     (tmp_path / "shared.cuh").write_text("#pragma once\n__device__ int twice(int a) { return 2 * a; }\n")
     (tmp_path / "op.cu").write_text('// op\n#include "shared.cuh"\n#include <cstdint>\nint use = 1;\n')
-    code = backend.kernel_code(tmp_path / "op.cu")
+    code = backend.kernels.kernel_code(tmp_path / "op.cu")
     assert code == "// op\n__device__ int twice(int a) { return 2 * a; }\n#include <cstdint>\nint use = 1;\n"
 
 

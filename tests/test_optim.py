@@ -97,7 +97,7 @@ def test_chunked_update_equals_whole_array_update(rng, monkeypatch):
     grads = [rng.standard_normal((40, 50)).astype(np.float32).T for _ in range(3)]  # not contiguous
     results = []
     for block_bytes in (512, 1 << 20):  # chunks of 64 elements, and the whole array
-        monkeypatch.setattr(backend, "CACHE_BLOCK_BYTES", block_bytes)
+        monkeypatch.setattr(backend.arrays, "CACHE_BLOCK_BYTES", block_bytes)
         for contiguous in (True, False):
             p = Parameter(data.copy())
             opt = Adam([p], lr=0.01, weight_decay=0.1)

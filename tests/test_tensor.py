@@ -131,3 +131,15 @@ def test_a_forward_knows_no_gradient_is_wanted_under_no_grad():
         Probe()(x)
     Probe()(Tensor(np.ones(2)))
     assert seen == [(True,), (False,), (False,)]
+
+
+def test_the_package_root_gives_a_tensor_with_all_its_operators_in_a_fresh_interpreter():
+    import subprocess
+    import sys
+    code = ("import numpy as np\nfrom tinygrad_nlp import Tensor\n"
+            "a = Tensor(np.arange(6.0).reshape(2, 3), requires_grad=True)\n"
+            "y = ((a + a) * a - a / 2) ** 2 @ a.T\n"
+            "y = (-y).sum() + a[0].mean() + a.reshape(3, 2).T.exp().log().relu().tanh().sum()\n"
+            "y.backward()\nprint(a.grad.shape, float(y.numpy()) < 0)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["(2,", "3)", "True"]

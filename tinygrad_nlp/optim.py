@@ -11,7 +11,7 @@ import pathlib
 import numpy as np
 
 from . import backend
-from .backend import rows_per_block
+from .backend import kernels, rows_per_block
 from .errors import ArgumentError, CheckpointError
 from .nn.flat import flatten
 
@@ -189,8 +189,8 @@ class Adam(Optimizer):
     to the gradient; m and v are bias-corrected:
         g += wd * p;  m = b1 m + (1 - b1) g;  v = b2 v + (1 - b2) g^2
         p -= lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps)
-    On the GPU, with ``backend.use_fused_kernel("adam", ...)``, the whole step over a
-    flat buffer is one kernel (adam.cu)."""
+    The update has a generic path and, on the GPU, a fused kernel that makes the whole
+    step over a flat buffer one launch (adam.cu); ``backend.kernels.dispatch`` chooses."""
 
     decoupled = False
 
@@ -199,7 +199,6 @@ class Adam(Optimizer):
         self.betas, self.eps, self.weight_decay = tuple(betas), eps, weight_decay
 
     def _update(self, p, g, state):
-        xp = backend.get_array_module(p, g)
         b1, b2 = self.betas
         t = self.step_count
         m = self._buffer(state, "exp_avg", p)
@@ -209,29 +208,42 @@ class Adam(Optimizer):
         root_c2 = math.sqrt(1 - b2 ** t)
         step_size = self.lr * root_c2 / (1 - b1 ** t)
         eps = self.eps * root_c2
-        if backend.use_fused_kernel("adam", p, g, m, v) and all(a.flags.c_contiguous for a in (p, g, m, v)):
-            wd_l2, shrink = (0.0, 1 - self.lr * self.weight_decay) if self.decoupled else (self.weight_decay, 1.0)
-            scalars = (b1, 1 - b1, b2, 1 - b2, step_size, eps, wd_l2, shrink)
-            backend.launch_flat(_ADAM_KERNEL, "adam", p, (p, g, m, v, np.int64(p.size))
-                                + tuple(p.dtype.type(s) for s in scalars))
-            return
-        if not self.decoupled:
-            g = self._with_weight_decay(p, g, state)
-        elif self.weight_decay:
-            p *= 1 - self.lr * self.weight_decay
-        for p_, g_, m_, v_, s_ in _pieces(xp, (p, g, m, v), self._scratch(p)):
-            m_ *= b1
-            xp.multiply(g_, 1 - b1, out=s_)
-            m_ += s_
-            v_ *= b2
-            xp.multiply(g_, g_, out=s_)
-            s_ *= 1 - b2
-            v_ += s_
-            xp.sqrt(v_, out=s_)
-            s_ += eps
-            xp.divide(m_, s_, out=s_)
-            s_ *= step_size
-            p_ -= s_
+        _adam_step(p, g, m, v, self, state, step_size, eps)
+
+
+def _adam_step_generic(p, g, m, v, adam, state, step_size, eps):
+    """Adam's update of p, m and v in place, in cache-sized pieces on the CPU."""
+    xp = backend.get_array_module(p, g)
+    b1, b2 = adam.betas
+    if not adam.decoupled:
+        g = adam._with_weight_decay(p, g, state)
+    elif adam.weight_decay:
+        p *= 1 - adam.lr * adam.weight_decay
+    for p_, g_, m_, v_, s_ in _pieces(xp, (p, g, m, v), adam._scratch(p)):
+        m_ *= b1
+        xp.multiply(g_, 1 - b1, out=s_)
+        m_ += s_
+        v_ *= b2
+        xp.multiply(g_, g_, out=s_)
+        s_ *= 1 - b2
+        v_ += s_
+        xp.sqrt(v_, out=s_)
+        s_ += eps
+        xp.divide(m_, s_, out=s_)
+        s_ *= step_size
+        p_ -= s_
+
+
+def _adam_step_kernel(p, g, m, v, adam, state, step_size, eps):
+    """The same update in one launch over the flat buffer (adam.cu)."""
+    b1, b2 = adam.betas
+    wd_l2, shrink = (0.0, 1 - adam.lr * adam.weight_decay) if adam.decoupled else (adam.weight_decay, 1.0)
+    scalars = (b1, 1 - b1, b2, 1 - b2, step_size, eps, wd_l2, shrink)
+    kernels.launch_flat(_ADAM_KERNEL, "adam", p, (p, g, m, v, np.int64(p.size)) + tuple(p.dtype.type(s) for s in scalars))
+
+
+_adam_step = kernels.dispatch("adam", generic=_adam_step_generic, kernel=_adam_step_kernel,
+                              applies=lambda p, g, m, v, *_: all(a.flags.c_contiguous for a in (p, g, m, v)))
 
 
 class AdamW(Adam):

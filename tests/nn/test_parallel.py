@@ -177,7 +177,7 @@ def test_bad_arguments():
 
 
 def test_threads_need_threadpoolctl(monkeypatch):
-    monkeypatch.setattr(backend, "_threadpoolctl_installed", lambda: False)
+    monkeypatch.setattr(backend.threads, "threadpoolctl_installed", lambda: False)
     with pytest.raises(MissingDependencyError, match="pip install threadpoolctl"):
         DataParallel(mlm(), 2)
     assert backend.default_threads("cpu") == 1

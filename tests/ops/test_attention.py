@@ -169,7 +169,7 @@ def test_blocks_of_the_batch_give_the_same_result(mask_kind, rng, monkeypatch):
     g = rng.standard_normal((4, 2, 4, 3))
     results = []
     for block_bytes in (1 << 18, 1):
-        monkeypatch.setattr(backend, "CACHE_BLOCK_BYTES", block_bytes)
+        monkeypatch.setattr(backend.arrays, "CACHE_BLOCK_BYTES", block_bytes)
         manual_seed(5)
         for t in (q, k, v):
             t.grad = None

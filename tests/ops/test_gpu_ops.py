@@ -45,7 +45,7 @@ def test_fused_dropout_kernel_draws_the_reference_mask_and_draws_it_again_in_the
     """ops/dropout.cu: the kept elements are exactly those of the NumPy Philox reference
     (tests/helpers.py), scaled by 1/(1-p); the backward draws the same mask (sizes not a
     multiple of four, one and several launches' worth)."""
-    monkeypatch.setattr(backend, "fused_kernels", {"dropout"})
+    monkeypatch.setattr(backend.kernels, "fused_kernels", {"dropout"})
     manual_seed(3)
     rng = np.random.default_rng(0)
     x, g = rng.standard_normal(shape).astype(dtype) + 10, rng.standard_normal(shape).astype(dtype)
@@ -63,7 +63,7 @@ def test_fused_dropout_kernel_draws_the_reference_mask_and_draws_it_again_in_the
 
 
 def test_fused_dropout_is_seeded_drops_at_rate_p_and_takes_any_layout(monkeypatch):
-    monkeypatch.setattr(backend, "fused_kernels", {"dropout"})
+    monkeypatch.setattr(backend.kernels, "fused_kernels", {"dropout"})
     x = backend.to_device(np.ones((400, 2500), dtype=np.float32), "cuda")
     draws = []
     for _ in range(2):
@@ -80,7 +80,7 @@ def test_fused_dropout_is_seeded_drops_at_rate_p_and_takes_any_layout(monkeypatc
 def test_attention_with_the_fused_dropout_kernel_matches_the_generic_path_with_the_same_mask(dtype, monkeypatch):
     """Attention's dropout on the probabilities through ops/dropout.cu (mask not saved,
     drawn again in the backward) against the generic path given the Philox mask itself."""
-    import tinygrad_nlp.ops.attention as attention
+    import tinygrad_nlp.ops.dropout as dropout_op
 
     def reference_mask(xp, shape, p):
         n = int(np.prod(shape))
@@ -91,7 +91,7 @@ def test_attention_with_the_fused_dropout_kernel_matches_the_generic_path_with_t
     mask = backend.to_device(np.arange(7)[None] < np.array([[7], [4], [1]]), "cuda")
 
     def run(fused):
-        monkeypatch.setattr(attention, "keep_mask", reference_mask)
+        monkeypatch.setattr(dropout_op, "keep_mask", reference_mask)
         manual_seed(5)
         x, = cuda_leaves(qkv)
         out = F.self_attention(x, 4, mask=mask, dropout_p=0.25)

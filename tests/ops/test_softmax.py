@@ -187,7 +187,7 @@ def test_linear_cross_entropy_errors():
 def test_large_rows_go_through_in_cache_sized_blocks(rng, monkeypatch):
     """The blocked softmax of cross_entropy (taken when rows exceed the block size)
     agrees with the one-pass formula."""
-    monkeypatch.setattr(backend, "CACHE_BLOCK_BYTES", 64)  # blocks of 1 row here
+    monkeypatch.setattr(backend.arrays, "CACHE_BLOCK_BYTES", 64)  # blocks of 1 row here
     logits = tensor(rng, 5, 9, scale=30)
     t = np.array([0, 8, -100, 3, 3])
     loss = F.cross_entropy(logits, t)

@@ -6,7 +6,8 @@ import math
 import numpy as np
 
 from .. import functional as F
-from ..errors import ArgumentError, ShapeError
+from ..errors import ShapeError
+from ..ops.elementwise import check_activation
 from .layers import Dropout, LayerNorm, Linear, uniform_init
 from .module import Module, ModuleList, Parameter
 
@@ -38,23 +39,20 @@ class MultiHeadAttention(Module):
         return f"d_model={self.d_model}, n_heads={self.n_heads}, dropout={self.dropout}"
 
 
-_LINEAR_ACTIVATION = {"relu": "relu", "gelu": "gelu_tanh"}  # F.gelu's default form is the tanh one
-
-
 class FeedForward(Module):
-    """linear2(dropout(activation(linear1(x)))), as PyTorch's encoder layer."""
+    """linear2(dropout(activation(linear1(x)))), as PyTorch's encoder layer; ``activation``
+    a name of ``ops.elementwise.ACTIVATIONS`` ("relu", "gelu" (exact, as PyTorch's),
+    "gelu_tanh")."""
 
     def __init__(self, d_model: int, d_ff: int, dropout: float = 0.0, activation: str = "relu"):
-        if activation not in ("relu", "gelu"):
-            raise ArgumentError(f"FeedForward: activation must be 'relu' or 'gelu', got {activation!r}")
-        self.activation = activation
+        self.activation = check_activation(activation, "FeedForward")
         self.linear1 = Linear(d_model, d_ff)
         self.dropout = Dropout(dropout)
         self.linear2 = Linear(d_ff, d_model)
 
     def forward(self, x):
         # activation(linear1(x)) as one op: on the GPU, one kernel for the bias and the activation
-        hidden = F.linear(x, self.linear1.weight, self.linear1.bias, activation=_LINEAR_ACTIVATION[self.activation])
+        hidden = F.linear(x, self.linear1.weight, self.linear1.bias, activation=self.activation)
         return self.linear2(self.dropout(hidden))
 
     def extra_repr(self):

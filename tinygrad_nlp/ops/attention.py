@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import math
 
-from ..backend import get_array_module, keep_mask, philox_stream, rows_per_block
+from ..backend import get_array_module, rows_per_block
 from ..errors import ShapeError
 from ..tensor import Function, array_of
 from .checks import broadcast_shape, check_probability
-from .dropout import fused_dropout, fused_dropout_wanted
+from .dropout import draw_dropout_mask
 from .softmax import softmax_backward, softmax_rows
 
 
@@ -46,14 +46,13 @@ class ScaledDotProductAttention(Function):
     Masked keys have P = 0, so their dS is 0 and they pass no gradient to Q or K.
     A query row whose keys are *all* masked attends to nothing: its P row is all zeros,
     so its output is 0 and every gradient through it is 0 (finite, never NaN).
-    The forward saves P (and the dropout mask), never the raw scores, and P' is
-    recomputed from them. Both passes go through the batch in blocks whose scores fit
-    in the cache. With the fused dropout kernel on the GPU (ops/dropout.cu) the mask is
-    not saved either: each block's is drawn again from its Philox stream.
+    The forward saves P (and the dropout draw, ops/dropout.py), never the raw scores,
+    and P' is recomputed from them. Both passes go through the batch in blocks whose
+    scores fit in the cache. With the fused dropout kernel on the GPU (ops/dropout.cu)
+    the draw keeps no mask: each block's is drawn again from its Philox stream.
     """
 
     floating = True
-    streams = None  # {block start: Philox stream} when the fused dropout kernel draws the mask
 
     def __init__(self, mask=None, dropout_p=0.0, training=True):
         self.mask = mask
@@ -83,11 +82,7 @@ class ScaledDotProductAttention(Function):
             mask = mask.reshape((1,) * (4 - mask.ndim) + tuple(mask.shape))
         keep = None
         if self.training and self.dropout_p > 0:
-            self.drop_scale = q.dtype.type(0.0 if self.dropout_p == 1 else 1.0 / (1.0 - self.dropout_p))
-            if fused_dropout_wanted(self.dropout_p, q):
-                self.streams = {}  # per batch block: the Philox stream its mask is drawn from, twice
-            else:
-                keep = keep_mask(xp, (B, H, Tq, Tk), self.dropout_p)
+            keep = draw_dropout_mask(q, self.dropout_p, (B, H, Tq, Tk))
         probs = xp.empty((B, H, Tq, Tk), dtype=q.dtype)
         self.save(q=q, k=k, v=v, probs=probs, keep=keep)
         out = xp.empty((B, H, Tq, v.shape[3]), dtype=q.dtype)
@@ -105,13 +100,6 @@ class ScaledDotProductAttention(Function):
             xp.matmul(self.dropped(p, b), v[b], out=out[b])  # out = P' V
         return out
 
-    def stream_of(self, b, size):
-        """The fused dropout kernel's stream for batch block ``b``: drawn by the forward,
-        found again by the backward."""
-        if b.start not in self.streams:
-            self.streams[b.start] = philox_stream(size)
-        return self.streams[b.start]
-
     def batch_blocks(self, xp):
         """Slices of the batch axis whose (H, Tq, Tk) score blocks fit the cache: every
         elementwise pass over the scores then runs there (one block on the GPU)."""
@@ -121,13 +109,7 @@ class ScaledDotProductAttention(Function):
 
     def dropped(self, probs, b):
         """P' = dropout(P) for the batch slice ``b`` (a new array), or P itself."""
-        if self.streams is not None:
-            return fused_dropout(probs, self.dropout_p, self.drop_scale, self.stream_of(b, probs.size))
-        if self.keep is None:
-            return probs
-        dropped = probs * self.drop_scale
-        dropped *= self.keep[b]
-        return dropped
+        return probs if self.keep is None else self.keep.apply(probs, b)
 
     def backward(self, g):
         xp = get_array_module(g)
@@ -137,11 +119,8 @@ class ScaledDotProductAttention(Function):
             p = self.probs[b]
             xp.matmul(self.dropped(p, b).swapaxes(-1, -2), g[b], out=grad_v[b])
             ds = g[b] @ v[b].swapaxes(-1, -2)  # dL/dP'
-            if self.streams is not None:
-                ds = fused_dropout(ds, self.dropout_p, self.drop_scale, self.stream_of(b, ds.size))
-            elif self.keep is not None:
-                ds *= self.keep[b]
-                ds *= self.drop_scale
+            if self.keep is not None:
+                self.keep.apply(ds, b, out=ds)
             softmax_backward(p, ds, out=ds)  # dS
             ds *= self.scale
             xp.matmul(ds, k[b], out=grad_q[b])

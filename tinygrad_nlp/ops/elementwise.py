@@ -170,10 +170,13 @@ class Log(Function):
 # -- activations ------------------------------------------------------------------------
 # Each activation's math is a pair of array functions, shared by its own op (relu, gelu)
 # and by ``linear(..., activation=)``, which applies it to its output inside one node.
+# ``ACTIVATIONS`` below is the one table of activation names: linear, FeedForward, BERT's
+# config, the bias + activation kernel and the tests all read it.
 class Activation(NamedTuple):
     forward: Callable  # x -> (y, the arrays its backward needs, in the order of ``saved``)
     backward: Callable  # (g, *saved arrays) -> dL/dx
     saved: tuple  # the names those arrays are kept under
+    kernel_kind: int  # its number in ops/bias_activation.cu's activation() and slope()
 
 
 def _relu_forward(x):
@@ -215,11 +218,20 @@ def _gelu_exact_backward(g, x, cdf):
     return density
 
 
-ACTIVATIONS = {  # by the names ``linear(..., activation=)`` takes
-    "relu": Activation(_relu_forward, _relu_backward, ("positive",)),
-    "gelu": Activation(_gelu_exact_forward, _gelu_exact_backward, ("gelu_input", "cdf")),
-    "gelu_tanh": Activation(_gelu_tanh_forward, _gelu_tanh_backward, ("gelu_input", "tanh_u")),
+ACTIVATIONS = {  # "gelu" is the exact form everywhere (PyTorch's default, BERT's); "gelu_tanh" GPT-2's
+    "relu": Activation(_relu_forward, _relu_backward, ("positive",), 1),
+    "gelu": Activation(_gelu_exact_forward, _gelu_exact_backward, ("gelu_input", "cdf"), 2),
+    "gelu_tanh": Activation(_gelu_tanh_forward, _gelu_tanh_backward, ("gelu_input", "tanh_u"), 3),
 }
+
+
+def check_activation(name, where: str, optional: bool = False) -> str | None:
+    """``name`` if it is a key of ``ACTIVATIONS`` (or None, when ``optional``), else an
+    ArgumentError naming ``where`` and the names it takes."""
+    if (name is None and optional) or name in ACTIVATIONS:
+        return name
+    allowed = ("None or one of " if optional else "one of ") + str(sorted(ACTIVATIONS))
+    raise ArgumentError(f"{where}: activation must be {allowed}, got {name!r}")
 
 
 def save_activation(node: Function, name: str, x):
@@ -255,8 +267,8 @@ class ReLU(_ActivationOp):
     activation = "relu"
 
 
-class GELU(_ActivationOp):
-    """GELU, tanh form: y = x/2 * (1 + tanh(u)), u = c (x + 0.044715 x^3), c = sqrt(2/pi).
+class GELUTanh(_ActivationOp):
+    """GELU, tanh form ("gelu_tanh", GPT-2's): y = x/2 * (1 + tanh(u)), u = c (x + 0.044715 x^3), c = sqrt(2/pi).
 
     dy/dx = (1 + t)/2 + x/2 * (1 - t^2) * c (1 + 3 * 0.044715 x^2), with t = tanh(u).
     The forward saves x and t.
@@ -266,8 +278,8 @@ class GELU(_ActivationOp):
     activation = "gelu_tanh"
 
 
-class ExactGELU(_ActivationOp):
-    """GELU as BERT defines it ("gelu"): y = x Phi(x), Phi the standard normal CDF,
+class GELU(_ActivationOp):
+    """GELU as PyTorch and BERT define it ("gelu"): y = x Phi(x), Phi the standard normal CDF,
     Phi(x) = (1 + erf(x / sqrt 2)) / 2.
 
     dy/dx = Phi(x) + x phi(x), with phi(x) = exp(-x^2 / 2) / sqrt(2 pi) the density
@@ -335,14 +347,14 @@ def relu(x):
     return ReLU()(x)
 
 
-def gelu(x, approximate="tanh"):
-    """GELU. ``approximate="tanh"`` (the default here, GPT-2's and the tutorials'):
-    x/2 (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))); ``approximate="none"``: the exact
-    x Phi(x) with the normal CDF through erf (BERT's "gelu", PyTorch's default)."""
+def gelu(x, approximate="none"):
+    """GELU, as PyTorch's: ``approximate="none"`` (the default) the exact x Phi(x) with
+    the normal CDF through erf (BERT's "gelu"); ``approximate="tanh"`` the tanh form
+    x/2 (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))) (GPT-2's, "gelu_tanh")."""
     if approximate == "tanh":
-        return GELU()(x)
+        return GELUTanh()(x)
     if approximate == "none":
-        return ExactGELU()(x)
+        return GELU()(x)
     raise ArgumentError(f"gelu: approximate must be 'tanh' or 'none', got {approximate!r}")
 
 

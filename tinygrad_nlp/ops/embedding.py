@@ -4,9 +4,9 @@ Guide: docs/backward.md#embedding
 from __future__ import annotations
 
 import math
-import os
+import pathlib
 
-from ..backend import get_array_module, kernel_for, per_device
+from ..backend import get_array_module, kernels, per_device, scatter_add
 from ..errors import ShapeError
 from ..tensor import Function, array_of
 from .checks import check_ids
@@ -35,11 +35,20 @@ def _scatter_add_rows_cpu(indices, values, num_rows: int):
     return out
 
 
-_SEGMENT_SUM_SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "embedding_backward.cu")
+def _scatter_add_rows_atomic(indices, values, num_rows: int):
+    """``cupyx.scatter_add`` on the GPU: atomic adds, so the order of a repeated id's
+    sum depends on timing (the last bit of a float32 sum may differ run to run)."""
+    xp = get_array_module(indices, values)
+    out = xp.zeros((num_rows, values.shape[1]), dtype=values.dtype)
+    scatter_add(out, indices, values)
+    return out
+
+
+_SEGMENT_SUM_SOURCE = pathlib.Path(__file__).with_name("embedding_backward.cu")
 _SEGMENT_SUM_THREADS = 256
 
 
-def _scatter_add_rows_cuda(indices, values, num_rows: int):
+def _scatter_add_rows_kernel(indices, values, num_rows: int):
     """Sort the ids, then one GPU thread per (segment, column) sums its segment in order
     (``embedding_backward.cu``): no atomics, so the result does not depend on timing."""
     xp = get_array_module(indices, values)
@@ -57,21 +66,21 @@ def _scatter_add_rows_cuda(indices, values, num_rows: int):
     ends[-1] = sorted_ids.size
     width = values.shape[1]
     sums = xp.empty((starts.size, width), dtype=values.dtype)
-    kernel = kernel_for(_SEGMENT_SUM_SOURCE, "segment_sum", values.dtype)
-    total = starts.size * width
-    blocks = -(-total // _SEGMENT_SUM_THREADS)
-    kernel((blocks,), (_SEGMENT_SUM_THREADS,),
-           (xp.ascontiguousarray(values), order, starts, ends, xp.int64(starts.size), xp.int64(width), sums))
+    blocks = -(-starts.size * width // _SEGMENT_SUM_THREADS)
+    kernels.launch_grid(_SEGMENT_SUM_SOURCE, "segment_sum", values.dtype, blocks, _SEGMENT_SUM_THREADS,
+                        (xp.ascontiguousarray(values), order, starts, ends, xp.int64(starts.size), xp.int64(width), sums))
     out[sorted_ids[starts]] = sums
     return out
 
 
-_scatter_add_rows = per_device(cpu=_scatter_add_rows_cpu, cuda=_scatter_add_rows_cuda)
+_scatter_add_rows = kernels.dispatch("embedding_backward", kernel=_scatter_add_rows_kernel,
+                                     generic=per_device(cpu=_scatter_add_rows_cpu, cuda=_scatter_add_rows_atomic))
 
 
 def scatter_add_rows(num_rows: int, indices, values):
     """``out[indices[i]] += values[i]`` into a fresh ``(num_rows, D)`` array, repeated
-    indices accumulating, deterministically on both devices."""
+    indices accumulating: in sorted order on the CPU and with the GPU's segment-sum
+    kernel (deterministic), by atomic adds on the GPU's generic path."""
     values = values.reshape(indices.size, math.prod(values.shape[indices.ndim:]))
     return _scatter_add_rows(indices.reshape(-1), values, num_rows)
 

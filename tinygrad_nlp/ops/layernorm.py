@@ -1,16 +1,93 @@
 """Layer normalisation over the last axis. Guide: docs/backward.md#layer-norm
-On the GPU, with ``backend.use_fused_kernel("layer_norm", ...)``, each pass is one kernel
-of ``layernorm.cu``."""
+Each pass has a generic path and a fused kernel (layernorm.cu, one thread block per
+row); ``backend.kernels.dispatch`` chooses."""
 from __future__ import annotations
 
 import pathlib
 
 import numpy as np
 
-from ..backend import get_array_module, launch_per_row, use_fused_kernel
+from ..backend import get_array_module, kernels
 from ..errors import ShapeError
 from ..tensor import Function
 from .rowwise import leading_sum, row_mean
+
+
+def _forward_generic(x, weight, bias, eps):
+    """y, mean, rstd of layer norm in array code (mean and rstd shaped (..., 1))."""
+    xp = get_array_module(x, weight, bias)
+    # Shifted by each row's first value before averaging, so a constant row centres
+    # to exact zeros (its output is exactly the bias, even at 1e4 in float32) and
+    # large offsets do not cost the variance its precision.
+    shift = x[..., :1]
+    centred = x - shift
+    offset = row_mean(centred)
+    centred -= offset
+    mean = shift + offset
+    var = row_mean(xp.square(centred))
+    rstd = 1.0 / xp.sqrt(var + eps)
+    centred *= rstd
+    centred *= weight
+    centred += bias
+    return centred, mean, rstd
+
+
+def _backward_generic(g, x, weight, mean, rstd):
+    """dL/dx, dL/dw, dL/db of layer norm in array code."""
+    # mean(dxhat) = g @ w / D and mean(dxhat * xhat) = (g * xhat) @ w / D: two
+    # matrix-vector products instead of two more (N, D) temporaries
+    xhat, g_xhat = _xhat_and_g_xhat(g, x, mean, rstd)
+    grad_weight, grad_bias = leading_sum(g_xhat), leading_sum(g)
+    w_mean = weight / weight.shape[0]
+    mean_dxhat = (g @ w_mean)[..., None]
+    mean_dxhat_xhat = (g_xhat @ w_mean)[..., None]
+    grad_x = g * weight
+    grad_x -= mean_dxhat
+    xhat *= mean_dxhat_xhat
+    grad_x -= xhat
+    grad_x *= rstd
+    return grad_x, grad_weight, grad_bias
+
+
+def _xhat_and_g_xhat(g, x, mean, rstd):
+    xhat = x - mean
+    xhat *= rstd
+    return xhat, g * xhat
+
+
+# -- the fused CUDA kernels (ops/layernorm.cu), one thread block per row ----------------
+KERNEL_SOURCE = pathlib.Path(__file__).with_name("layernorm.cu")
+
+
+def _forward_kernel(x, weight, bias, eps):
+    """y, mean, rstd of layer norm in one kernel (mean and rstd shaped (..., 1))."""
+    xp = get_array_module(x)
+    x, weight, bias = (xp.ascontiguousarray(a) for a in (x, weight, bias))
+    width = x.shape[-1]
+    y = xp.empty_like(x)
+    mean, rstd = (xp.empty(x.shape[:-1] + (1,), dtype=x.dtype) for _ in range(2))
+    kernels.launch_per_row(KERNEL_SOURCE, "layer_norm_forward", x,
+                           (x, weight, bias, np.int64(width), x.dtype.type(eps), y, mean, rstd))
+    return y, mean, rstd
+
+
+def _backward_kernel(g, x, weight, mean, rstd):
+    """dL/dx of layer norm in one kernel; dL/dw and dL/db as the generic path."""
+    xp = get_array_module(g)
+    _, g_xhat = _xhat_and_g_xhat(g, x, mean, rstd)
+    grad_weight, grad_bias = leading_sum(g_xhat), leading_sum(g)
+    g, x, weight = (xp.ascontiguousarray(a) for a in (g, x, weight))
+    grad_x = xp.empty_like(g)
+    kernels.launch_per_row(KERNEL_SOURCE, "layer_norm_backward", g,
+                           (g, x, weight, xp.ascontiguousarray(mean), xp.ascontiguousarray(rstd),
+                            np.int64(g.shape[-1]), grad_x))
+    return grad_x, grad_weight, grad_bias
+
+
+_has_rows = lambda a, *_: a.size > 0
+layer_norm_forward = kernels.dispatch("layer_norm", generic=_forward_generic, kernel=_forward_kernel, applies=_has_rows)
+layer_norm_backward = kernels.dispatch("layer_norm", generic=_backward_generic, kernel=_backward_kernel,
+                                       applies=_has_rows)
 
 
 class LayerNorm(Function):
@@ -39,72 +116,12 @@ class LayerNorm(Function):
             )
 
     def forward(self, x, weight, bias):
-        xp = get_array_module(x, weight, bias)
-        if x.size and use_fused_kernel("layer_norm", x, weight, bias):
-            y, mean, rstd = fused_forward(x, weight, bias, self.eps)
-            self.save(x=x, weight=weight, mean=mean, rstd=rstd)
-            return y
-        # Shifted by each row's first value before averaging, so a constant row centres
-        # to exact zeros (its output is exactly the bias, even at 1e4 in float32) and
-        # large offsets do not cost the variance its precision.
-        shift = x[..., :1]
-        centred = x - shift
-        offset = row_mean(centred)
-        centred -= offset
-        mean = shift + offset
-        var = row_mean(xp.square(centred))
-        rstd = 1.0 / xp.sqrt(var + self.eps)
+        y, mean, rstd = layer_norm_forward(x, weight, bias, self.eps)
         self.save(x=x, weight=weight, mean=mean, rstd=rstd)
-        centred *= rstd
-        centred *= weight
-        centred += bias
-        return centred
+        return y
 
     def backward(self, g):
-        # mean(dxhat) = g @ w / D and mean(dxhat * xhat) = (g * xhat) @ w / D: two
-        # matrix-vector products instead of two more (N, D) temporaries
-        w = self.weight
-        xhat = self.x - self.mean
-        xhat *= self.rstd
-        g_xhat = g * xhat
-        grad_weight = leading_sum(g_xhat)
-        grad_bias = leading_sum(g)
-        if g.size and use_fused_kernel("layer_norm", g, self.x, w):
-            return fused_backward(g, self.x, w, self.mean, self.rstd), grad_weight, grad_bias
-        w_mean = w / w.shape[0]
-        mean_dxhat = (g @ w_mean)[..., None]
-        mean_dxhat_xhat = (g_xhat @ w_mean)[..., None]
-        grad_x = g * w
-        grad_x -= mean_dxhat
-        xhat *= mean_dxhat_xhat
-        grad_x -= xhat
-        grad_x *= self.rstd
-        return grad_x, grad_weight, grad_bias
-
-
-# -- the fused CUDA kernels (ops/layernorm.cu), one thread block per row ----------------
-KERNEL_SOURCE = pathlib.Path(__file__).with_name("layernorm.cu")
-
-
-def fused_forward(x, weight, bias, eps):
-    """y, mean, rstd of layer norm in one kernel (mean and rstd shaped (..., 1))."""
-    xp = get_array_module(x)
-    x, weight, bias = (xp.ascontiguousarray(a) for a in (x, weight, bias))
-    width = x.shape[-1]
-    y = xp.empty_like(x)
-    mean, rstd = (xp.empty(x.shape[:-1] + (1,), dtype=x.dtype) for _ in range(2))
-    launch_per_row(KERNEL_SOURCE, "layer_norm_forward", x, (x, weight, bias, np.int64(width), x.dtype.type(eps), y, mean, rstd))
-    return y, mean, rstd
-
-
-def fused_backward(g, x, weight, mean, rstd):
-    """dL/dx of layer norm in one kernel."""
-    xp = get_array_module(g)
-    g, x, weight = (xp.ascontiguousarray(a) for a in (g, x, weight))
-    grad_x = xp.empty_like(g)
-    launch_per_row(KERNEL_SOURCE, "layer_norm_backward", g,
-                   (g, x, weight, xp.ascontiguousarray(mean), xp.ascontiguousarray(rstd), np.int64(g.shape[-1]), grad_x))
-    return grad_x
+        return layer_norm_backward(g, self.x, self.weight, self.mean, self.rstd)
 
 
 def layer_norm(x, weight, bias, eps=1e-5):

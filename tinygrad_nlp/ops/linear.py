@@ -9,11 +9,11 @@ import pathlib
 
 import numpy as np
 
-from ..backend import get_array_module, launch_flat, use_fused_kernel
-from ..errors import ArgumentError, ShapeError
+from ..backend import get_array_module, kernels
+from ..errors import ShapeError
 from ..tensor import Function
 from .checks import broadcast_shape
-from .elementwise import ACTIVATIONS, activation_backward, save_activation, unbroadcast
+from .elementwise import ACTIVATIONS, activation_backward, check_activation, save_activation, unbroadcast
 from .rowwise import leading_sum
 
 
@@ -78,10 +78,7 @@ class Linear(Function):
     """
 
     def __init__(self, activation=None):
-        if activation is not None and activation not in ACTIVATIONS:
-            raise ArgumentError(f"linear: activation must be None or one of {sorted(ACTIVATIONS)}, got {activation!r}")
-        self.activation = activation
-        self.fused = False  # the activation ran in ops/bias_activation.cu, which saved pre_activation
+        self.activation = check_activation(activation, "linear", optional=True)
 
     def check(self, x, weight, bias=None):
         if weight.ndim != 2 or x.ndim == 0 or x.shape[-1] != weight.shape[1]:
@@ -96,31 +93,18 @@ class Linear(Function):
         self.has_bias = bias is not None
         self.save(x=x, weight=weight)
         y = _as_rows(x) @ weight.T
-        if self.activation is not None and bias is not None and use_fused_kernel("bias_activation", y, bias):
-            self.fused = True
-            self.save(pre_activation=y)
-            xp = get_array_module(y)
-            y, bias = xp.empty_like(y), xp.ascontiguousarray(bias)
-            launch_flat(KERNEL_SOURCE, "bias_activation", y, (self.pre_activation, bias, np.int64(y.size),
-                                                              np.int64(y.shape[1]), _KERNEL_KIND[self.activation], y))
-        else:
-            if bias is not None:
-                y += bias
-            if self.activation is not None:
-                y = save_activation(self, self.activation, y)
+        if self.activation is not None and bias is not None:
+            y = bias_activation(self, y, bias)
+        elif bias is not None:
+            y += bias
+        elif self.activation is not None:
+            y = save_activation(self, self.activation, y)
         return y.reshape(x.shape[:-1] + (weight.shape[0],))
 
     def backward(self, g):
         x, g2 = _as_rows(self.x), _as_rows(g)
-        if self.fused:
-            xp, z = get_array_module(g2), self.pre_activation
-            g2 = xp.ascontiguousarray(g2)
-            grad_z = z if self.may_overwrite_saved else xp.empty_like(z)  # the kernel reads z[i], then writes it
-            launch_flat(KERNEL_SOURCE, "activation_backward", z,
-                        (g2, z, np.int64(z.size), _KERNEL_KIND[self.activation], grad_z))
-            g2 = grad_z
-        elif self.activation is not None:
-            g2 = activation_backward(self, self.activation, g2)
+        if self.activation is not None:
+            g2 = bias_activation_backward(self, g2)
         grad_x = (g2 @ self.weight).reshape(self.x.shape)
         grad_weight = g2.T @ x
         if self.has_bias:
@@ -128,8 +112,45 @@ class Linear(Function):
         return grad_x, grad_weight
 
 
+# -- the bias and the activation: array code, or one kernel each way --------------------
+def _bias_activation_generic(node, y, bias):
+    y += bias
+    return save_activation(node, node.activation, y)
+
+
+def _bias_activation_backward_generic(node, g):
+    return activation_backward(node, node.activation, g)
+
+
 KERNEL_SOURCE = pathlib.Path(__file__).with_name("bias_activation.cu")
-_KERNEL_KIND = {"relu": np.int32(1), "gelu": np.int32(2), "gelu_tanh": np.int32(3)}
+
+
+def _bias_activation_kernel(node, z, bias):
+    """act(z + bias) in one launch (ops/bias_activation.cu), which leaves z + bias in z:
+    the node saves it as ``pre_activation``."""
+    xp = get_array_module(z)
+    y, bias = xp.empty_like(z), xp.ascontiguousarray(bias)
+    node.save(pre_activation=z)
+    kind = np.int32(ACTIVATIONS[node.activation].kernel_kind)
+    kernels.launch_flat(KERNEL_SOURCE, "bias_activation", y, (z, bias, np.int64(y.size), np.int64(y.shape[1]), kind, y))
+    return y
+
+
+def _bias_activation_backward_kernel(node, g):
+    """g * act'(z) in one launch; over the saved z when no second backward will read it."""
+    xp, z = get_array_module(g), node.pre_activation
+    g = xp.ascontiguousarray(g)
+    grad_z = z if node.may_overwrite_saved else xp.empty_like(z)  # the kernel reads z[i], then writes it
+    kind = np.int32(ACTIVATIONS[node.activation].kernel_kind)
+    kernels.launch_flat(KERNEL_SOURCE, "activation_backward", z, (g, z, np.int64(z.size), kind, grad_z))
+    return grad_z
+
+
+bias_activation = kernels.dispatch("bias_activation", generic=_bias_activation_generic, kernel=_bias_activation_kernel)
+# the backward takes the path the forward took: the kernel's saved pre_activation, or the activation's own arrays
+bias_activation_backward = kernels.dispatch(
+    "bias_activation", generic=_bias_activation_backward_generic, kernel=_bias_activation_backward_kernel,
+    applies=lambda node, g: "pre_activation" in node.saved_names)
 
 
 # -- the public functions ------------------------------------------------------------

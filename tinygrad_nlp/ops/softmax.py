@@ -3,18 +3,19 @@ alone and fused with the linear layer before it. All subtract a shift at least t
 maximum first, so logits of +-1e4 stay finite.
 
 ``exp_rows`` / ``softmax_rows`` / ``softmax_backward`` are the one forward/backward pair
-of row softmax; attention uses them too. On the GPU, with
-``backend.use_fused_kernel("softmax", ...)``, ``exp_rows`` and ``softmax_backward`` are
-one kernel launch each (ops/softmax.cu).
+of row softmax; attention uses them too. ``exp_rows`` and ``softmax_backward`` each have
+a generic path and a fused kernel (ops/softmax.cu, one launch for every row);
+``backend.kernels.dispatch`` chooses.
 Guide: docs/backward.md#softmax and docs/backward.md#log-softmax-and-cross-entropy
 """
 from __future__ import annotations
 
+import math
 import pathlib
 
 import numpy as np
 
-from ..backend import get_array_module, launch_per_row, per_device, rows_per_block, use_fused_kernel
+from ..backend import get_array_module, kernels, per_device, rows_per_block
 from ..errors import ShapeError
 from ..tensor import Function, array_of
 from .checks import check_ids
@@ -22,7 +23,20 @@ from .rowwise import row_max, row_sum
 
 
 # -- row softmax, written once ---------------------------------------------------------
-def exp_rows(x, out=None, masked_rows=False):
+def _row_buffers(x, out):
+    """x (contiguous), out, both as (n, C) rows, and the (n, 1) shift and total buffers."""
+    xp = get_array_module(x)
+    if not x.flags.c_contiguous:
+        x = xp.ascontiguousarray(x)
+    if out is None:
+        out = xp.empty(x.shape, dtype=x.dtype)
+    width = x.shape[-1]
+    n = math.prod(x.shape[:-1])
+    shift, total = xp.empty((n, 1), dtype=x.dtype), xp.empty((n, 1), dtype=x.dtype)
+    return xp, x.reshape(n, width), out, out.reshape(n, width), shift, total
+
+
+def _exp_rows_generic(x, out=None, masked_rows=False):
     """For x (..., C): exp(x - shift) (into ``out``, which may be x), the shifts and the
     row sums of the exponentials (both (..., 1)). The shift of a row is a number at
     least its maximum, so every exponential is at most 1: the row maximum itself, or
@@ -34,21 +48,9 @@ def exp_rows(x, out=None, masked_rows=False):
     ``masked_rows``, a row that is all -inf (a query whose keys are all masked) has its
     shift taken as 0, so its exponentials are 0 instead of NaN.
     """
-    xp = get_array_module(x)
-    if not x.flags.c_contiguous:
-        x = xp.ascontiguousarray(x)
-    if out is None:
-        out = xp.empty(x.shape, dtype=x.dtype)
-    width = x.shape[-1]
-    rows_in, rows_out = x.reshape(-1, width), out.reshape(-1, width)
-    n = rows_in.shape[0]
-    shift = xp.empty((n, 1), dtype=x.dtype)
-    total = xp.empty((n, 1), dtype=x.dtype)
     lead = tuple(x.shape[:-1]) + (1,)
-    if n and use_fused_kernel("softmax", x, out):  # ops/softmax.cu: one launch for every row
-        launch_per_row(KERNEL_SOURCE, "exp_rows", rows_in,
-                       (rows_in, np.int64(width), np.int32(masked_rows), rows_out, shift, total))
-        return out, shift.reshape(lead), total.reshape(lead)
+    xp, rows_in, out, rows_out, shift, total = _row_buffers(x, out)
+    n, width = rows_in.shape
     step = rows_per_block(xp, n, width * x.itemsize)
     # rows that fit a block several times share one shift per block (exp_block)
     exp_of_block = exp_block if step > 1 else _exp_by_row_max
@@ -58,6 +60,20 @@ def exp_rows(x, out=None, masked_rows=False):
         rows = slice(start, start + step)
         shift[rows], total[rows] = exp_of_block(rows_in[rows], rows_out[rows], masked_rows)
     return out, shift.reshape(lead), total.reshape(lead)
+
+
+def _exp_rows_kernel(x, out=None, masked_rows=False):
+    """``exp_rows`` in one launch for every row (ops/softmax.cu), each row shifted by its
+    own maximum."""
+    lead = tuple(x.shape[:-1]) + (1,)
+    xp, rows_in, out, rows_out, shift, total = _row_buffers(x, out)
+    kernels.launch_per_row(KERNEL_SOURCE, "exp_rows", rows_in,
+                           (rows_in, np.int64(rows_in.shape[1]), np.int32(masked_rows), rows_out, shift, total))
+    return out, shift.reshape(lead), total.reshape(lead)
+
+
+exp_rows = kernels.dispatch("softmax", generic=_exp_rows_generic, kernel=_exp_rows_kernel,
+                            applies=lambda x, *_, **__: x.size > 0)
 
 
 def _exp_by_row_max(x, out, masked_rows):
@@ -114,18 +130,26 @@ def softmax_rows(x, out=None, masked_rows=False):
     return e
 
 
-def softmax_backward(y, g, out=None):
+def _softmax_backward_generic(y, g, out=None):
     """The VJP of y = softmax(x) over the last axis: y * (g - sum(g * y)) (into ``out``,
     which may be g)."""
     xp = get_array_module(y, g)
-    if y.size and use_fused_kernel("softmax", y, g) and y.shape == g.shape \
-            and y.flags.c_contiguous and g.flags.c_contiguous and (out is None or out is g):
-        grad = g if out is g else xp.empty_like(g)  # ops/softmax.cu: one launch for every row
-        launch_per_row(KERNEL_SOURCE, "softmax_backward", y, (y, g, np.int64(y.shape[-1]), grad))
-        return grad
     grad = xp.subtract(g, row_sum(g * y), out=out)
     grad *= y
     return grad
+
+
+def _softmax_backward_kernel(y, g, out=None):
+    """``softmax_backward`` in one launch for every row (ops/softmax.cu)."""
+    grad = g if out is g else get_array_module(g).empty_like(g)
+    kernels.launch_per_row(KERNEL_SOURCE, "softmax_backward", y, (y, g, np.int64(y.shape[-1]), grad))
+    return grad
+
+
+softmax_backward = kernels.dispatch(
+    "softmax", generic=_softmax_backward_generic, kernel=_softmax_backward_kernel,
+    applies=lambda y, g, out=None: y.size > 0 and y.shape == g.shape and y.flags.c_contiguous
+    and g.flags.c_contiguous and (out is None or out is g))
 
 
 def _check_axis(op, x, axis):
