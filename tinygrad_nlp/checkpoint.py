@@ -10,16 +10,22 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 import zipfile
 
 import numpy as np
 
 from .backend import get_array_module
 from .errors import AnomalyError, CheckpointError
+from .files import atomic_write
 from .models import MODELS
+from .nn import DataParallel
 
 FORMAT_VERSION = 1
+
+
+def _unwrapped(model):
+    """The model itself, for one wrapped for data-parallel training."""
+    return model.module if isinstance(model, DataParallel) else model
 
 
 def _checksum(arrays: dict) -> str:
@@ -32,27 +38,11 @@ def _checksum(arrays: dict) -> str:
     return digest.hexdigest()
 
 
-def _sync_folder(folder) -> None:
-    """Make the rename itself durable (POSIX; a no-op where folders cannot be opened)."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def save(path, model, optimizer=None, **extra) -> None:
-    """Write ``model`` (and ``optimizer``) to ``path`` via a temporary file in the same
-    folder and an atomic rename: an interrupted save leaves the previous file intact
-    (a process killed outright may leave its ``.tmp-*.npz`` file behind, never a
-    half-written ``path``).
+    """Write ``model`` (and ``optimizer``) to ``path`` atomically (``files.atomic_path``):
+    an interrupted save leaves the previous file intact.
     ``extra`` values must be JSON-serialisable (step, seed, RNG state, ...)."""
-    path = os.fspath(path)
+    path, model = os.fspath(path), _unwrapped(model)
     arrays = {f"model/{k}": v for k, v in model.state_dict().items()}
     meta = {"format": FORMAT_VERSION, "model_class": type(model).__name__,
             "config": getattr(model, "config", None), "extra": extra, "optimizer": None}
@@ -64,20 +54,8 @@ def save(path, model, optimizer=None, **extra) -> None:
         state["n_params"] = len(optimizer.params)
         meta["optimizer"] = state
     meta["checksum"] = _checksum(arrays)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npz", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, __meta__=np.array(json.dumps(meta)), **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        _sync_folder(folder)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_write(path, "wb", suffix=".npz") as f:
+        np.savez(f, __meta__=np.array(json.dumps(meta)), **arrays)
 
 
 def read(path):
@@ -100,6 +78,7 @@ def load(path, model, optimizer=None) -> dict:
     """Load a checkpoint into ``model`` (any device) and ``optimizer``; return its
     ``extra`` values. A different architecture raises CheckpointError naming the first
     mismatched parameter and both shapes."""
+    model = _unwrapped(model)
     meta, arrays = read(path)
     if meta["model_class"] != type(model).__name__:
         raise CheckpointError(f"checkpoint {os.fspath(path)!r} holds a {meta['model_class']}, not a {type(model).__name__}")
@@ -160,7 +139,7 @@ class Checkpointer:
         the last good save). A Checkpointer without a path saves nothing."""
         if self.path is None:
             return
-        for name, p in model.named_parameters():
+        for name, p in _unwrapped(model).named_parameters():
             if not bool(get_array_module(p.data).isfinite(p.data).all()):
                 raise AnomalyError(f"training diverged: parameter {name} is not finite after {label} "
                                    f"(try a lower --lr){self._kept()}")

@@ -1,15 +1,12 @@
-"""Data-parallel training: one process per CPU (or GPU), each taking its share of every
-global batch, on MPI through ``mpi4py`` (Open MPI or MPICH), with NCCL through CuPy for
-GPUs — the way ChainerMN and llm.c do it.
+"""The processes of a data-parallel run: one per CPU (or GPU), on MPI through ``mpi4py``
+(Open MPI or MPICH), with NCCL through CuPy for GPUs, as ChainerMN and llm.c do it.
+``nn.DataParallel`` is what training code uses; this module is what it talks through.
 
     mpirun -n 4 python -m mpi4py examples/mlm.py --batch-size 128     # 32 rows per process
 
-    comm = distributed.init(device)               # rank and world size from the launcher
-    comm.broadcast_parameters(model.parameters())  # every process starts from rank 0's weights
-    rows = comm.share(len(batch))                  # this process's rows of the global batch
-    ...loss on those rows..., loss.backward()
-    comm.all_reduce_gradients(params, local_count)  # = the one-process gradient of the global batch
-    optimizer.step()
+    comm = distributed.init(device)                 # rank and world size from the launcher
+    comm.broadcast_parameters(model.parameters())    # every process starts from rank 0's weights
+    comm.all_reduce_gradients(params, local_count)   # = the one-process gradient of the global batch
 
 The gradient all-reduce works on the flat gradient buffer (``nn.flat``), one call per
 dtype and device. It is weighted: a loss that is a mean over ``count`` items (scored
@@ -46,14 +43,6 @@ class Communicator:
     @property
     def is_root(self) -> bool:
         return self.rank == 0
-
-    def share(self, n: int, rank: int | None = None) -> slice:
-        """This rank's (or ``rank``'s) contiguous part of ``n`` rows; the parts differ by
-        at most one row and cover all ``n`` in rank order."""
-        rank = self.rank if rank is None else rank
-        base, extra = divmod(n, self.world_size)
-        start = rank * base + min(rank, extra)
-        return slice(start, start + base + (rank < extra))
 
     def broadcast_parameters(self, params) -> None:
         pass
@@ -136,9 +125,16 @@ class MPICommunicator(Communicator):
         self.comm.Abort(code)
 
 
+_world: MPICommunicator | None = None  # made once per process: MPI's world is one
+
+
 def init(device: str = "cpu") -> Communicator:
     """The communicator of this run: MPI's world when an MPI launcher started more than
-    one process, otherwise a communicator of one (no MPI needed)."""
+    one process (the same one on every call), otherwise a communicator of one (no MPI
+    needed)."""
+    global _world
+    if _world is not None:
+        return _world
     if not launched_under_mpi():
         return Communicator()
     try:
@@ -149,13 +145,13 @@ def init(device: str = "cpu") -> Communicator:
     comm = MPI.COMM_WORLD
     if comm.Get_size() == 1:
         return Communicator()
-    return MPICommunicator(comm, device)
+    _world = MPICommunicator(comm, device)
+    return _world
 
 
-def weighted_mean(comm: Communicator, value: float, count: float, total: float) -> float:
-    """The mean over all ranks' items of per-rank means ``value`` over ``count`` items each,
-    ``total`` being the count over all ranks (``all_reduce_gradients`` returns it)."""
-    return comm.sum(value * count) / total if total else float("nan")
+def current() -> Communicator:
+    """The communicator ``init`` made in this process, or one of one."""
+    return _world if _world is not None else Communicator()
 
 
-__all__ = ["Communicator", "MPICommunicator", "init", "launched_under_mpi", "weighted_mean"]
+__all__ = ["Communicator", "MPICommunicator", "init", "current", "launched_under_mpi"]

@@ -17,6 +17,7 @@ import os
 from dataclasses import dataclass, field
 
 from .errors import ArgumentError, GraphError, MissingDependencyError
+from .files import atomic_write
 from .tensor import Tensor, graph_order
 
 
@@ -135,10 +136,8 @@ def render(tensor: Tensor, path, params=None) -> str:
     except graphviz.ExecutableNotFound:
         raise MissingDependencyError("render needs the Graphviz program dot, which is not installed "
                                      "(apt install graphviz, brew install graphviz)") from None
-    tmp = os.fspath(path) + ".tmp"
-    with open(tmp, "wb") as f:
+    with atomic_write(path, "wb") as f:
         f.write(image)
-    os.replace(tmp, path)
     return os.fspath(path)
 
 

@@ -37,6 +37,17 @@ def manual_seed(seed: int) -> None:
     _philox_offset = 0
 
 
+def split_gpu_streams(rank: int) -> None:
+    """Give this process (MPI rank ``rank``) GPU draws of its own: the GPU generator's seed
+    and the Philox key depend on the rank from here on. (CPU draws of data-parallel
+    replicas come from per-replica generators instead, ``thread_generator``.)"""
+    global _seed, _rng_cuda, _philox_key
+    base = 0 if _seed is None else _seed
+    _seed = int(np.random.SeedSequence([base, int(rank)]).generate_state(1)[0])
+    _rng_cuda = None
+    _philox_key = tuple(int(w) for w in np.random.SeedSequence([base, int(rank), 1]).generate_state(2))
+
+
 def philox_stream(n: int) -> tuple:
     """(key word 0, key word 1, first counter) for a kernel that draws ``n`` numbers
     from the counter-based generator of ops/philox.cuh, four per counter: the key comes
@@ -122,4 +133,5 @@ def keep_mask(xp, shape, p: float):
     return (raw.view(np.uint16)[:n] >= threshold).reshape(shape)
 
 
-__all__ = ["manual_seed", "philox_stream", "thread_generator", "rng", "get_rng_state", "set_rng_state", "keep_mask"]
+__all__ = ["manual_seed", "split_gpu_streams", "philox_stream", "thread_generator", "rng", "get_rng_state",
+           "set_rng_state", "keep_mask"]

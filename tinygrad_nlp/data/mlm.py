@@ -6,7 +6,8 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import DataError
-from .tokenizer import SPECIALS, Vocab, tokenize
+from ..ops.softmax import IGNORE_INDEX
+from .tokenizer import N_SPECIALS, SPECIALS, Vocab, tokenize
 
 
 def encode_stream(sentences, vocab: Vocab) -> np.ndarray:
@@ -16,19 +17,19 @@ def encode_stream(sentences, vocab: Vocab) -> np.ndarray:
 
 
 def mask_tokens(ids: np.ndarray, vocab: Vocab, rng: np.random.Generator, mask_prob: float = 0.15,
-                bert_masking: bool = False, ignore_index: int = -100):
+                bert_masking: bool = False, ignore_index: int = IGNORE_INDEX):
     """(inputs, targets): a token is chosen with probability ``mask_prob``; its target is
     the token and its input is <mask> (or, with ``bert_masking``, <mask> 80% of the time,
     a random word 10% and unchanged 10%). Unchosen targets are ``ignore_index``.
     Padding and special tokens are never chosen."""
-    chosen = (rng.random(ids.shape) < mask_prob) & (ids >= len(vocab.itos[:5]))
+    chosen = (rng.random(ids.shape) < mask_prob) & (ids >= N_SPECIALS)
     targets = np.where(chosen, ids, ignore_index)
     inputs = ids.copy()
     if bert_masking:
         u = rng.random(ids.shape)
         inputs[chosen & (u < 0.8)] = vocab.mask_id
         random_word = chosen & (u >= 0.8) & (u < 0.9)
-        inputs[random_word] = rng.integers(5, len(vocab), int(random_word.sum()))
+        inputs[random_word] = rng.integers(N_SPECIALS, len(vocab), int(random_word.sum()))
     else:
         inputs[chosen] = vocab.mask_id
     return inputs, targets
@@ -84,7 +85,7 @@ class MLMBatcher:
         best = int(counts.argmax())
         hits = total = 0
         for _, targets in self.heldout_batches():
-            scored = targets != -100
+            scored = targets != IGNORE_INDEX
             hits += int((targets[scored] == best).sum())
             total += int(scored.sum())
         return hits / max(total, 1)

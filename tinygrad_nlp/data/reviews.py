@@ -9,12 +9,12 @@ import os
 import re
 import shutil
 import tarfile
-import tempfile
 import urllib.request
 
 import numpy as np
 
 from ..errors import DataError
+from ..files import atomic_write
 from .corpus import read_text
 from .generated import sentiment_corpus
 from .tokenizer import Vocab, tokenize
@@ -85,17 +85,11 @@ def download_imdb(cache_dir=None, url: str = IMDB_URL) -> str:
     os.makedirs(cache_dir, exist_ok=True)
     archive = os.path.join(cache_dir, os.path.basename(url) or "aclImdb_v1.tar.gz")
     if not os.path.exists(archive):
-        fd, tmp = tempfile.mkstemp(dir=cache_dir, suffix=".part")
         try:
-            with urllib.request.urlopen(url) as response, os.fdopen(fd, "wb") as out:
+            with urllib.request.urlopen(url) as response, atomic_write(archive, "wb", suffix=".part") as out:
                 shutil.copyfileobj(response, out)
-            os.replace(tmp, archive)
-        except BaseException as e:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            if isinstance(e, Exception):
-                raise DataError(f"could not download {url}: {e}") from None
-            raise
+        except Exception as e:
+            raise DataError(f"could not download {url}: {e}") from None
     try:
         with tarfile.open(archive, "r:gz") as tar:
             tar.extractall(cache_dir, filter="data")

@@ -13,6 +13,7 @@ _SPACED = str.maketrans({c: f" {c} " for c in PUNCTUATION})
 
 PAD, UNK, MASK, CLS, SEP = "<pad>", "<unk>", "<mask>", "[CLS]", "[SEP]"
 SPECIALS = (PAD, UNK, MASK, CLS, SEP)
+N_SPECIALS = len(SPECIALS)  # ids 0..N_SPECIALS-1; the words come after
 
 
 def tokenize(text: str) -> list[str]:
@@ -27,7 +28,7 @@ class Vocab:
     def __init__(self, tokens):
         self.itos = list(tokens)
         if tuple(self.itos[: len(SPECIALS)]) != SPECIALS:
-            raise DataError(f"vocabulary must start with the special tokens {SPECIALS}, got {self.itos[:5]}")
+            raise DataError(f"vocabulary must start with the special tokens {SPECIALS}, got {self.itos[:N_SPECIALS]}")
         self.stoi = {t: i for i, t in enumerate(self.itos)}
         if len(self.stoi) != len(self.itos):
             raise DataError("vocabulary has duplicate tokens")

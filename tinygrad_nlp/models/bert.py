@@ -1,5 +1,5 @@
-"""BERT (Devlin et al., 2019) on this engine's layers, reading and writing Hugging Face
-checkpoints (``config.json`` + ``model.safetensors``).
+"""BERT (Devlin et al., 2019) on this engine's layers; its Hugging Face checkpoints
+(``config.json`` + ``model.safetensors``) are read and written by ``bert_hf``.
 
     model = BertForSequenceClassification.from_pretrained("bert-base-uncased")  # a local folder
     logits = model(input_ids, token_type_ids, attention_mask)
@@ -12,97 +12,19 @@ tanh, and the MLM head fused with its loss on the scored positions
 (#log-softmax-and-cross-entropy).
 
 Names: the module tree reads like the rest of this package (``layers.3.attention.qkv``);
-``hf_name_map`` gives the Hugging Face name(s) of each parameter. The separate query, key
-and value projections of a checkpoint become one fused (3 * hidden, hidden) QKV
-projection, stacked in that order, the layout ``F.self_attention`` reads.
+``hf_name_map`` gives the Hugging Face name(s) of each parameter (``bert_hf.NAMES``).
 """
 from __future__ import annotations
 
-import dataclasses
-import json
-import os
 import re
-import tempfile
-import warnings
 
 import numpy as np
 
 from .. import backend
 from .. import functional as F
-from ..errors import ArgumentError, CheckpointError, MissingDependencyError, ShapeError
-from ..nn import Dropout, Embedding, LayerNorm, Linear, Module, ModuleList, MultiHeadAttention, Parameter
-
-HIDDEN_ACTIVATIONS = {  # config.json's hidden_act -> linear(..., activation=)
-    "gelu": "gelu",
-    "gelu_new": "gelu_tanh",
-    "gelu_pytorch_tanh": "gelu_tanh",
-    "relu": "relu",
-}
-
-
-@dataclasses.dataclass
-class BertConfig:
-    """The fields of a Hugging Face BERT ``config.json`` this model uses (others are
-    ignored when read, and written back as they were)."""
-
-    vocab_size: int = 30522
-    hidden_size: int = 768
-    num_hidden_layers: int = 12
-    num_attention_heads: int = 12
-    intermediate_size: int = 3072
-    hidden_act: str = "gelu"
-    hidden_dropout_prob: float = 0.1
-    attention_probs_dropout_prob: float = 0.1
-    max_position_embeddings: int = 512
-    type_vocab_size: int = 2
-    layer_norm_eps: float = 1e-12
-    initializer_range: float = 0.02
-    pad_token_id: int = 0
-    classifier_dropout: float | None = None
-    extra: dict = dataclasses.field(default_factory=dict, repr=False)
-
-    def __post_init__(self):
-        if self.hidden_size % self.num_attention_heads:
-            raise ArgumentError(f"BertConfig: hidden_size {self.hidden_size} is not divisible by "
-                                f"num_attention_heads {self.num_attention_heads}")
-        if self.hidden_act not in HIDDEN_ACTIVATIONS:
-            raise ArgumentError(f"BertConfig: hidden_act {self.hidden_act!r} is not supported; "
-                                f"expected one of {sorted(HIDDEN_ACTIVATIONS)}")
-        if self.extra.get("position_embedding_type", "absolute") != "absolute":
-            raise ArgumentError(f"BertConfig: position_embedding_type {self.extra['position_embedding_type']!r} "
-                                "is not supported (only 'absolute')")
-
-    @classmethod
-    def from_dict(cls, values: dict) -> BertConfig:
-        names = {f.name for f in dataclasses.fields(cls)} - {"extra"}
-        known = {k: v for k, v in values.items() if k in names}
-        return cls(**known, extra={k: v for k, v in values.items() if k not in names})
-
-    @classmethod
-    def from_json_file(cls, path) -> BertConfig:
-        path = os.fspath(path)
-        if not os.path.isfile(path):
-            raise CheckpointError(f"BERT config {path!r} does not exist (expected a Hugging Face config.json)")
-        with open(path, encoding="utf-8") as f:
-            try:
-                values = json.load(f)
-            except json.JSONDecodeError as e:
-                raise CheckpointError(f"BERT config {path!r} is not valid JSON ({e})") from None
-        if values.get("model_type", "bert") != "bert":
-            raise CheckpointError(f"BERT config {path!r} is for model_type {values['model_type']!r}, not 'bert'")
-        return cls.from_dict(values)
-
-    def to_dict(self) -> dict:
-        values = dict(self.extra)
-        values.update({f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "extra"})
-        values["model_type"] = "bert"
-        return values
-
-
-def _as_config(config) -> BertConfig:
-    if config is None:
-        return BertConfig()
-    return config if isinstance(config, BertConfig) else BertConfig.from_dict(config)
+from ..errors import ArgumentError, ShapeError
+from ..nn import Dropout, Embedding, LayerNorm, Linear, Loss, Module, ModuleList, MultiHeadAttention, Parameter
+from .bert_hf import HIDDEN_ACTIVATIONS, BertConfig, HuggingFaceCheckpoint, as_config, hf_names
 
 
 class BertEmbeddings(Module):
@@ -144,9 +66,9 @@ class BertLayer(Module):
         return self.norm2(x + self.dropout(self.output(h)))
 
 
-class BertPreTrained(Module):
+class BertPreTrained(HuggingFaceCheckpoint, Module):
     """What the BERT models share: weight initialisation, checking inputs, and reading
-    and writing Hugging Face checkpoint folders."""
+    and writing Hugging Face checkpoint folders (``bert_hf.HuggingFaceCheckpoint``)."""
 
     # parameters a checkpoint of another head may lack (they start freshly initialised)
     head_parameters: tuple = ()
@@ -175,102 +97,6 @@ class BertPreTrained(Module):
                 return vars(m)[attribute]
         return None
 
-    # -- Hugging Face checkpoints ----------------------------------------------------------
-    def hf_name_map(self) -> dict:
-        """{our parameter name: [its Hugging Face name(s)]} (three for a fused QKV)."""
-        return {name: hf_names(name, self.hf_base_prefix) for name, _ in self.named_parameters()}
-
-    hf_base_prefix = "bert."
-
-    @classmethod
-    def from_pretrained(cls, folder, dtype=np.float32, device: str = "cpu", **kwargs):
-        """The model of a Hugging Face checkpoint folder (``config.json`` and
-        ``model.safetensors``). Parameters of this model's head that the checkpoint
-        lacks are freshly initialised, with a warning naming them; anything else missing,
-        unexpected or of the wrong shape raises CheckpointError naming the first."""
-        folder = os.fspath(folder)
-        config = BertConfig.from_json_file(os.path.join(folder, "config.json"))
-        weights_path = os.path.join(folder, "model.safetensors")
-        if not os.path.isfile(weights_path):
-            other = [f for f in ("pytorch_model.bin", "tf_model.h5") if os.path.isfile(os.path.join(folder, f))]
-            hint = f" (found {other[0]}: convert it with transformers' save_pretrained)" if other else ""
-            raise CheckpointError(f"{cls.__name__}.from_pretrained: no model.safetensors in {folder!r}{hint}")
-        tensors = _safetensors().load_file(weights_path)
-        model = cls(config, **cls.config_kwargs(config, kwargs))
-        fresh = model.load_hf_state_dict(tensors, source=weights_path)
-        if fresh:
-            warnings.warn(f"{cls.__name__}.from_pretrained: {', '.join(fresh)} not in {weights_path!r}; "
-                          "they are newly initialised (train them before use)", stacklevel=2)
-        return model.to(device, dtype=dtype)
-
-    @classmethod
-    def config_kwargs(cls, config, kwargs):
-        return kwargs
-
-    def load_hf_state_dict(self, tensors: dict, source: str = "state dict") -> list:
-        """Load Hugging Face-named arrays (``model.safetensors``' contents) into this
-        model; returns the head parameters that were missing (left as initialised)."""
-        tensors = {re.sub(r"LayerNorm\.gamma$", "LayerNorm.weight", re.sub(r"LayerNorm\.beta$", "LayerNorm.bias", k)): v
-                   for k, v in tensors.items()}
-        if self.hf_base_prefix and not any(k.startswith(self.hf_base_prefix) for k in tensors):
-            tensors = {self.hf_base_prefix + k: v for k, v in tensors.items()}  # a bare BertModel's checkpoint
-        elif not self.hf_base_prefix and any(k.startswith("bert.") for k in tensors):
-            tensors = {k[len("bert."):]: v for k, v in tensors.items() if k.startswith("bert.")}  # a head's checkpoint
-        state, used, fresh = {}, set(), []
-        for name, p in self.named_parameters():
-            wanted = hf_names(name, self.hf_base_prefix)
-            if not all(w in tensors for w in wanted):
-                if name.startswith(self.head_parameters) and self.head_parameters:
-                    fresh.append(name)
-                    continue
-                missing = next(w for w in wanted if w not in tensors)
-                raise CheckpointError(f"{source}: {missing!r} is missing (needed for {name!r} {p.shape})")
-            parts = [tensors[w] for w in wanted]
-            value = parts[0] if len(parts) == 1 else np.concatenate(parts, axis=0)
-            if tuple(value.shape) != p.shape:
-                shapes = " + ".join(str(tuple(part.shape)) for part in parts)
-                raise CheckpointError(f"{source}: {' / '.join(wanted)} has shape {shapes}, the model's {name!r} "
-                                      f"{p.shape} (a config.json that does not fit the weights?)")
-            state[name] = value
-            used.update(wanted)
-        unexpected = [k for k in tensors if k not in used and not any(re.search(r, k) for r in self.ignored_entries)
-                      and not (k.startswith(("pooler.", "bert.pooler.")) and not self.has_pooler())]
-        if unexpected:
-            raise CheckpointError(f"{source}: unexpected entry {unexpected[0]!r} {tuple(tensors[unexpected[0]].shape)} "
-                                  f"not in {type(self).__name__} (a checkpoint of another architecture?)")
-        self.load_state_dict(state, strict=False)
-        return fresh
-
-    def has_pooler(self) -> bool:
-        return self.named_module("pooler") is not None
-
-    def hf_state_dict(self) -> dict:
-        """This model's parameters under their Hugging Face names (host float32 arrays,
-        the fused QKV split back into query, key and value)."""
-        result = {}
-        for name, value in self.state_dict().items():
-            wanted = hf_names(name, self.hf_base_prefix)
-            for w, part in zip(wanted, np.split(value, len(wanted), axis=0)):
-                result[w] = np.ascontiguousarray(part, dtype=np.float32)
-        return result
-
-    def save_pretrained(self, folder) -> None:
-        """Write ``config.json`` and ``model.safetensors`` in Hugging Face's layout (each
-        through a temporary file and an atomic rename)."""
-        folder = os.fspath(folder)
-        os.makedirs(folder, exist_ok=True)
-        config = self.bert_config.to_dict()
-        config.update(architectures=[type(self).__name__], dtype="float32", tie_word_embeddings=True)
-        config.update(self.extra_config())
-        _write_atomically(os.path.join(folder, "config.json"),
-                          lambda path: _write_text(path, json.dumps(config, indent=2, sort_keys=True) + "\n"))
-        tensors = self.hf_state_dict()
-        _write_atomically(os.path.join(folder, "model.safetensors"),
-                          lambda path: _safetensors().save_file(tensors, path, metadata={"format": "pt"}))
-
-    def extra_config(self) -> dict:
-        return {}
-
     def check_inputs(self, input_ids, token_type_ids, attention_mask, config: BertConfig):
         if getattr(input_ids, "ndim", 0) != 2:
             raise ShapeError(f"{type(self).__name__}: input_ids must be (batch, seq_len), got shape "
@@ -292,7 +118,7 @@ class BertModel(BertPreTrained):
     hf_base_prefix = ""
 
     def __init__(self, config=None, add_pooling_layer: bool = True):
-        config = _as_config(config)
+        config = as_config(config)
         self.bert_config = config
         self.config = dict(config=config.to_dict(), add_pooling_layer=add_pooling_layer)
         self.embeddings = BertEmbeddings(config)
@@ -321,7 +147,7 @@ class BertForMaskedLM(BertPreTrained):
     head_parameters = ("transform", "decoder_bias")
 
     def __init__(self, config=None):
-        config = _as_config(config)
+        config = as_config(config)
         self.bert_config = config
         self.config = dict(config=config.to_dict())
         self.bert = BertModel(config, add_pooling_layer=False)
@@ -339,9 +165,10 @@ class BertForMaskedLM(BertPreTrained):
         h, _ = self.bert(input_ids, token_type_ids, attention_mask)
         return F.linear(self._transformed(h), self.bert.embeddings.word.weight, self.decoder_bias)
 
-    def loss(self, input_ids, labels, token_type_ids=None, attention_mask=None, ignore_index: int = -100):
-        """Mean cross-entropy over the positions whose label is not ``ignore_index``,
-        the head (transform and decoder) computed at those positions only."""
+    def loss(self, input_ids, labels, token_type_ids=None, attention_mask=None, ignore_index: int = F.IGNORE_INDEX):
+        """Mean cross-entropy over the positions whose label is not ``ignore_index`` (a
+        ``Loss`` whose count is how many), the head (transform and decoder) computed at
+        those positions only."""
         labels = backend.to_device(labels, backend.device_of(input_ids))
         if tuple(labels.shape) != tuple(input_ids.shape):
             raise ShapeError(f"BertForMaskedLM.loss: labels {tuple(labels.shape)} do not match input_ids "
@@ -351,8 +178,9 @@ class BertForMaskedLM(BertPreTrained):
         flat_labels = labels.reshape(-1)
         scored = xp.flatnonzero(flat_labels != ignore_index)
         rows = h.reshape(-1, h.shape[-1])[scored]
-        return F.linear_cross_entropy(self._transformed(rows), self.bert.embeddings.word.weight, flat_labels[scored],
+        loss = F.linear_cross_entropy(self._transformed(rows), self.bert.embeddings.word.weight, flat_labels[scored],
                                       bias=self.decoder_bias, ignore_index=ignore_index)
+        return Loss(loss, int(scored.size))
 
 
 class BertForSequenceClassification(BertPreTrained):
@@ -361,7 +189,7 @@ class BertForSequenceClassification(BertPreTrained):
     head_parameters = ("classifier", "bert.pooler")  # an MLM checkpoint has no pooler
 
     def __init__(self, config=None, num_labels: int = 2):
-        config = _as_config(config)
+        config = as_config(config)
         if num_labels < 1:
             raise ArgumentError(f"BertForSequenceClassification: num_labels must be >= 1, got {num_labels}")
         self.bert_config, self.num_labels = config, int(num_labels)
@@ -390,75 +218,16 @@ class BertForSequenceClassification(BertPreTrained):
         _, pooled = self.bert(input_ids, token_type_ids, attention_mask)
         return self.classifier(self.dropout(pooled))
 
+    def loss(self, input_ids, token_type_ids, attention_mask, labels) -> Loss:
+        """The mean cross-entropy of the logits against ``labels`` (a ``Loss`` over the
+        batch's examples, with ``correct``: how many the logits classify right)."""
+        logits = self(input_ids, token_type_ids, attention_mask)
+        correct = int((logits.numpy().argmax(-1) == backend.asnumpy(labels)).sum())
+        return Loss(F.cross_entropy(logits, labels), len(labels), correct=correct)
+
     def embed(self, input_ids, token_type_ids=None, attention_mask=None):
         """The pooled [CLS] vectors (B, hidden_size)."""
         return self.bert(input_ids, token_type_ids, attention_mask)[1]
 
 
-# -- names ---------------------------------------------------------------------------------
-_BASE_NAMES = [  # (our name, Hugging Face name), as regular expressions over a BertModel's names
-    (r"embeddings\.word\.weight", r"embeddings.word_embeddings.weight"),
-    (r"embeddings\.position\.weight", r"embeddings.position_embeddings.weight"),
-    (r"embeddings\.token_type\.weight", r"embeddings.token_type_embeddings.weight"),
-    (r"embeddings\.norm\.(weight|bias)", r"embeddings.LayerNorm.\1"),
-    (r"layers\.(\d+)\.attention\.qkv\.(weight|bias)", r"encoder.layer.\1.attention.self.{}.\2"),
-    (r"layers\.(\d+)\.attention\.out\.(weight|bias)", r"encoder.layer.\1.attention.output.dense.\2"),
-    (r"layers\.(\d+)\.norm1\.(weight|bias)", r"encoder.layer.\1.attention.output.LayerNorm.\2"),
-    (r"layers\.(\d+)\.intermediate\.(weight|bias)", r"encoder.layer.\1.intermediate.dense.\2"),
-    (r"layers\.(\d+)\.output\.(weight|bias)", r"encoder.layer.\1.output.dense.\2"),
-    (r"layers\.(\d+)\.norm2\.(weight|bias)", r"encoder.layer.\1.output.LayerNorm.\2"),
-    (r"pooler\.(weight|bias)", r"pooler.dense.\1"),
-]
-_HEAD_NAMES = [
-    (r"transform\.(weight|bias)", r"cls.predictions.transform.dense.\1"),
-    (r"transform_norm\.(weight|bias)", r"cls.predictions.transform.LayerNorm.\1"),
-    (r"decoder_bias", r"cls.predictions.bias"),
-    (r"classifier\.(weight|bias)", r"classifier.\1"),
-]
-
-
-def hf_names(name: str, base_prefix: str = "") -> list:
-    """The Hugging Face name(s) of our parameter ``name`` (query, key and value for a
-    fused QKV projection). ``base_prefix``: "bert." inside a model with a head."""
-    if base_prefix and name.startswith(base_prefix):
-        base = name[len(base_prefix):]
-    else:
-        base = None if base_prefix else name
-    for ours, theirs in _BASE_NAMES if base is not None else ():
-        match = re.fullmatch(ours, base)
-        if match:
-            hf = base_prefix + match.expand(theirs)
-            return [hf.format(part) for part in ("query", "key", "value")] if "{}" in hf else [hf]
-    for ours, theirs in _HEAD_NAMES:
-        match = re.fullmatch(ours, name)
-        if match:
-            return [match.expand(theirs)]
-    raise CheckpointError(f"no Hugging Face name for parameter {name!r}")
-
-
-# -- files ---------------------------------------------------------------------------------
-def _safetensors():
-    try:
-        import safetensors.numpy
-    except ImportError:
-        raise MissingDependencyError("reading and writing BERT checkpoints needs safetensors: "
-                                     "pip install 'tinygrad_nlp[bert]'") from None
-    return safetensors.numpy
-
-
-def _write_text(path, text):
-    with open(path, "w", encoding="utf-8") as f:
-        f.write(text)
-
-
-def _write_atomically(path, write) -> None:
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=folder)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+__all__ = ["BertConfig", "BertModel", "BertForMaskedLM", "BertForSequenceClassification", "hf_names"]

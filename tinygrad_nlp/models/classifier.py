@@ -1,8 +1,10 @@
 """Transformer text classifier with a head on the [CLS] token (the classifier tutorial)."""
 from __future__ import annotations
 
+from .. import functional as F
+from ..backend import asnumpy
 from ..errors import ShapeError
-from ..nn import Dropout, Embedding, LayerNorm, Linear, Module, PositionalEncoding, TransformerEncoder
+from ..nn import Dropout, Embedding, LayerNorm, Linear, Loss, Module, PositionalEncoding, TransformerEncoder
 
 
 class TextClassifier(Module):
@@ -43,3 +45,10 @@ class TextClassifier(Module):
 
     def forward(self, ids, mask=None):
         return self.classifier(self.embed(ids, mask))
+
+    def loss(self, ids, mask, labels) -> Loss:
+        """The mean cross-entropy of the logits against ``labels`` (a ``Loss`` over the
+        batch's examples, with ``correct``: how many the logits classify right)."""
+        logits = self(ids, mask)
+        correct = int((logits.numpy().argmax(-1) == asnumpy(labels)).sum())
+        return Loss(F.cross_entropy(logits, labels), len(labels), correct=correct)

@@ -6,7 +6,7 @@ import numpy as np
 from .. import functional as F
 from ..backend import to_device
 from ..errors import ShapeError
-from ..nn import Embedding, LayerNorm, Linear, Module, PositionalEncoding, TransformerEncoder, evaluating
+from ..nn import Embedding, LayerNorm, Linear, Loss, Module, PositionalEncoding, TransformerEncoder, evaluating
 from ..tensor import Tensor
 
 
@@ -51,18 +51,19 @@ class MaskedLanguageModel(Module):
     def forward(self, ids):
         return self.head(self.hidden(ids))
 
-    def loss(self, ids, targets, ignore_index: int = -100):
-        """Mean cross-entropy over the targets that are not ``ignore_index``; equal in
-        value and gradients to ``F.cross_entropy(model(ids).reshape(-1, V),
-        targets.reshape(-1))``, with the head applied to the scored positions only
-        (``F.linear_cross_entropy`` skips the others)."""
+    def loss(self, ids, targets, ignore_index: int = F.IGNORE_INDEX) -> Loss:
+        """Mean cross-entropy over the targets that are not ``ignore_index`` (a ``Loss``
+        whose count is how many); equal in value and gradients to
+        ``F.cross_entropy(model(ids).reshape(-1, V), targets.reshape(-1))``, with the head
+        applied to the scored positions only (``F.linear_cross_entropy`` skips the others)."""
         if tuple(targets.shape) != tuple(ids.shape):
             raise ShapeError(f"MaskedLanguageModel.loss: targets {tuple(targets.shape)} do not match ids {tuple(ids.shape)}")
         h = self.hidden(ids)
-        return F.linear_cross_entropy(h.reshape(-1, h.shape[-1]), self.head.weight, targets.reshape(-1),
+        loss = F.linear_cross_entropy(h.reshape(-1, h.shape[-1]), self.head.weight, targets.reshape(-1),
                                       self.head.bias, ignore_index)
+        return Loss(loss, int((targets != ignore_index).sum()))
 
-    def evaluate(self, batches, ignore_index: int = -100):
+    def evaluate(self, batches, ignore_index: int = F.IGNORE_INDEX):
         """(mean loss, accuracy) over the scored tokens of host ``(ids, targets)``
         batches, in evaluation mode."""
         total_loss, correct, count = 0.0, 0, 0

@@ -1,9 +1,9 @@
 """Layers built from the functional ops."""
 from .layers import Dropout, Embedding, LayerNorm, Linear, PositionalEncoding, sinusoid_table
 from .module import Module, ModuleList, Parameter, evaluating, predict_in_batches
-from .parallel import DataParallel
+from .parallel import DataParallel, Loss, share
 from .transformer import FeedForward, MultiHeadAttention, TransformerEncoder, TransformerEncoderLayer
 
 __all__ = ["Module", "ModuleList", "Parameter", "evaluating", "predict_in_batches", "Linear", "Embedding", "LayerNorm",
            "Dropout", "PositionalEncoding", "sinusoid_table", "MultiHeadAttention", "FeedForward",
-           "TransformerEncoderLayer", "TransformerEncoder", "DataParallel"]
+           "TransformerEncoderLayer", "TransformerEncoder", "DataParallel", "Loss", "share"]

@@ -1,41 +1,41 @@
-"""Data parallelism over one machine's CPU cores: a replica of the model per thread,
-each taking its share of every batch.
+"""Data-parallel training by wrapping the model: the training loop does not change.
 
-NumPy runs an elementwise pass (softmax, layer norm, dropout, an activation) on one
-core, and those passes are about half of a Transformer's training step, so on a CPU
-with two or more cores a step leaves the others idle for half its time. Here each
-thread runs the whole forward, loss and backward on its own rows of the batch with its
-own replica, and each multiplies with a BLAS of one thread; every core is busy all
-step. The arithmetic is that of ``distributed.py``'s ranks, in one process:
-
-- A replica (``Module.replica``) holds the model's arrays in Parameters of its own, so
-  it computes with the model's current weights and the optimizer's in-place update
-  reaches every replica. Its Parameters send each gradient straight into the model's
-  Parameter (``SharedGradient``): no gradient buffer per replica, no summing pass.
-- Contributions to one parameter are added in replica order, replica k's after those
-  of replicas 0..k-1 (or their finishing without one), so the sum is the same
-  floating-point sum every run. One that comes early is held and added by the replica
-  that completes the turn before it: no thread waits for another.
-- ``loss_of(replica, *rows)`` is a mean over ``count(*rows)`` items (scored tokens,
-  examples). Each replica's backward starts from count / total instead of 1, so the
-  contributions add up to the gradient of the mean over the whole batch, accumulated
-  into the model's gradients as ``loss.backward()`` would.
-- Dropout in replica k draws from a generator of its own, seeded each step from the
-  backend's generator: the same seed gives the same losses run after run (other masks,
-  so other losses, than with one thread), and a checkpoint of the backend's generator
-  resumes exactly.
-
-    parallel = DataParallel(model)              # one thread per core (threadpoolctl installed)
-    optimizer = Adam(model.parameters(), lr=1e-4)
-    for ids, targets in batches:
+    model = DataParallel(model, threads=2)   # before the loop (under mpirun: every process)
+    for ids, targets in batches:             # the global batch, the same on every process
         optimizer.zero_grad()
-        loss = parallel.backward(lambda m, ids, targets: m.loss(ids, targets), ids, targets,
-                                 count=lambda ids, targets: (targets != -100).sum())
+        loss = model.loss(ids, targets)       # this process's rows, shared out to its threads
+        loss.backward()                       # every replica's backward, then the all-reduce
         optimizer.step()
 
-A GPU runs every op on all its cores already: there ``DataParallel`` has one replica and
-``backward`` is ``loss_of(model, *batch).backward()``. Build it after the model has
-moved to its device and dtype (``to`` replaces the arrays the replicas share).
+The wrapper owns everything data-parallel, as PyTorch's DistributedDataParallel and
+ChainerMN's multi-node optimizer do:
+
+- **Shares.** Each process (an MPI rank, ``tinygrad_nlp.distributed``) takes its
+  contiguous share of every global batch, and each of its threads a contiguous share of
+  that (``share``, the one rule for both). Threads pay on a CPU: NumPy runs an
+  elementwise pass on one core, and those passes are half of a Transformer's step, so
+  each thread runs the whole forward and backward on its rows with its own replica and
+  a BLAS of one thread.
+- **Weights.** Every process starts from rank 0's parameters (a broadcast when wrapped).
+  A thread replica (``Module.replica``) holds the model's arrays in Parameters of its own
+  that send each gradient straight into the model's (``SharedGradient``), added in
+  replica order (replica k's after those of 0..k-1, whichever thread completes the
+  turn), so the sum is the same floating-point sum every run.
+- **Counts.** The model's ``loss`` returns a ``Loss``: the mean over ``count`` items
+  (scored tokens, examples), and extra outputs (correct predictions). Each replica's
+  backward starts from count / (this process's count), and the gradients are all-reduced
+  over processes weighted by each one's count: the result is the gradient of the mean
+  over the whole global batch, accumulated as ``loss.backward()`` would. The wrapper's
+  ``Loss`` is the global mean, its count the global count, its outputs the global sums.
+- **Dropout.** With more than one replica in all, replica k (of all processes) draws its
+  masks from a generator of its own, seeded each step from the backend's generator,
+  which every process draws alike: the same seed gives the same losses run after run,
+  and a checkpoint of the backend's generator resumes exactly.
+
+A GPU runs every op on all its cores already: there each process has one replica. Wrap
+the model after it has moved to its device and dtype (``to`` replaces the arrays the
+replicas share). Every other attribute is the model's: ``model.evaluate``,
+``model.parameters()``, ``model.module`` (the model itself).
 """
 from __future__ import annotations
 
@@ -44,75 +44,134 @@ from concurrent.futures import ThreadPoolExecutor, wait
 
 import numpy as np
 
-from .. import backend
+from .. import backend, distributed
 from ..errors import ArgumentError, ShapeError, TinygradNLPError
+from ..tensor import Function, Tensor
 from .module import Module, Parameter
 
 
-class DataParallel:
-    """Replicas of ``model`` in ``threads`` threads (default: ``backend.default_threads``,
-    one per core on the CPU, one on a GPU)."""
+def share(n: int, parts: int, index: int) -> slice:
+    """Part ``index`` of ``n`` rows cut into ``parts`` contiguous parts that differ by at
+    most one row and cover all ``n`` in order: the share rule of processes and threads."""
+    base, extra = divmod(int(n), int(parts))
+    start = index * base + min(index, extra)
+    return slice(start, start + base + (index < extra))
 
-    def __init__(self, model: Module, threads: int | None = None):
+
+class Loss(Tensor):
+    """A scalar loss that is the mean over ``count`` items, with the extra ``outputs`` it
+    was computed with (``correct=12``): what a data-parallel step needs to weight and sum
+    the losses of its replicas. It is the loss Tensor itself (same array, same graph)."""
+
+    def __init__(self, loss: Tensor, count, **outputs):
+        # not Tensor.__init__: the same array and graph node as ``loss``
+        self.data, self.grad, self.requires_grad, self.creator = loss.data, None, loss.requires_grad, loss.creator
+        self.count, self.outputs = float(count), outputs
+
+    def __repr__(self):
+        return f"Loss({self.item():.6g}, count={self.count:g}, outputs={self.outputs})"
+
+
+class DataParallel:
+    """``module`` trained data-parallel over this run's processes (``comm``, default
+    ``distributed.init``) and ``threads`` threads in each (default 1; ``None``: one per
+    core, ``backend.default_threads``)."""
+
+    def __init__(self, module: Module, threads: int | None = 1, comm: distributed.Communicator | None = None):
         if threads is None:
-            threads = backend.default_threads(model.device)
+            threads = backend.default_threads(module.device)
         if isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) or threads < 1:
             raise ArgumentError(f"DataParallel: threads must be a positive integer, got {threads!r}")
-        if threads > 1 and model.device != "cpu":
-            raise ArgumentError(f"DataParallel: threads={threads} on {model.device}: a GPU runs one replica "
+        if threads > 1 and module.device != "cpu":
+            raise ArgumentError(f"DataParallel: threads={threads} on {module.device}: a GPU runs one replica "
                                 "(threads=1), each op already using all its cores")
         if threads > 1:
             backend.require_threadpoolctl()
-        self.model, self.threads = model, int(threads)
-        self._turns = _Turns(model.parameters())
-        self.replicas = [model] if self.threads == 1 else [self._replica(k) for k in range(self.threads)]
+        self.module, self.threads = module, int(threads)
+        self.comm = comm if comm is not None else distributed.init(module.device)
+        self.comm.broadcast_parameters(module.parameters())  # every process starts from rank 0's weights
+        if self.comm.world_size > 1:
+            backend.random.split_gpu_streams(self.comm.rank)  # each process its own GPU dropout masks
+        self._turns = _Turns(module.parameters())
+        self.replicas = [module] if self.threads == 1 else [self._replica(k) for k in range(self.threads)]
         self._modules = [list(replica.modules()) for replica in self.replicas]
         self._pool = ThreadPoolExecutor(self.threads - 1, "replica") if self.threads > 1 else None
 
     def _replica(self, k: int) -> Module:
         index = {id(p): i for i, p in enumerate(self._turns.originals)}
-        return self.model.replica(lambda p: SharedGradient(p, k, index[id(p)], self._turns))
+        return self.module.replica(lambda p: SharedGradient(p, k, index[id(p)], self._turns))
 
-    def backward(self, loss_of, *batch, count=None) -> float:
-        """Run ``loss_of(replica, *rows)`` and its backward on each replica's contiguous
-        share of the rows of the ``batch`` arrays, in parallel, and add the gradient of
-        the batch's mean loss to the model's gradients. ``count(*rows)`` is how many
-        items a replica's loss is the mean of (default: its rows). Returns the batch's
-        mean loss, a float."""
+    @property
+    def replicas_in_all(self) -> int:
+        return self.comm.world_size * self.threads
+
+    def rows_of_process(self, n: int, rank: int | None = None) -> slice:
+        """The rows of a global batch of ``n`` that process ``rank`` (default: this one) takes."""
+        return share(n, self.comm.world_size, self.comm.rank if rank is None else rank)
+
+    def loss(self, *batch) -> Loss:
+        """``module.loss(*rows)`` of this process's rows of the global ``batch`` (host
+        arrays, first axis the rows), run by its replicas in threads; its ``backward``
+        gives every parameter the gradient of the whole global batch's mean loss."""
         if not batch:
-            raise ArgumentError("DataParallel.backward: got no batch arrays to share out")
+            raise ArgumentError("DataParallel.loss: got no batch arrays to share out")
         n = len(batch[0])
         if any(len(a) != n for a in batch):
-            raise ShapeError(f"DataParallel.backward: the batch arrays have {[len(a) for a in batch]} rows; "
+            raise ShapeError(f"DataParallel.loss: the batch arrays have {[len(a) for a in batch]} rows; "
                              "they must have the same number")
-        shares = [rows for rows in _shares(n, self.threads) if rows.stop > rows.start]
-        parts = [[a[rows] for a in batch] for rows in shares]
-        counts = [float(count(*part)) if count is not None else float(len(part[0])) for part in parts]
-        total = sum(counts)
-        if len(parts) < 2 or total == 0:
-            loss = loss_of(self.model, *batch)
-            loss.backward()
-            return loss.item()
+        if self.replicas_in_all == 1:
+            return self.module.loss(*(backend.to_device(a, self.module.device) for a in batch))
+        mine = self.rows_of_process(n)
+        first = mine.start
+        shares = [share(mine.stop - first, self.threads, k) for k in range(self.threads)]
+        shares = [slice(first + s.start, first + s.stop) for s in shares]
+        parts = [[backend.to_device(a[rows], self.module.device) for a in batch] for rows in shares]
         for replica_modules in self._modules:
-            for theirs, ours in zip(replica_modules, self.model.modules()):
+            for theirs, ours in zip(replica_modules, self.module.modules()):
                 theirs.training = ours.training
-        self._turns.start(self.threads, len(parts))
-        seeds = backend.rng(np).integers(2 ** 63, size=len(parts))
-        jobs = [(k, self.replicas[k], loss_of, parts[k], counts[k] / total, seeds[k], self._turns)
-                for k in range(len(parts))]
+        seeds = backend.rng(np).integers(2 ** 63, size=self.replicas_in_all)  # alike on every process
+        mine_seeds = seeds[self.comm.rank * self.threads:(self.comm.rank + 1) * self.threads]
+        losses = self._run(lambda k: _replica_loss(self.replicas[k], parts[k], mine_seeds[k]), shares)
+        return self._combined(losses, shares)
+
+    def _run(self, job, shares):
+        """``job(k)`` for every replica k with rows, replica 0 on this thread; every
+        thread done before a replica's error is raised, naming its rows."""
+        ks = [k for k, rows in enumerate(shares) if rows.stop > rows.start]
+        if len(ks) < 2:
+            return [_located_call(job, k, shares[k]) for k in ks]
         with backend.one_blas_thread():
-            futures = [self._pool.submit(_run_replica, *job) for job in jobs[1:]]
+            futures = [self._pool.submit(job, k) for k in ks[1:]]
             try:
-                losses = [_run_replica(*jobs[0])]
+                results = [job(ks[0])]
             except Exception as error:
-                wait(futures)  # every thread done before anything is raised
-                raise _located(error, 0, shares[0]) from error
-            errors = [f.exception() for f in futures]
-            for k, error in enumerate(errors, start=1):
-                if error is not None:
-                    raise _located(error, k, shares[k]) from error
-            losses += [f.result() for f in futures]
-        return sum(c * loss for c, loss in zip(counts, losses) if c) / total
+                wait(futures)
+                raise _located(error, ks[0], shares[ks[0]]) from error
+            for k, future in zip(ks[1:], futures):
+                if future.exception() is not None:
+                    raise _located(future.exception(), k, shares[k]) from future.exception()
+            return results + [future.result() for future in futures]
+
+    def _combined(self, losses, shares) -> Loss:
+        """The global mean of the replicas' losses, whose backward runs theirs."""
+        counts = [loss.count for loss in losses]
+        local = sum(counts)
+        total = self.comm.sum(local)
+        value = self.comm.sum(sum(c * loss.item() for c, loss in zip(counts, losses) if c)) / total if total else 0.0
+        outputs = {name: self.comm.sum(sum(loss.outputs[name] for loss in losses)) for name in losses[0].outputs}
+        node = _ReplicaBackward(self, losses, shares, local)
+        first = losses[0]
+        xp = backend.get_array_module(first.data)
+        combined = Tensor(xp.asarray(value, dtype=first.dtype))
+        if any(loss.requires_grad for loss in losses):
+            combined.requires_grad, combined.creator = True, node
+            node.output_shape, node.output_dtype = combined.shape, combined.dtype
+        return Loss(combined, total, **outputs)
+
+    def __getattr__(self, name):
+        if name in ("module", "replicas"):  # not yet set: __init__ failed early
+            raise AttributeError(name)
+        return getattr(self.module, name)
 
     def close(self) -> None:
         """Stop the worker threads (also done at interpreter exit)."""
@@ -120,7 +179,57 @@ class DataParallel:
             self._pool.shutdown()
 
     def __repr__(self):
-        return f"DataParallel({type(self.model).__name__}, threads={self.threads})"
+        return f"DataParallel({type(self.module).__name__}, threads={self.threads}, processes={self.comm.world_size})"
+
+
+class _ReplicaBackward(Function):
+    """The graph node of a data-parallel loss: its backward runs each replica's backward
+    in the replica's thread, from count / (this process's count), then all-reduces the
+    gradients over the processes, each weighted by its count."""
+
+    def __init__(self, parallel: DataParallel, losses, shares, local_count: float):
+        self.parallel, self.losses, self.shares, self.local_count = parallel, losses, shares, local_count
+
+    def backward(self, g):
+        parallel, local = self.parallel, self.local_count
+        if local:
+            ks = [k for k, rows in enumerate(self.shares) if rows.stop > rows.start]
+            by_replica = dict(zip(ks, self.losses))
+            parallel._turns.start(parallel.threads, len(ks))  # the replicas without rows are the last ones
+            retain = not self.may_overwrite_saved
+
+            def job(k):
+                loss = by_replica[k]
+                try:
+                    if loss.count and loss.requires_grad:
+                        xp = backend.get_array_module(loss.data)
+                        loss.backward(xp.full(loss.shape, g * (loss.count / local), dtype=loss.dtype),
+                                      retain_graph=retain)
+                finally:
+                    parallel._turns.finish(k)
+            parallel._run(job, self.shares)
+        parallel.comm.all_reduce_gradients(parallel.module.parameters(), local)
+        return ()
+
+    def release(self) -> None:
+        super().release()
+        self.losses = ()
+
+
+def _replica_loss(replica, rows, seed) -> Loss:
+    with backend.thread_generator(np.random.default_rng(seed)):
+        loss = replica.loss(*rows)
+    if not isinstance(loss, Loss):
+        raise ArgumentError(f"DataParallel: {type(replica).__name__}.loss returned {type(loss).__name__}, not a Loss "
+                            "(the mean, how many items it is over, and any extra outputs)")
+    return loss
+
+
+def _located_call(job, k, rows):
+    try:
+        return job(k)
+    except Exception as error:
+        raise _located(error, k, rows) from error
 
 
 class SharedGradient(Parameter):
@@ -197,13 +306,6 @@ class _Turns:
             self._add_from(turn, i, g, assigned)
 
 
-def _shares(n: int, k: int) -> list[slice]:
-    """``k`` contiguous parts of ``n`` rows, differing by at most one row."""
-    base, extra = divmod(n, k)
-    starts = [r * base + min(r, extra) for r in range(k + 1)]
-    return [slice(starts[r], starts[r + 1]) for r in range(k)]
-
-
 def _located(error: Exception, k: int, rows: slice) -> Exception:
     """The replica's error, of the same class, saying whose rows it came from (a
     position in the message counts from the replica's first row)."""
@@ -212,19 +314,4 @@ def _located(error: Exception, k: int, rows: slice) -> Exception:
     return type(error)(f"{error} (replica {k}, rows {rows.start}..{rows.stop - 1} of the batch)")
 
 
-def _run_replica(k, replica, loss_of, rows, weight, seed, turns) -> float:
-    """Replica ``k``'s share of a step, on the calling thread: its loss, and a backward
-    from ``weight`` (count / total) unless no item counts; done, whatever happens, so
-    that no other replica waits for it."""
-    try:
-        with backend.thread_generator(np.random.default_rng(seed)):
-            loss = loss_of(replica, *rows)
-            if weight:
-                xp = backend.get_array_module(loss.data)
-                loss.backward(xp.full(loss.shape, weight, dtype=loss.dtype))
-            return loss.item()
-    finally:
-        turns.finish(k)
-
-
-__all__ = ["DataParallel", "SharedGradient"]
+__all__ = ["DataParallel", "Loss", "SharedGradient", "share"]

@@ -21,6 +21,8 @@ from ..tensor import Function, array_of
 from .checks import check_ids
 from .rowwise import row_max, row_sum
 
+IGNORE_INDEX = -100  # a target that scores nothing (PyTorch's default ignore_index)
+
 
 # -- row softmax, written once ---------------------------------------------------------
 def _row_buffers(x, out):
@@ -230,7 +232,7 @@ class CrossEntropy(Function):
 
     floating = True
 
-    def __init__(self, targets, ignore_index=-100):
+    def __init__(self, targets, ignore_index=IGNORE_INDEX):
         self.targets, self.ignore_index = targets, int(ignore_index)
 
     def check(self, logits):
@@ -415,13 +417,13 @@ def log_softmax(x, axis=-1):
     return LogSoftmax(axis)(x)
 
 
-def cross_entropy(logits, targets, ignore_index=-100):
+def cross_entropy(logits, targets, ignore_index=IGNORE_INDEX):
     """Mean negative log-likelihood of integer ``targets`` (N,) under ``logits`` (N, C),
     over the targets that are not ``ignore_index`` (0 when all are ignored)."""
     return CrossEntropy(array_of(targets), ignore_index)(logits)
 
 
-def linear_cross_entropy(x, weight, targets, bias=None, ignore_index=-100):
+def linear_cross_entropy(x, weight, targets, bias=None, ignore_index=IGNORE_INDEX):
     """``cross_entropy(linear(x, weight, bias), targets)`` as one op: x (N, in), weight
     (C, in), targets (N,). Same value and gradients, with the head computed only on the
     scored rows and one (scored, C) buffer instead of three (for a language-model head
