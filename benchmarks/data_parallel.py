@@ -22,6 +22,7 @@ import numpy as np
 from train_step import CONFIGS, build, inputs
 
 from tinygrad_nlp import distributed
+from tinygrad_nlp.nn import share
 from tinygrad_nlp.optim import Adam
 
 NETWORKS = {  # (alpha: seconds per message step, B: bytes per second per link), assumed
@@ -54,13 +55,11 @@ def time_step(comm, name, repeats):
     optimizer = Adam(params, lr=1e-4)
     comm.broadcast_parameters(params)
     ids, targets, mask, labels = inputs(c)
-    mine = comm.share(len(ids))
-    import tinygrad_nlp.functional as F
+    mine = share(len(ids), comm.world_size, comm.rank)
 
     def loss():
-        if name == "mlm":
-            return model.loss(ids[mine], targets[mine]), int((targets[mine] != -100).sum())
-        return F.cross_entropy(model(ids[mine], mask[mine]), labels[mine]), len(labels[mine])
+        loss = model.loss(ids[mine], targets[mine]) if name == "mlm" else model.loss(ids[mine], mask[mine], labels[mine])
+        return loss, loss.count
 
     compute, communicate = [], []
     for i in range(repeats + 1):

@@ -25,7 +25,6 @@ import time
 import numpy as np
 from common import op_timers, run_cli, time_alternating
 
-import tinygrad_nlp.functional as F
 from tinygrad_nlp import backend, graph, manual_seed
 from tinygrad_nlp.models import BertConfig, BertForSequenceClassification, MaskedLanguageModel, TextClassifier
 from tinygrad_nlp.nn import DataParallel
@@ -70,36 +69,31 @@ def bert_config(c):
 
 
 def build(c, device, name):
-    """Our model of the tutorial on ``device``, its loss as ``loss_of(model, *rows)``,
-    the batch's arrays, and ``count(*rows)``: how many items that loss is a mean of
-    (None: one per row)."""
+    """Our model of the tutorial on ``device`` and the batch its ``loss`` takes."""
     manual_seed(0)
     xp = backend.xp_for(device)
     ids, targets, mask, labels = (xp.asarray(a) for a in inputs(c))
     if name == "mlm":
         model = MaskedLanguageModel(c["vocab"], c["d"], c["heads"], c["ff"], c["layers"], c["seq"], c["dropout"])
-        return model.to(device), lambda m, ids, targets: m.loss(ids, targets), (ids, targets), \
-            lambda ids, targets: (targets != -100).sum()
+        return model.to(device), (ids, targets)
     if name == "bert-base":
         model = BertForSequenceClassification(BertConfig(**bert_config(c)))
-        loss_of = lambda m, ids, mask, labels: F.cross_entropy(m(ids, None, mask), labels)  # noqa: E731
-    else:
-        model = TextClassifier(c["vocab"], 2, c["d"], c["heads"], c["ff"], c["layers"], c["seq"], c["dropout"])
-        loss_of = lambda m, ids, mask, labels: F.cross_entropy(m(ids, mask), labels)  # noqa: E731
-    return model.to(device), loss_of, (ids, mask, labels), None
+        return model.to(device), (ids, xp.zeros_like(ids), mask, labels)
+    model = TextClassifier(c["vocab"], 2, c["d"], c["heads"], c["ff"], c["layers"], c["seq"], c["dropout"])
+    return model.to(device), (ids, mask, labels)
 
 
 def ours(c, device, name, threads=1):
     """Our step, Adam; with ``threads`` > 1 as that many replicas in threads
     (``nn.DataParallel``)."""
-    model, loss_of, batch, count = build(c, device, name)
-    parallel = DataParallel(model, threads)
+    model, batch = build(c, device, name)
+    model = DataParallel(model, threads)
     opt = Adam(model.parameters(), lr=1e-4)
     xp = backend.xp_for(device)
 
     def step():
         opt.zero_grad()
-        parallel.backward(loss_of, *batch, count=count)
+        model.loss(*batch).backward()
         opt.step()
         if device == "cuda":
             xp.cuda.Device().synchronize()
@@ -150,8 +144,8 @@ def minimum_traffic(c, device, name):
     written once and read once (``graph.saved_memory`` of the step's graph), and per
     parameter element the forward's and backward's reads, the gradient's write and
     Adam's four reads and three writes (10 accesses)."""
-    model, loss_of, batch, _ = build(c, device, name)
-    saved = graph.saved_memory(loss_of(model, *batch)).total_bytes
+    model, batch = build(c, device, name)
+    saved = graph.saved_memory(model.loss(*batch)).total_bytes
     parameter_bytes = sum(p.data.nbytes for p in model.parameters())
     return 2 * saved + 10 * parameter_bytes, saved, parameter_bytes
 

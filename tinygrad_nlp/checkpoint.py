@@ -14,6 +14,7 @@ import zipfile
 
 import numpy as np
 
+from . import distributed
 from .backend import get_array_module
 from .errors import AnomalyError, CheckpointError
 from .files import atomic_write
@@ -136,8 +137,9 @@ class Checkpointer:
 
     def save(self, model, optimizer=None, label: str = "", **extra) -> None:
         """Save unless a parameter is NaN or inf (then AnomalyError, and the file keeps
-        the last good save). A Checkpointer without a path saves nothing."""
-        if self.path is None:
+        the last good save). A Checkpointer without a path saves nothing, and in a
+        data-parallel job only the first process writes (all hold the same weights)."""
+        if self.path is None or distributed.launcher_rank() != 0:
             return
         for name, p in _unwrapped(model).named_parameters():
             if not bool(get_array_module(p.data).isfinite(p.data).all()):

@@ -35,6 +35,15 @@ def launched_under_mpi() -> bool:
     return any(v in os.environ for v in _LAUNCHER_VARIABLES) or "mpi4py" in sys.modules
 
 
+def launcher_rank() -> int:
+    """This process's rank as the MPI launcher numbered it (0 when none started it), known
+    before MPI itself is set up."""
+    for variable in ("OMPI_COMM_WORLD_RANK", "PMI_RANK", "PMIX_RANK", "SLURM_PROCID"):
+        if os.environ.get(variable, "").isdigit():
+            return int(os.environ[variable])
+    return 0
+
+
 class Communicator:
     """A communicator of one: what training code calls, doing nothing."""
 
@@ -154,4 +163,4 @@ def current() -> Communicator:
     return _world if _world is not None else Communicator()
 
 
-__all__ = ["Communicator", "MPICommunicator", "init", "current", "launched_under_mpi"]
+__all__ = ["Communicator", "MPICommunicator", "init", "current", "launched_under_mpi", "launcher_rank"]

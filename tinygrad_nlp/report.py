@@ -7,9 +7,12 @@ message and t-SNE falls back to PCA.
 """
 from __future__ import annotations
 
+import json
 import os
 
 import numpy as np
+
+from .distributed import launcher_rank
 
 
 class _PlainProgress:
@@ -35,12 +38,14 @@ class _PlainProgress:
 
 
 def progress_bar(total: int, initial: int = 0, disable: bool = False, **kwargs):
-    """A tqdm bar, or with ``disable`` (or without tqdm) plain log lines through the same
-    methods: ``write``, ``set_postfix``, ``update``, ``close``."""
+    """A tqdm bar, or with ``disable`` (or without tqdm, or on a data-parallel job's
+    processes after the first) plain log lines through the same methods: ``write``,
+    ``set_postfix``, ``update``, ``close``."""
     try:
         from tqdm import tqdm
     except ImportError:
         disable = True
+    disable = disable or launcher_rank() != 0
     if disable:
         return _PlainProgress(total, initial)
     return tqdm(total=total, initial=initial, dynamic_ncols=True, **kwargs)
@@ -95,6 +100,11 @@ def project_2d(vectors, method: str = "tsne", seed: int = 0) -> np.ndarray:
     return centred @ vt[:2].T
 
 
+def embedding_frame(vectors, labels, class_names, title, method: str = "tsne", seed: int = 0):
+    """``vectors`` projected to 2-D (``project_2d``) as one labelled scatter plot frame."""
+    return scatter_frame(project_2d(vectors, method, seed), labels, class_names, title)
+
+
 def scatter_frame(points, labels, class_names, title):
     """One scatter plot of labelled 2-D points as a Pillow image (a GIF frame)."""
     plt = _pyplot()
@@ -122,6 +132,7 @@ def export_projector(folder, embeddings, names, rows: int) -> int:
     """The first ``rows`` embeddings as ``values.tsv`` and their words as ``names.tsv``,
     the two files https://projector.tensorflow.org loads; returns the row count."""
     n = min(rows, len(names))
+    os.makedirs(folder, exist_ok=True)
     np.savetxt(os.path.join(folder, "values.tsv"), np.round(embeddings[:n], 4), delimiter="\t", fmt="%.4f")
     with open(os.path.join(folder, "names.tsv"), "w", encoding="utf-8") as f:
         f.write("\n".join(names[:n]) + "\n")
@@ -138,3 +149,12 @@ def confusion_report(labels, predicted, class_names) -> tuple[str, float]:
     lines = ["rows: true class, columns: predicted class", " " * width + "".join(f" {c:>{width}}" for c in class_names)]
     lines += [f"{class_names[i]:>{width}}" + "".join(f" {n:>{width}}" for n in confusion[i]) for i in range(k)]
     return "\n".join(lines) + f"\naccuracy {accuracy:.4f}\n", accuracy
+
+
+def write_outputs(folder, files: dict) -> None:
+    """Write each ``{name: content}`` into ``folder``: text as it is, anything else
+    (a dict of metrics) as indented JSON."""
+    os.makedirs(folder, exist_ok=True)
+    for name, content in files.items():
+        with open(os.path.join(folder, name), "w", encoding="utf-8") as f:
+            f.write(content if isinstance(content, str) else json.dumps(content, indent=1))

@@ -1,6 +1,7 @@
 """nn.DataParallel: replicas in threads give the gradient of the whole batch's mean loss,
 accumulate into the model's gradients, share the model's weights, draw their own
-dropout masks reproducibly, and fail with the error the replica raised."""
+dropout masks reproducibly, and fail with the error the replica raised; the loss they
+return says how many items it is the mean of."""
 import time
 
 import numpy as np
@@ -11,8 +12,9 @@ from hypothesis import strategies as st
 import tinygrad_nlp.functional as F
 from tinygrad_nlp import ArgumentError, MissingDependencyError, ShapeError, TokenIdError, backend, manual_seed
 from tinygrad_nlp.models import MaskedLanguageModel, TextClassifier
-from tinygrad_nlp.nn import DataParallel
+from tinygrad_nlp.nn import DataParallel, Loss, share
 from tinygrad_nlp.nn.flat import flatten
+from tinygrad_nlp.nn.parallel import Loss as ParallelLoss
 from tinygrad_nlp.optim import Adam
 
 pytest.importorskip("threadpoolctl")
@@ -37,7 +39,15 @@ def mlm_loss(model, ids, targets):
 
 
 def scored(ids, targets):
-    return (targets != -100).sum()
+    return (targets != F.IGNORE_INDEX).sum()
+
+
+def step(parallel, *batch) -> float:
+    """The wrapped model's loss of one batch and its backward, as a training loop runs them."""
+    loss = parallel.loss(*batch)
+    assert isinstance(loss, Loss)
+    loss.backward()
+    return loss.item()
 
 
 def whole_batch_gradients(model, loss_of, *batch):
@@ -61,8 +71,27 @@ def test_replicas_give_the_gradient_of_the_whole_batch_mean(threads, rows):
     loss, expected = whole_batch_gradients(model, mlm_loss, ids, targets)
     parallel = DataParallel(model, threads)
     assert len(parallel.replicas) == threads
-    assert parallel.backward(mlm_loss, ids, targets, count=scored) == pytest.approx(loss, rel=1e-12)
+    assert step(parallel, ids, targets) == pytest.approx(loss, rel=1e-12)
     assert_gradients(model, expected)
+
+
+def test_the_loss_is_a_mean_with_its_count_and_outputs_summed_over_the_replicas():
+    manual_seed(0)
+    model = TextClassifier(VOCAB, 2, d_model=8, n_heads=2, d_ff=16, n_layers=1, max_len=T, dropout=0.0)
+    rng = np.random.default_rng(3)
+    ids, labels, mask = rng.integers(0, VOCAB, (7, T)), rng.integers(0, 2, 7), np.ones((7, T), bool)
+    alone = model.loss(ids, mask, labels)
+    together = DataParallel(model, 3).loss(ids, mask, labels)
+    assert together.count == alone.count == 7 and together.outputs == alone.outputs
+    assert together.item() == pytest.approx(alone.item(), rel=1e-6)
+    assert [share(7, 3, k) for k in range(3)] == [slice(0, 3), slice(3, 5), slice(5, 7)]
+
+
+def test_a_model_whose_loss_is_not_a_loss_is_told_what_to_return(monkeypatch):
+    model = mlm()
+    monkeypatch.setattr(MaskedLanguageModel, "loss", lambda self, ids, targets: F.mean(self(ids)))
+    with pytest.raises(ArgumentError, match="MaskedLanguageModel.loss returned Tensor, not a Loss"):
+        DataParallel(model, 2).loss(*mlm_batch(4))
 
 
 def test_rows_counted_by_default_for_a_classifier_with_a_padding_mask():
@@ -71,9 +100,9 @@ def test_rows_counted_by_default_for_a_classifier_with_a_padding_mask():
     rng = np.random.default_rng(3)
     ids, labels = rng.integers(0, VOCAB, (5, T)), rng.integers(0, 2, 5)
     mask = np.arange(T)[None] < rng.integers(2, T + 1, (5, 1))
-    loss_of = lambda m, ids, mask, labels: F.cross_entropy(m(ids, mask), labels)  # noqa: E731
+    loss_of = lambda m, ids, mask, labels: m.loss(ids, mask, labels)  # noqa: E731
     loss, expected = whole_batch_gradients(model, loss_of, ids, mask, labels)
-    assert DataParallel(model, 2).backward(loss_of, ids, mask, labels) == pytest.approx(loss, rel=1e-12)
+    assert step(DataParallel(model, 2), ids, mask, labels) == pytest.approx(loss, rel=1e-12)
     assert_gradients(model, expected)
 
 
@@ -84,7 +113,7 @@ def test_any_split_gives_the_whole_batch_gradient(rows, threads, scored_share, s
     model = mlm()
     ids, targets = mlm_batch(rows, seed, scored_share)
     loss, expected = whole_batch_gradients(model, mlm_loss, ids, targets)
-    got = DataParallel(model, threads).backward(mlm_loss, ids, targets, count=scored)
+    got = step(DataParallel(model, threads), ids, targets)
     if np.isnan(loss):
         assert np.isnan(got)
     else:
@@ -100,8 +129,8 @@ def test_gradients_accumulate_into_what_the_model_has():
     ids, targets = mlm_batch(6)
     _, expected = whole_batch_gradients(model, mlm_loss, ids, targets)
     parallel = DataParallel(model, 2)
-    parallel.backward(mlm_loss, ids, targets, count=scored)
-    parallel.backward(mlm_loss, ids, targets, count=scored)
+    step(parallel, ids, targets)
+    step(parallel, ids, targets)
     assert_gradients(model, {name: 2 * g for name, g in expected.items()})
 
 
@@ -111,7 +140,7 @@ def test_replicas_share_the_weights_the_optimizer_updates():
     opt = Adam(model.parameters(), lr=1e-2)
     ids, targets = mlm_batch(6)
     opt.zero_grad()
-    parallel.backward(mlm_loss, ids, targets, count=scored)
+    step(parallel, ids, targets)
     opt.step()
     replica = parallel.replicas[1]
     assert replica.head.weight is replica.embedding.weight  # tied stays tied
@@ -126,10 +155,10 @@ def test_same_seed_same_losses_with_dropout():
         parallel = DataParallel(model, 2)
         opt = Adam(model.parameters(), lr=1e-2)
         out = []
-        for step in range(3):
-            ids, targets = mlm_batch(6, seed=step)
+        for n in range(3):
+            ids, targets = mlm_batch(6, seed=n)
             opt.zero_grad()
-            out.append(parallel.backward(mlm_loss, ids, targets, count=scored))
+            out.append(step(parallel, ids, targets))
             opt.step()
         return out
     first, second = losses(), losses()
@@ -143,7 +172,7 @@ def test_replicas_follow_the_models_mode():
     parallel = DataParallel(model, 2)
     model.eval()
     loss, expected = whole_batch_gradients(model, mlm_loss, ids, targets)
-    assert parallel.backward(mlm_loss, ids, targets, count=scored) == pytest.approx(loss, rel=1e-12)
+    assert step(parallel, ids, targets) == pytest.approx(loss, rel=1e-12)
     assert_gradients(model, expected)
 
 
@@ -151,7 +180,7 @@ def test_blas_threads_are_restored_after_a_step():
     from threadpoolctl import threadpool_info
     before = [lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"]
     model = mlm()
-    DataParallel(model, 2).backward(mlm_loss, *mlm_batch(4), count=scored)
+    step(DataParallel(model, 2), *mlm_batch(4))
     assert [lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"] == before
 
 
@@ -161,7 +190,7 @@ def test_a_replicas_error_is_raised_after_every_thread_finished():
     ids[5, 0] = VOCAB + 3  # in the second replica's rows
     where = r"at position \(2, 0\).*\(replica 1, rows 3\.\.5 of the batch\)"  # the position in the replica's rows
     with pytest.raises(TokenIdError, match=rf"token id {VOCAB + 3} {where}"):
-        DataParallel(model, 2).backward(mlm_loss, ids, targets, count=scored)
+        step(DataParallel(model, 2), ids, targets)
 
 
 def test_bad_arguments():
@@ -171,9 +200,9 @@ def test_bad_arguments():
             DataParallel(model, threads)
     parallel = DataParallel(model, 2)
     with pytest.raises(ShapeError, match=r"\[4, 3\] rows"):
-        parallel.backward(mlm_loss, np.zeros((4, T), int), np.zeros((3, T), int))
+        parallel.loss(np.zeros((4, T), int), np.zeros((3, T), int))
     with pytest.raises(ArgumentError, match="no batch arrays"):
-        parallel.backward(mlm_loss)
+        parallel.loss()
 
 
 def test_threads_need_threadpoolctl(monkeypatch):
@@ -190,10 +219,10 @@ def test_default_threads_one_per_core_on_the_cpu():
 
 
 @pytest.mark.parametrize("late", [None, 0, 2])
-def test_contributions_are_added_in_replica_order_bit_for_bit(late):
+def test_contributions_are_added_in_replica_order_bit_for_bit(late, monkeypatch):
     """To an existing gradient G, replicas 0, 1, 2 add theirs as ((G + g0) + g1) + g2 on
-    every run, whichever thread gets there first (``late``: that replica starts 50 ms
-    after the others, so theirs wait for its turn and it finishes last)."""
+    every run, whichever thread gets there first (``late``: that replica starts its
+    backward 50 ms after the others, so theirs wait for its turn and it finishes last)."""
     model = mlm(dtype=np.float32)
     ids, targets = mlm_batch(9, seed=4, scored=0.5)
     start = {name: np.random.default_rng(7).standard_normal(p.shape).astype(np.float32)
@@ -208,15 +237,23 @@ def test_contributions_are_added_in_replica_order_bit_for_bit(late):
             for name, p in model.named_parameters():
                 expected[name] += p.grad
     parallel = DataParallel(model, 3)
+    original_loss, original_backward = MaskedLanguageModel.loss, ParallelLoss.backward
 
-    def loss_of(replica, ids, targets):
-        if late is not None and replica is parallel.replicas[late]:
+    def loss(self, *rows):
+        result = original_loss(self, *rows)
+        result.late = late is not None and self is parallel.replicas[late]
+        return result
+
+    def backward(self, *args, **kwargs):
+        if getattr(self, "late", False):
             time.sleep(0.05)
-        return replica.loss(ids, targets)
+        return original_backward(self, *args, **kwargs)
+    monkeypatch.setattr(MaskedLanguageModel, "loss", loss)
+    monkeypatch.setattr(ParallelLoss, "backward", backward)
     for _ in range(3):
         for name, p in model.named_parameters():
             p.grad = start[name].copy()
-        parallel.backward(loss_of, ids, targets, count=scored)
+        step(parallel, ids, targets)
         for name, p in model.named_parameters():
             np.testing.assert_array_equal(p.grad, expected[name], err_msg=name)
 

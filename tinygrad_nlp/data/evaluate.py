@@ -35,3 +35,10 @@ def neighbour_purity(embeddings: np.ndarray, itos, word_class: dict, k: int = 5)
     neighbours = nearest_neighbours(embeddings, itos, words, k)
     shares = [np.mean([word_class.get(n) == word_class[w] for n, _ in neighbours[w]]) for w in words]
     return float(np.mean(shares))
+
+
+def neighbour_lines(embeddings: np.ndarray, itos, words, k: int = 5) -> list[str]:
+    """One line per word of ``words`` in the vocabulary: its ``k`` nearest neighbours
+    and their cosines."""
+    return [f"{w:>12}: " + ", ".join(f"{n} ({c:.2f})" for n, c in near)
+            for w, near in nearest_neighbours(embeddings, itos, words, k).items()]

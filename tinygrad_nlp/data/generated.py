@@ -57,6 +57,13 @@ def word_class_corpus(n_sentences: int = 20000, seed: int = 0) -> list[str]:
     return sentences
 
 
+# what the MLM example asks a model trained on word_class_corpus: each probe word's
+# neighbours should be its class's words, each <mask> a word of the class the template puts there
+PROBE_WORDS = ["red", "three", "cat", "bread", "kitchen", "alice", "monday", "ate"]
+FILL_MASK_SENTENCES = ["alice ate three <mask> apples at the market on monday .", "the old <mask> ran to the garden .",
+                       "on friday , tom and emma cooked some <mask> .", "the kitchen is red and the <mask> is blue ."]
+
+
 def word_class_of() -> dict[str, str]:
     """{word: class name} for every class word of the built-in corpus."""
     return {w: c for c, words in WORD_CLASSES.items() for w in words}

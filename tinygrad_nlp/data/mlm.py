@@ -11,8 +11,8 @@ from .tokenizer import N_SPECIALS, SPECIALS, Vocab, tokenize
 
 
 def encode_stream(sentences, vocab: Vocab) -> np.ndarray:
-    """All sentences' token ids, one after another."""
-    ids = [vocab.encode(tokenize(s)) for s in sentences]
+    """All sentences' token ids, one after another (each a string, or its tokens)."""
+    ids = [vocab.encode(tokenize(s) if isinstance(s, str) else s) for s in sentences]
     return np.concatenate(ids) if ids else np.zeros(0, dtype=np.int64)
 
 

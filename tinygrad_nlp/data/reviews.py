@@ -17,7 +17,7 @@ from ..errors import DataError
 from ..files import atomic_write
 from .corpus import read_text
 from .generated import sentiment_corpus
-from .tokenizer import Vocab, tokenize
+from .tokenizer import Vocab, WordTokenizer
 
 IMDB_URL = "https://ai.stanford.edu/~amaas/data/sentiment/aclImdb_v1.tar.gz"
 _LABELS = {"0": 0, "1": 1, "neg": 0, "pos": 1, "negative": 0, "positive": 1}
@@ -103,14 +103,7 @@ def download_imdb(cache_dir=None, url: str = IMDB_URL) -> str:
 def encode_reviews(texts, vocab: Vocab, seq_len: int):
     """(ids, mask): rows ``[CLS] tokens... [SEP]`` truncated to ``seq_len`` and padded
     with <pad>; mask (N, seq_len) is True on real tokens."""
-    if seq_len < 2:
-        raise DataError(f"seq_len must be at least 2 ([CLS] and [SEP]), got {seq_len}")
-    ids = np.full((len(texts), seq_len), vocab.pad_id, dtype=np.int64)
-    for i, text in enumerate(texts):
-        row = vocab.encode(tokenize(text)[: seq_len - 2])
-        ids[i, 0] = vocab.cls_id
-        ids[i, 1:1 + len(row)] = row
-        ids[i, 1 + len(row)] = vocab.sep_id
+    ids = WordTokenizer(vocab).encode(texts, seq_len)["input_ids"]
     return ids, ids != vocab.pad_id
 
 

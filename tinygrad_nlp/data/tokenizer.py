@@ -7,6 +7,7 @@ from collections import Counter
 import numpy as np
 
 from ..errors import DataError
+from ..files import atomic_write
 
 PUNCTUATION = ',?;.:/*!+-()[]{}"\'&'
 _SPACED = str.maketrans({c: f" {c} " for c in PUNCTUATION})
@@ -60,7 +61,7 @@ class Vocab:
         return [self.itos[int(i)] for i in ids]
 
     def save(self, path) -> None:
-        with open(path, "w", encoding="utf-8") as f:
+        with atomic_write(path) as f:
             f.write("\n".join(self.itos) + "\n")
 
     @classmethod
@@ -69,3 +70,58 @@ class Vocab:
             raise DataError(f"vocabulary file {os.fspath(path)!r} does not exist")
         with open(path, encoding="utf-8") as f:
             return cls([line.rstrip("\n") for line in f if line.rstrip("\n")])
+
+
+class WordTokenizer:
+    """The tutorial's word splitter and a ``Vocab``, answering as ``WordPieceTokenizer``
+    does: ``train``, ``encode(texts, max_len)``, ``save`` and ``from_pretrained``."""
+
+    def __init__(self, vocab: Vocab):
+        self.vocab = vocab
+        self.pad_id, self.unk_id, self.mask_id, self.cls_id, self.sep_id = (vocab.pad_id, vocab.unk_id, vocab.mask_id,
+                                                                            vocab.cls_id, vocab.sep_id)
+
+    @classmethod
+    def train(cls, texts, vocab_size: int | None = None) -> WordTokenizer:
+        """The ``vocab_size`` most frequent words of ``texts`` (the special tokens first)."""
+        return cls(Vocab.build((tokenize(t) for t in texts), max_size=vocab_size))
+
+    @classmethod
+    def from_pretrained(cls, folder) -> WordTokenizer:
+        return cls(Vocab.load(os.path.join(os.fspath(folder), "vocab.txt")))
+
+    def save(self, folder) -> None:
+        os.makedirs(folder, exist_ok=True)
+        self.vocab.save(os.path.join(os.fspath(folder), "vocab.txt"))
+
+    def __len__(self):
+        return len(self.vocab)
+
+    def encode(self, texts, max_len: int) -> dict:
+        """{"input_ids", "token_type_ids", "attention_mask"}: int64 arrays (N, max_len)
+        of ``[CLS] words [SEP]``, truncated to ``max_len`` and padded with <pad>."""
+        if max_len < 2:
+            raise DataError(f"max_len must be at least 2 ([CLS] and [SEP]), got {max_len}")
+        ids = np.full((len(texts), max_len), self.pad_id, dtype=np.int64)
+        for i, text in enumerate(texts):
+            row = self.vocab.encode(tokenize(text)[: max_len - 2])
+            ids[i, 0] = self.cls_id
+            ids[i, 1:1 + len(row)] = row
+            ids[i, 1 + len(row)] = self.sep_id
+        return {"input_ids": ids, "token_type_ids": np.zeros_like(ids),
+                "attention_mask": (ids != self.pad_id).astype(np.int64)}
+
+    def decode(self, ids) -> str:
+        return " ".join(self.vocab.decode(ids))
+
+    def id_to_token(self, i: int) -> str:
+        return self.vocab.itos[int(i)]
+
+
+def load_tokenizer(folder):
+    """The tokenizer saved in ``folder``: a ``WordPieceTokenizer`` where it holds a
+    ``tokenizer.json``, else the ``WordTokenizer`` of its ``vocab.txt``."""
+    if os.path.isfile(os.path.join(os.fspath(folder), "tokenizer.json")):
+        from .wordpiece import WordPieceTokenizer
+        return WordPieceTokenizer.from_pretrained(folder)
+    return WordTokenizer.from_pretrained(folder)

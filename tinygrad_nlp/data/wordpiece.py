@@ -16,6 +16,7 @@ import os
 import numpy as np
 
 from ..errors import DataError, MissingDependencyError
+from ..files import atomic_path, atomic_write
 
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 
@@ -100,8 +101,8 @@ class WordPieceTokenizer:
 
     def save(self, folder) -> None:
         """Write ``tokenizer.json`` and ``vocab.txt`` (ids in order) to ``folder``."""
-        os.makedirs(folder, exist_ok=True)
-        self.tokenizer.save(os.path.join(os.fspath(folder), "tokenizer.json"))
+        with atomic_path(os.path.join(os.fspath(folder), "tokenizer.json"), suffix=".json") as path:
+            self.tokenizer.save(path)
         vocab = sorted(self.tokenizer.get_vocab().items(), key=lambda item: item[1])
-        with open(os.path.join(os.fspath(folder), "vocab.txt"), "w", encoding="utf-8") as f:
+        with atomic_write(os.path.join(os.fspath(folder), "vocab.txt")) as f:
             f.write("".join(token + "\n" for token, _ in vocab))

@@ -4,7 +4,7 @@ from __future__ import annotations
 from .. import functional as F
 from ..backend import asnumpy
 from ..errors import ShapeError
-from ..nn import Dropout, Embedding, LayerNorm, Linear, Loss, Module, PositionalEncoding, TransformerEncoder
+from ..nn import Dropout, Embedding, LayerNorm, Linear, Loss, Module, PositionalEncoding, TransformerEncoder, predict_in_batches
 
 
 class TextClassifier(Module):
@@ -45,6 +45,10 @@ class TextClassifier(Module):
 
     def forward(self, ids, mask=None):
         return self.classifier(self.embed(ids, mask))
+
+    def probabilities(self, ids, mask, batch_size: int = 128):
+        """Class probabilities (N, num_classes) of host arrays, in evaluation mode, a batch at a time."""
+        return predict_in_batches(self, lambda *rows: F.softmax(self(*rows)), ids, mask, batch_size=batch_size)
 
     def loss(self, ids, mask, labels) -> Loss:
         """The mean cross-entropy of the logits against ``labels`` (a ``Loss`` over the

@@ -5,6 +5,7 @@ import numpy as np
 
 from .. import functional as F
 from ..backend import to_device
+from ..data import N_SPECIALS, tokenize
 from ..errors import ShapeError
 from ..nn import Embedding, LayerNorm, Linear, Loss, Module, PositionalEncoding, TransformerEncoder, evaluating
 from ..tensor import Tensor
@@ -79,6 +80,17 @@ class MaskedLanguageModel(Module):
                 correct += int((logits.numpy().argmax(-1) == flat_targets[scored]).sum())
                 count += scored.size
         return total_loss / max(count, 1), correct / max(count, 1)
+
+    def fill_mask_lines(self, vocab, sentences, max_len: int, k: int = 5) -> list[str]:
+        """For each sentence with a <mask> (``vocab``'s words, split by
+        ``data.tokenize``): the sentence and the ``k`` likeliest words at its first mask."""
+        lines = []
+        for sentence in sentences:
+            ids = vocab.encode(tokenize(sentence))[:max_len]
+            if vocab.mask_id in ids:
+                top, p = self.fill_mask(ids, int(np.flatnonzero(ids == vocab.mask_id)[0]), k, exclude=range(N_SPECIALS))
+                lines.append(f"{sentence}\n    " + "  ".join(f"{vocab.itos[i]} ({q:.2f})" for i, q in zip(top, p)))
+        return lines
 
     def fill_mask(self, ids, position: int, k: int = 5, exclude=()):
         """The ``k`` most likely ids at ``position`` of one host sequence ``ids`` (T,) and

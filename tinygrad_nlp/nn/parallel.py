@@ -109,6 +109,10 @@ class DataParallel:
         """The rows of a global batch of ``n`` that process ``rank`` (default: this one) takes."""
         return share(n, self.comm.world_size, self.comm.rank if rank is None else rank)
 
+    def rows_per_process(self, n: int) -> list[int]:
+        """How many rows of a global batch of ``n`` each process takes, in rank order."""
+        return [len(range(n)[self.rows_of_process(n, rank)]) for rank in range(self.comm.world_size)]
+
     def loss(self, *batch) -> Loss:
         """``module.loss(*rows)`` of this process's rows of the global ``batch`` (host
         arrays, first axis the rows), run by its replicas in threads; its ``backward``
@@ -192,22 +196,21 @@ class _ReplicaBackward(Function):
 
     def backward(self, g):
         parallel, local = self.parallel, self.local_count
-        if local:
-            ks = [k for k, rows in enumerate(self.shares) if rows.stop > rows.start]
-            by_replica = dict(zip(ks, self.losses))
-            parallel._turns.start(parallel.threads, len(ks))  # the replicas without rows are the last ones
-            retain = not self.may_overwrite_saved
+        ks = [k for k, rows in enumerate(self.shares) if rows.stop > rows.start]
+        by_replica = dict(zip(ks, self.losses))
+        parallel._turns.start(parallel.threads, len(ks))  # the replicas without rows are the last ones
+        retain = not self.may_overwrite_saved
 
-            def job(k):
-                loss = by_replica[k]
-                try:
-                    if loss.count and loss.requires_grad:
-                        xp = backend.get_array_module(loss.data)
-                        loss.backward(xp.full(loss.shape, g * (loss.count / local), dtype=loss.dtype),
-                                      retain_graph=retain)
-                finally:
-                    parallel._turns.finish(k)
-            parallel._run(job, self.shares)
+        def job(k):
+            loss = by_replica[k]
+            try:  # with nothing to count here, every replica goes back from 0: zero gradients, as one model's
+                if loss.requires_grad and (loss.count or not local):
+                    weight = g * (loss.count / local) if local else 0 * g
+                    xp = backend.get_array_module(loss.data)
+                    loss.backward(xp.full(loss.shape, weight, dtype=loss.dtype), retain_graph=retain)
+            finally:
+                parallel._turns.finish(k)
+        parallel._run(job, self.shares)
         parallel.comm.all_reduce_gradients(parallel.module.parameters(), local)
         return ()
 

@@ -1,0 +1,85 @@
+"""What the examples' command lines share: their options table, the host memory kept for
+training, output from the first process only, and bad input or a failure ending the run
+with one line and exit status 1, on every process of a data-parallel job.
+
+    def main(argv=None):
+        return cli.run(lambda: train(parse_args(argv)))
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import sys
+import time
+
+from . import backend, distributed
+from .errors import DataError, TinygradNLPError
+
+
+def run(job) -> int:
+    """Run ``job()`` and return the exit status: 0, or 1 after printing a documented
+    error (``TinygradNLPError``, ``OSError``) as one line; under an MPI launcher the
+    failing process ends every process of the job. Prints the time taken on rank 0."""
+    started = time.time()
+    backend.keep_host_memory()  # one step's freed activations serve the next (backend/memory.py)
+    try:
+        with _quiet_unless_first_process():
+            job()
+    except (TinygradNLPError, OSError) as error:
+        comm = distributed.current()
+        if comm.world_size > 1:
+            comm.abort(f"error: {error}")  # ends every process of the job, not just this one
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    if distributed.launcher_rank() == 0:
+        print(f"done in {time.time() - started:.0f} s")
+    return 0
+
+
+@contextlib.contextmanager
+def _quiet_unless_first_process():
+    """Under an MPI launcher, only rank 0 prints what a run reports (errors still show)."""
+    if distributed.launcher_rank() == 0:
+        yield
+        return
+    with open(os.devnull, "w") as devnull, contextlib.redirect_stdout(devnull):
+        yield
+
+
+TRAINING_OPTIONS = [  # what every training example takes, after its own options
+    ("--device", ["cpu", "cuda"], "cpu", "cpu (NumPy) or cuda (CuPy)"),
+    ("--threads", 1, "replicas training at once in threads, each on its share of the batch (on N cores, N is faster)"),
+    ("--seed", 0, "seed for the data split, batches, initialisation and dropout"),
+    ("--no-progress", False, "log lines instead of a progress bar"),
+    ("--graph", None, "draw the backward graph of one training step of a one-layer model to this .svg, .png or "
+                      ".dot file, print what it saves, and exit"),
+]
+
+
+def parser(description: str, options) -> argparse.ArgumentParser:
+    """An argument parser from a table of ``(flag, default, help)`` rows: the type is the
+    default's (a bool default of False is a switch; ``(flag, choices, default, help)`` rows
+    choose), and the help ends with the default."""
+    p = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    for row in options:
+        flag, choices, default, text = row if len(row) == 4 else (row[0], None, *row[1:])
+        if default is False:
+            p.add_argument(flag, action="store_true", help=text)
+        elif default is True:
+            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=True, help=text + " (default on)")
+        else:
+            kind = None if default is None else type(default)
+            p.add_argument(flag, type=kind, choices=choices, default=default, help=f"{text} ({default})")
+    return p
+
+
+def require_positive(args, *names) -> None:
+    """A DataError naming the first option among ``names`` (attributes of ``args``) that
+    is not positive."""
+    for name in names:
+        if getattr(args, name) <= 0:
+            raise DataError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
+
+
+__all__ = ["TRAINING_OPTIONS", "run", "parser", "require_positive"]
