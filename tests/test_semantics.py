@@ -60,6 +60,32 @@ def test_pow_gradient_in_the_base_matches_pytorch_where_finite():
     np.testing.assert_allclose(x.grad, ta.grad.numpy())
 
 
+@needs_torch
+def test_pow_gradient_in_the_exponent_matches_pytorch_where_it_is_finite_and_at_a_zero_base():
+    a = np.array([0.0, 0.0, 0.5, 2.0, 3.0])
+    b = np.array([2.0, 0.5, 2.0, 1.5, 0.0])  # 0 ** y for y > 0: PyTorch's d/dy is 0, as ours
+    ta, tb = torch.tensor(a), torch.tensor(b, requires_grad=True)
+    (ta ** tb).sum().backward()
+    y = Tensor(b, requires_grad=True)
+    F.pow(a, y).sum().backward()
+    np.testing.assert_allclose(y.grad, tb.grad.numpy())
+
+
+@needs_torch
+@pytest.mark.parametrize("axis", [0, -1])
+def test_softmax_and_log_softmax_of_a_0d_tensor_are_pytorchs(axis):
+    for ours, theirs in ((F.softmax, torch.softmax), (F.log_softmax, torch.log_softmax)):
+        x = Tensor(np.float64(3.0), requires_grad=True)
+        y = ours(x, axis=axis)
+        y.backward()
+        tx = torch.tensor(3.0, dtype=torch.float64, requires_grad=True)
+        ty = theirs(tx, axis)
+        ty.backward()
+        assert y.shape == () and y.item() == ty.item() and x.grad == tx.grad.item()
+    with pytest.raises(ShapeError, match="axis 1 is out of range"):
+        F.softmax(Tensor(np.float64(3.0)), axis=1)
+
+
 @pytest.mark.parametrize("op", [lambda a, b: a / b, lambda a, b: F.exp(a), lambda a, b: F.log(a + 1),
                                 lambda a, b: F.tanh(a), lambda a, b: F.mean(a), lambda a, b: F.softmax(a),
                                 lambda a, b: F.gelu(a)])

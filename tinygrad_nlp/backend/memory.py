@@ -47,12 +47,12 @@ def out_of_memory(error: MemoryError, where: str) -> DeviceError:
 # glibc's malloc gives every block above its mmap threshold fresh pages from the kernel
 # and returns them when the block is freed (and trims the heap's free top likewise), so
 # a training step that allocates and frees the same few hundred MiB of activations every
-# step pays a page fault per 4 KiB touched: 57,000 faults and about a quarter of the MLM
-# tutorial's step on 2 cores (benchmarks/RESULTS.md). CuPy's memory pool keeps freed
+# step pays a page fault per 4 KiB touched: about a quarter of the MLM tutorial's step on
+# 2 cores (``python benchmarks/page_faults.py``, benchmarks/RESULTS.md). CuPy's memory pool keeps freed
 # GPU blocks for reuse; this keeps freed host blocks in the process in the same way.
 # A thread's own arena (nn.DataParallel's replicas) is a chain of 64 MiB heaps, and
 # glibc unmaps a heap that falls wholly free whatever the trim threshold, unless the
-# top pad is larger than what it would give back: 5,500 faults per MLM step in 2 threads.
+# top pad is larger than what it would give back (thousands of faults a step without).
 _M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_THRESHOLD = -1, -2, -3  # mallopt parameters (malloc.h)
 _GLIBC_MAX_MMAP_THRESHOLD = 32 << 20  # the largest glibc accepts on 64-bit machines
 _GLIBC_DEFAULT_THRESHOLD = 128 << 10

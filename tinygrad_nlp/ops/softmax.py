@@ -91,8 +91,8 @@ def _exp_by_row_max(x, out, masked_rows):
 
 def _exp_by_block_max_cpu(x, out, masked_rows):
     """exp(x - m) with m the maximum of the whole block, one number: NumPy reduces a
-    block to one number several times faster than each of its rows to one (8.8 against
-    1.1 ms over attention's (32, 4, 256, 256) scores), and subtracting a scalar is a
+    block to one number several times faster than each of its rows to one (attention's
+    scores, ``python benchmarks/ops.py``), and subtracting a scalar is a
     plainer loop than subtracting a column. Softmax is the same for any shift; what
     changes is only where the exponentials of a row stop being normal floats. A row
     whose exponentials sum to less than ``_SMALLEST_SHARED_TOTAL`` (its maximum far
@@ -155,8 +155,20 @@ softmax_backward = kernels.dispatch(
 
 
 def _check_axis(op, x, axis):
-    if not -x.ndim <= axis < x.ndim or x.shape[axis] == 0:
+    """A 0-d input is one row of one element along axis 0 or -1 (as PyTorch takes it)."""
+    ndim = max(x.ndim, 1)
+    if not -ndim <= axis < ndim or (x.ndim and x.shape[axis] == 0):
         raise ShapeError(f"{op}: axis {axis} is out of range or empty for input {tuple(x.shape)}")
+
+
+def _to_last(xp, a, axis):
+    """``a`` with ``axis`` moved last (a 0-d array as one element)."""
+    return a.reshape(1) if a.ndim == 0 else xp.moveaxis(a, axis, -1)
+
+
+def _from_last(xp, a, axis, shape):
+    """The inverse of ``_to_last`` for an input of ``shape``."""
+    return a.reshape(shape) if len(shape) == 0 else xp.moveaxis(a, -1, axis)
 
 
 class Softmax(Function):
@@ -177,14 +189,14 @@ class Softmax(Function):
 
     def forward(self, x):
         xp = get_array_module(x)
-        y = xp.moveaxis(softmax_rows(xp.moveaxis(x, self.axis, -1)), -1, self.axis)
+        y = _from_last(xp, softmax_rows(_to_last(xp, x, self.axis)), self.axis, x.shape)
         self.save(y=y)
         return y
 
     def backward(self, g):
         xp = get_array_module(g)
-        y, g = xp.moveaxis(self.y, self.axis, -1), xp.moveaxis(g, self.axis, -1)
-        return xp.moveaxis(softmax_backward(y, g), -1, self.axis)
+        y, g_rows = _to_last(xp, self.y, self.axis), _to_last(xp, g, self.axis)
+        return _from_last(xp, softmax_backward(y, g_rows), self.axis, g.shape)
 
 
 class LogSoftmax(Function):
@@ -204,16 +216,16 @@ class LogSoftmax(Function):
 
     def forward(self, x):
         xp = get_array_module(x)
-        rows = xp.moveaxis(x, self.axis, -1)
+        rows = _to_last(xp, x, self.axis)
         _, shift, total = exp_rows(rows)
-        y = xp.moveaxis(rows - (shift + xp.log(total)), -1, self.axis)
+        y = _from_last(xp, rows - (shift + xp.log(total)), self.axis, x.shape)
         self.save(y=y)
         return y
 
     def backward(self, g):
         xp = get_array_module(g)
-        y, g = xp.moveaxis(self.y, self.axis, -1), xp.moveaxis(g, self.axis, -1)
-        return xp.moveaxis(g - xp.exp(y) * row_sum(g), -1, self.axis)
+        y, g_rows = _to_last(xp, self.y, self.axis), _to_last(xp, g, self.axis)
+        return _from_last(xp, g_rows - xp.exp(y) * row_sum(g_rows), self.axis, g.shape)
 
 
 class CrossEntropy(Function):
