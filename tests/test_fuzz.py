@@ -220,8 +220,8 @@ def test_dropout(shape, p, training, seed):
 
 @given(B=st.integers(0, 3), H=st.integers(1, 3), Tq=st.integers(0, 4), Tk=st.integers(0, 4), Dh=st.integers(1, 3),
        k_heads=st.integers(1, 3), mask_kind=st.sampled_from(["none", "padding", "wrong", "all_masked"]),
-       dtype=float_dtypes, seed=st.integers(0, 99))
-def test_attention(B, H, Tq, Tk, Dh, k_heads, mask_kind, dtype, seed):
+       is_causal=st.booleans(), dtype=float_dtypes, seed=st.integers(0, 99))
+def test_attention(B, H, Tq, Tk, Dh, k_heads, mask_kind, is_causal, dtype, seed):
     rng = np.random.default_rng(seed)
     shapes = [(B, H, Tq, Dh), (B, k_heads, Tk, Dh), (B, k_heads, Tk, Dh)]
     q, k, v = (values(s, dtype, seed + i) for i, s in enumerate(shapes))
@@ -234,12 +234,14 @@ def test_attention(B, H, Tq, Tk, Dh, k_heads, mask_kind, dtype, seed):
             raise Rejected("shapes")
         s = (q @ k.swapaxes(-1, -2)).astype(np.float64) / np.sqrt(Dh)
         allowed = np.ones(s.shape, dtype=bool) if mask is None else np.broadcast_to(mask[:, None, None, :], s.shape)
+        if is_causal:  # the queries are the last Tq of the Tk positions
+            allowed = allowed & (np.arange(Tk)[None, :] <= np.arange(Tq)[:, None] + (Tk - Tq))
         s = np.where(allowed, s, -np.inf)
         row_max = np.where(allowed.any(-1, keepdims=True), s.max(-1, keepdims=True, initial=-np.inf), 0)
         e = np.exp(s - row_max)
         p = e / np.maximum(e.sum(-1, keepdims=True), 1e-300)
         return (p @ v).astype(dtype)
-    run_case(lambda: F.scaled_dot_product_attention(*tensors, mask=mask), reference, tensors)
+    run_case(lambda: F.scaled_dot_product_attention(*tensors, mask=mask, is_causal=is_causal), reference, tensors)
 
 
 @settings(max_examples=15, deadline=None)

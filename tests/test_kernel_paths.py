@@ -225,3 +225,24 @@ def test_a_training_step_with_every_kernel_path_matches_the_generic_step(model_n
     np.testing.assert_allclose(results[1][0], results[0][0], rtol=1e-12)
     for generic, with_kernel in zip(*results, strict=True):
         np.testing.assert_allclose(with_kernel, generic, rtol=1e-8, atol=1e-8)
+
+
+def test_causal_attention_through_the_softmax_kernel_matches_the_generic_path(monkeypatch):
+    """The triangle is written into the scores before ops/softmax.cu's exp_rows sees them:
+    with the kernel's stand-in the causal (and cached-step) attention gives the generic
+    path's output and gradients."""
+    rng = np.random.default_rng(2)
+    arrays = rng.standard_normal((2, 2, 3, 4)), rng.standard_normal((2, 2, 6, 4)), rng.standard_normal((2, 2, 6, 4))
+    g = rng.standard_normal((2, 2, 3, 4))
+    results, launched = [], {}
+    for fused in (False, True):
+        if fused:
+            launched = kernels_on_the_cpu(monkeypatch, {"softmax"})
+        tensors = [Tensor(a, requires_grad=True) for a in arrays]
+        out = F.scaled_dot_product_attention(*tensors, mask=np.array([[True] * 6, [True] * 4 + [False] * 2]),
+                                             is_causal=True)
+        out.backward(g)
+        results.append([out.numpy()] + [t.grad for t in tensors])
+    assert launched["exp_rows"] >= 1 and launched["softmax_backward"] >= 1
+    for generic, with_kernel in zip(*results):
+        np.testing.assert_allclose(with_kernel, generic, rtol=1e-12, atol=1e-14)

@@ -57,10 +57,23 @@ def _torch_attention(torch, c, q, k, v):
     return torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=c.get("p", 0.0))
 
 
+def _torch_causal_attention(torch, c, q, k, v):
+    """PyTorch's attention with the causal triangle aligned as ours: the queries are the
+    last Tq of the Tk positions (PyTorch's ``is_causal`` itself when Tq == Tk)."""
+    Tq, Tk = q.shape[2], k.shape[2]
+    if Tq == Tk and c.get("mask") is None:
+        return torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True)
+    allowed = torch.ones(Tq, Tk, dtype=torch.bool).tril(diagonal=Tk - Tq)
+    if c.get("mask") is not None:
+        allowed = allowed & c["mask"][:, None, None, :]
+    return torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=allowed)
+
+
 def _torch_self_attention(torch, c, x):
     B, T, width = x.shape
     q, k, v = x.reshape(B, T, 3, c["heads"], -1).permute(2, 0, 3, 1, 4)
-    return _torch_attention(torch, c, q, k, v).transpose(1, 2).reshape(B, T, width // 3)
+    attend = _torch_causal_attention if c.get("causal") else _torch_attention
+    return attend(torch, c, q, k, v).transpose(1, 2).reshape(B, T, width // 3)
 
 
 def _padding(rng, B, T):
@@ -160,6 +173,18 @@ CASES = {
     "attention_fully_masked_row": OpCase(
         lambda c, q, k, v: F.scaled_dot_product_attention(q, k, v, mask=c["mask"]), ((2, 2, 3, 4),) * 3,
         dict(mask=np.array([[True, True, False], [False, False, False]]))),
+    "attention_causal": OpCase(
+        lambda c, q, k, v: F.scaled_dot_product_attention(q, k, v, is_causal=True), ((2, 2, 4, 3),) * 3,
+        torch=_torch_causal_attention),
+    "attention_causal_with_padding": OpCase(
+        lambda c, q, k, v: F.scaled_dot_product_attention(q, k, v, mask=c["mask"], is_causal=True),
+        ((2, 2, 4, 3),) * 3, dict(mask=_PADDING), torch=_torch_causal_attention),
+    "attention_causal_after_cached_keys": OpCase(  # a decoding step: 2 new queries, 5 keys
+        lambda c, q, k, v: F.scaled_dot_product_attention(q, k, v, is_causal=True),
+        ((2, 2, 2, 3), (2, 2, 5, 3), (2, 2, 5, 3)), torch=_torch_causal_attention),
+    "self_attention_causal": OpCase(
+        lambda c, x: F.self_attention(x, c["heads"], is_causal=True), ((2, 4, 12),), dict(heads=2),
+        torch=lambda torch, c, x: _torch_self_attention(torch, dict(c, causal=True), x)),
     "self_attention": OpCase(
         lambda c, x: F.self_attention(x, c["heads"], mask=c["mask"], dropout_p=c.get("p", 0.0)), ((2, 4, 12),),
         dict(mask=_PADDING, heads=2),

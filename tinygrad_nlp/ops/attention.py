@@ -1,8 +1,9 @@
-"""Scaled dot-product attention with a padding mask and dropout on the probabilities.
-Guide: docs/backward.md#scaled-dot-product-attention
+"""Scaled dot-product attention with a padding mask, a causal mask and dropout on the
+probabilities. Guide: docs/backward.md#scaled-dot-product-attention
 """
 from __future__ import annotations
 
+import functools
 import math
 
 from ..backend import get_array_module, rows_per_block
@@ -36,6 +37,15 @@ def expand_mask(mask, q_shape, k_shape):
     )
 
 
+@functools.lru_cache(maxsize=64)
+def future_keys(xp, Tq: int, Tk: int):
+    """The causal triangle as a (Tq, Tk) boolean array, True where query i may not look:
+    key j > i + (Tk - Tq). The queries are the last Tq positions of the Tk keys, so with
+    Tq < Tk (a decoding step after cached keys) every query sees every earlier key. One
+    small array per shape, shared by every call, broadcast over batch and heads."""
+    return xp.arange(Tk)[None, :] > xp.arange(Tq)[:, None] + (Tk - Tq)
+
+
 class ScaledDotProductAttention(Function):
     """out = P' V with P = softmax(Q K^T / sqrt(Dh) + masking), P' = dropout(P).
 
@@ -43,7 +53,8 @@ class ScaledDotProductAttention(Function):
         dV = P'^T g;  dP' = g V^T;  dP = dP' * m / (1 - p)  (the dropout mask);
         dS = P * (dP - sum_k(dP * P))  (softmax's backward, row-wise);
         dQ = s dS K;  dK = s dS^T Q.
-    Masked keys have P = 0, so their dS is 0 and they pass no gradient to Q or K.
+    Masked keys have P = 0, so their dS is 0 and they pass no gradient to Q or K; the
+    causal triangle (``is_causal``) is such a mask, so it adds no term to the backward.
     A query row whose keys are *all* masked attends to nothing: its P row is all zeros,
     so its output is 0 and every gradient through it is 0 (finite, never NaN).
     The forward saves P (and the dropout draw, ops/dropout.py), never the raw scores,
@@ -54,8 +65,8 @@ class ScaledDotProductAttention(Function):
 
     floating = True
 
-    def __init__(self, mask=None, dropout_p=0.0, training=True):
-        self.mask = mask
+    def __init__(self, mask=None, dropout_p=0.0, training=True, is_causal=False):
+        self.mask, self.is_causal = mask, bool(is_causal)
         self.dropout_p = check_probability(dropout_p, "scaled_dot_product_attention dropout")
         self.training = training
 
@@ -80,6 +91,7 @@ class ScaledDotProductAttention(Function):
         mask = None if self.mask is None else expand_mask(self.mask, q.shape, k.shape)
         if mask is not None:
             mask = mask.reshape((1,) * (4 - mask.ndim) + tuple(mask.shape))
+        future = future_keys(xp, Tq, Tk) if self.is_causal else None
         keep = None
         if self.training and self.dropout_p > 0:
             keep = draw_dropout_mask(q, self.dropout_p, (B, H, Tq, Tk))
@@ -96,7 +108,9 @@ class ScaledDotProductAttention(Function):
                     xp.copyto(p, -xp.inf, where=~block_mask)
                 else:
                     p += block_mask.astype(q.dtype, copy=False)
-            softmax_rows(p, out=p, masked_rows=mask is not None)  # P; all-masked rows stay all-zero
+            if future is not None:
+                xp.copyto(p, -xp.inf, where=future)
+            softmax_rows(p, out=p, masked_rows=mask is not None or future is not None)  # all-masked rows stay zero
             xp.matmul(self.dropped(p, b), v[b], out=out[b])  # out = P' V
         return out
 
@@ -140,8 +154,8 @@ class PackedSelfAttention(ScaledDotProductAttention):
     up, four times the memory traffic.
     """
 
-    def __init__(self, n_heads, mask=None, dropout_p=0.0, training=True):
-        super().__init__(mask, dropout_p, training)
+    def __init__(self, n_heads, mask=None, dropout_p=0.0, training=True, is_causal=False):
+        super().__init__(mask, dropout_p, training, is_causal)
         self.n_heads = int(n_heads)
 
     def split_heads(self, qkv):
@@ -175,21 +189,24 @@ class PackedSelfAttention(ScaledDotProductAttention):
 
 
 # -- the public functions ------------------------------------------------------------
-def scaled_dot_product_attention(q, k, v, mask=None, dropout_p=0.0, training=True):
-    """softmax(q k^T / sqrt(Dh), masked) v for q, k, v of shape (B, H, T, Dh).
+def scaled_dot_product_attention(q, k, v, mask=None, dropout_p=0.0, is_causal=False, training=True):
+    """softmax(q k^T / sqrt(Dh), masked) v for q (B, H, Tq, Dh), k and v (B, H, Tk, Dh).
 
-    ``mask``: a boolean key-padding mask (B, T), True where a key may be attended to, or
+    ``mask``: a boolean key-padding mask (B, Tk), True where a key may be attended to, or
     an array broadcastable to (B, H, Tq, Tk) (boolean: True = attend; float: added to
-    the scores). A query whose keys are all masked outputs zeros (and gets zero
-    gradients). ``dropout_p`` drops attention probabilities when ``training``.
+    the scores). ``is_causal``: query i may not attend to a later key; the queries are the
+    last Tq of the Tk positions (with Tq = Tk PyTorch's triangle; with Tq < Tk a decoding
+    step that sees every cached key), combined with ``mask`` when both are given. A query
+    whose keys are all masked outputs zeros (and gets zero gradients). ``dropout_p`` drops
+    attention probabilities when ``training``.
     """
-    return ScaledDotProductAttention(array_of(mask), dropout_p, training)(q, k, v)
+    return ScaledDotProductAttention(array_of(mask), dropout_p, training, is_causal)(q, k, v)
 
 
-def self_attention(qkv, n_heads, mask=None, dropout_p=0.0, training=True):
+def self_attention(qkv, n_heads, mask=None, dropout_p=0.0, training=True, is_causal=False):
     """Multi-head self-attention from a fused QKV projection ``qkv`` (B, T, 3 * D), laid
     out as (B, T, [q|k|v], n_heads, D / n_heads): the heads' outputs side by side,
     (B, T, D). Equal to splitting q, k, v into heads, ``scaled_dot_product_attention``
-    with the same ``mask`` and dropout, and merging the heads; faster, and with one
-    gradient buffer."""
-    return PackedSelfAttention(n_heads, array_of(mask), dropout_p, training)(qkv)
+    with the same ``mask``, ``is_causal`` and dropout, and merging the heads; faster, and
+    with one gradient buffer."""
+    return PackedSelfAttention(n_heads, array_of(mask), dropout_p, training, is_causal)(qkv)
