@@ -1,4 +1,5 @@
 """Tokenizer, vocabulary, corpora, MLM masking/batching and labelled-review loaders."""
+from .bpe import END_OF_TEXT, BPETokenizer
 from .corpus import read_lines, read_text
 from .generated import WORD_CLASSES, sentiment_corpus, word_class_corpus, word_class_of
 from .mlm import MLMBatcher, encode_stream, mask_tokens
@@ -12,6 +13,7 @@ from .tokenizer import (
            SEP,
            SPECIALS,
            UNK,
+           CharTokenizer,
            Vocab,
            WordTokenizer,
            load_tokenizer,
@@ -22,4 +24,5 @@ from .wordpiece import WordPieceTokenizer
 __all__ = ["read_lines", "read_text", "WORD_CLASSES", "sentiment_corpus", "word_class_corpus", "word_class_of",
            "MLMBatcher", "encode_stream", "mask_tokens", "CLS", "MASK", "N_SPECIALS", "PAD", "PUNCTUATION", "SEP",
            "SPECIALS", "UNK", "Vocab", "WordTokenizer", "load_tokenizer", "tokenize", "balanced_split", "clean_html",
-           "download_imdb", "encode_reviews", "load_aclimdb", "load_csv", "load_reviews", "WordPieceTokenizer"]
+           "download_imdb", "encode_reviews", "load_aclimdb", "load_csv", "load_reviews", "WordPieceTokenizer",
+           "BPETokenizer", "END_OF_TEXT", "CharTokenizer"]

@@ -1,6 +1,7 @@
 """The tutorial's word tokenizer and a frequency-ranked vocabulary."""
 from __future__ import annotations
 
+import json
 import os
 from collections import Counter
 
@@ -125,3 +126,44 @@ def load_tokenizer(folder):
         from .wordpiece import WordPieceTokenizer
         return WordPieceTokenizer.from_pretrained(folder)
     return WordTokenizer.from_pretrained(folder)
+
+
+class CharTokenizer:
+    """One id per character of a text (nanoGPT's shakespeare_char): the characters of the
+    training text, sorted; ``ids`` and ``decode`` as ``BPETokenizer``'s. Needs nothing
+    beyond NumPy."""
+
+    def __init__(self, chars):
+        self.chars = list(chars)
+        self.stoi = {c: i for i, c in enumerate(self.chars)}
+        if len(self.stoi) != len(self.chars):
+            raise DataError("CharTokenizer: the characters must be distinct")
+
+    @classmethod
+    def train(cls, texts, vocab_size: int | None = None) -> CharTokenizer:
+        return cls(sorted(set("".join(texts))))
+
+    @classmethod
+    def from_pretrained(cls, folder) -> CharTokenizer:
+        path = os.path.join(os.fspath(folder), "chars.json")
+        if not os.path.isfile(path):
+            raise DataError(f"no chars.json in {os.fspath(folder)!r}")
+        with open(path, encoding="utf-8") as f:
+            return cls(json.load(f))
+
+    def save(self, folder) -> None:
+        with atomic_write(os.path.join(os.fspath(folder), "chars.json")) as f:
+            json.dump(self.chars, f, ensure_ascii=False)
+
+    def __len__(self):
+        return len(self.chars)
+
+    def ids(self, text: str) -> np.ndarray:
+        """The ids of ``text``; a DataError naming the first character the vocabulary lacks."""
+        try:
+            return np.fromiter((self.stoi[c] for c in text), dtype=np.int64, count=len(text))
+        except KeyError as e:
+            raise DataError(f"CharTokenizer: character {e.args[0]!r} is not in the vocabulary") from None
+
+    def decode(self, ids) -> str:
+        return "".join(self.chars[int(i)] for i in ids)

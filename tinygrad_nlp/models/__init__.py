@@ -1,10 +1,11 @@
-"""The two tutorial models, and BERT."""
+"""The two tutorial models, BERT and a GPT-2-style decoder."""
 from .bert import BertConfig, BertForMaskedLM, BertForSequenceClassification, BertModel
 from .classifier import TextClassifier
+from .gpt import GPT, GPTConfig
 from .mlm import MaskedLanguageModel
 
 MODELS = {cls.__name__: cls for cls in (MaskedLanguageModel, TextClassifier, BertModel, BertForMaskedLM,
-                                        BertForSequenceClassification)}
+                                        BertForSequenceClassification, GPT)}
 
 __all__ = ["MaskedLanguageModel", "TextClassifier", "BertConfig", "BertModel", "BertForMaskedLM",
-           "BertForSequenceClassification", "MODELS"]
+           "BertForSequenceClassification", "GPT", "GPTConfig", "MODELS"]

@@ -15,15 +15,11 @@ import warnings
 
 import numpy as np
 
-from ..errors import ArgumentError, CheckpointError, MissingDependencyError
+from ..errors import ArgumentError, CheckpointError
 from ..files import atomic_path, atomic_write
+from .hf import HF_ACTIVATIONS, read_config_json, safetensors
 
-HIDDEN_ACTIVATIONS = {  # config.json's hidden_act -> linear(..., activation=)
-    "gelu": "gelu",
-    "gelu_new": "gelu_tanh",
-    "gelu_pytorch_tanh": "gelu_tanh",
-    "relu": "relu",
-}
+HIDDEN_ACTIVATIONS = HF_ACTIVATIONS
 
 
 @dataclasses.dataclass
@@ -66,17 +62,7 @@ class BertConfig:
 
     @classmethod
     def from_json_file(cls, path) -> BertConfig:
-        path = os.fspath(path)
-        if not os.path.isfile(path):
-            raise CheckpointError(f"BERT config {path!r} does not exist (expected a Hugging Face config.json)")
-        with open(path, encoding="utf-8") as f:
-            try:
-                values = json.load(f)
-            except json.JSONDecodeError as e:
-                raise CheckpointError(f"BERT config {path!r} is not valid JSON ({e})") from None
-        if values.get("model_type", "bert") != "bert":
-            raise CheckpointError(f"BERT config {path!r} is for model_type {values['model_type']!r}, not 'bert'")
-        return cls.from_dict(values)
+        return cls.from_dict(read_config_json(path, "bert", "BERT"))
 
     def to_dict(self) -> dict:
         values = dict(self.extra)
@@ -114,7 +100,7 @@ class HuggingFaceCheckpoint:
             other = [f for f in ("pytorch_model.bin", "tf_model.h5") if os.path.isfile(os.path.join(folder, f))]
             hint = f" (found {other[0]}: convert it with transformers' save_pretrained)" if other else ""
             raise CheckpointError(f"{cls.__name__}.from_pretrained: no model.safetensors in {folder!r}{hint}")
-        tensors = _safetensors().load_file(weights_path)
+        tensors = safetensors().load_file(weights_path)
         model = cls(config, **cls.config_kwargs(config, kwargs))
         fresh = model.load_hf_state_dict(tensors, source=weights_path)
         if fresh:
@@ -194,7 +180,7 @@ class HuggingFaceCheckpoint:
             f.write(json.dumps(config, indent=2, sort_keys=True) + "\n")
         tensors = self.hf_state_dict()
         with atomic_path(os.path.join(folder, "model.safetensors")) as path:
-            _safetensors().save_file(tensors, path, metadata={"format": "pt"})
+            safetensors().save_file(tensors, path, metadata={"format": "pt"})
 
     def extra_config(self) -> dict:
         return {}
@@ -241,15 +227,6 @@ def hf_names(name: str, base_prefix: str = "") -> list:
 
 
 # -- files ---------------------------------------------------------------------------------
-def _safetensors():
-    try:
-        import safetensors.numpy
-    except ImportError:
-        raise MissingDependencyError("reading and writing BERT checkpoints needs safetensors: "
-                                     "pip install 'tinygrad_nlp[bert]'") from None
-    return safetensors.numpy
-
-
 def _with_current_layer_norm_names(tensors: dict) -> dict:
     """Old TensorFlow-converted checkpoints call layer norms' weight and bias gamma and beta."""
     return {re.sub(r"LayerNorm\.gamma$", "LayerNorm.weight", re.sub(r"LayerNorm\.beta$", "LayerNorm.bias", k)): v

@@ -1,4 +1,5 @@
 """Layers built from the functional ops."""
+from .decoder import MLP, CausalSelfAttention, DecoderBlock, KVCache
 from .layers import Dropout, Embedding, LayerNorm, Linear, PositionalEncoding, sinusoid_table
 from .module import Module, ModuleList, Parameter, evaluating, predict_in_batches
 from .parallel import DataParallel, Loss, share
@@ -6,4 +7,5 @@ from .transformer import FeedForward, MultiHeadAttention, TransformerEncoder, Tr
 
 __all__ = ["Module", "ModuleList", "Parameter", "evaluating", "predict_in_batches", "Linear", "Embedding", "LayerNorm",
            "Dropout", "PositionalEncoding", "sinusoid_table", "MultiHeadAttention", "FeedForward",
-           "TransformerEncoderLayer", "TransformerEncoder", "DataParallel", "Loss", "share"]
+           "TransformerEncoderLayer", "TransformerEncoder", "DataParallel", "Loss", "share", "CausalSelfAttention",
+           "MLP", "DecoderBlock", "KVCache"]

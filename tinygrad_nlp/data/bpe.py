@@ -1,0 +1,91 @@
+"""GPT-2's byte-level BPE through the ``tokenizers`` library: read from a GPT-2 folder
+(``tokenizer.json``, or ``vocab.json`` + ``merges.txt``), or trained on your own texts.
+Ids equal ``transformers.GPT2TokenizerFast``'s on the same files."""
+from __future__ import annotations
+
+import os
+import tempfile
+
+import numpy as np
+
+from ..errors import DataError, MissingDependencyError
+from ..files import atomic_path
+
+END_OF_TEXT = "<|endoftext|>"
+
+
+def _tokenizers():
+    try:
+        import tokenizers
+    except ImportError:
+        raise MissingDependencyError("byte-level BPE needs the tokenizers package: pip install 'tinygrad_nlp[bert]'") \
+            from None
+    return tokenizers
+
+
+class BPETokenizer:
+    """A ``tokenizers.Tokenizer`` set up as GPT-2's: bytes mapped to printable characters,
+    GPT-2's pre-tokenizing pattern, no prefix space, ``<|endoftext|>`` its one special token."""
+
+    def __init__(self, tokenizer):
+        self.tokenizer = tokenizer
+        self.eos_id = tokenizer.token_to_id(END_OF_TEXT)
+        if self.eos_id is None:
+            raise DataError(f"byte-level BPE vocabulary lacks the special token {END_OF_TEXT}")
+
+    @classmethod
+    def from_pretrained(cls, folder) -> BPETokenizer:
+        folder = os.fspath(folder)
+        tokenizers = _tokenizers()
+        if os.path.isfile(os.path.join(folder, "tokenizer.json")):
+            return cls(tokenizers.Tokenizer.from_file(os.path.join(folder, "tokenizer.json")))
+        vocab, merges = (os.path.join(folder, name) for name in ("vocab.json", "merges.txt"))
+        if not (os.path.isfile(vocab) and os.path.isfile(merges)):
+            raise DataError(f"no tokenizer.json, or vocab.json and merges.txt, in {folder!r}")
+        return cls(tokenizers.ByteLevelBPETokenizer(vocab, merges, add_prefix_space=False)._tokenizer)
+
+    @classmethod
+    def train(cls, texts, vocab_size: int = 2000, min_frequency: int = 2) -> BPETokenizer:
+        """A vocabulary of at most ``vocab_size``: the 256 bytes, ``<|endoftext|>`` and the
+        most frequent merges of ``texts``."""
+        if vocab_size <= 257:
+            raise DataError(f"byte-level BPE vocab_size {vocab_size} leaves no room for merges beside the 256 bytes "
+                            f"and {END_OF_TEXT} (use at least 258)")
+        bpe = _tokenizers().ByteLevelBPETokenizer(add_prefix_space=False)
+        bpe.train_from_iterator(list(texts), vocab_size=vocab_size, min_frequency=min_frequency,
+                                special_tokens=[END_OF_TEXT], show_progress=False)
+        return cls(bpe._tokenizer)
+
+    def __len__(self):
+        return self.tokenizer.get_vocab_size()
+
+    def ids(self, text: str) -> np.ndarray:
+        """The ids of one text, int64 (no special token added)."""
+        return np.array(self.tokenizer.encode(text).ids, dtype=np.int64)
+
+    def encode(self, texts, max_len: int) -> dict:
+        """{"input_ids", "attention_mask"}: int64 arrays (N, max_len), each text's ids
+        truncated to ``max_len`` and padded with ``<|endoftext|>`` (mask 0 there)."""
+        ids = np.full((len(texts), max_len), self.eos_id, dtype=np.int64)
+        mask = np.zeros((len(texts), max_len), dtype=np.int64)
+        for i, text in enumerate(texts):
+            row = self.ids(text)[:max_len]
+            ids[i, :len(row)], mask[i, :len(row)] = row, 1
+        return {"input_ids": ids, "attention_mask": mask}
+
+    def decode(self, ids) -> str:
+        return self.tokenizer.decode([int(i) for i in ids])
+
+    def save(self, folder) -> None:
+        """Write ``tokenizer.json``, ``vocab.json`` and ``merges.txt`` to ``folder``."""
+        folder = os.fspath(folder)
+        with atomic_path(os.path.join(folder, "tokenizer.json"), suffix=".json") as path:
+            self.tokenizer.save(path)
+        with tempfile.TemporaryDirectory(dir=folder) as scratch:
+            self.tokenizer.model.save(scratch)  # vocab.json and merges.txt
+            for name in ("vocab.json", "merges.txt"):
+                with atomic_path(os.path.join(folder, name)) as path:
+                    os.replace(os.path.join(scratch, name), path)
+
+
+__all__ = ["BPETokenizer", "END_OF_TEXT"]
