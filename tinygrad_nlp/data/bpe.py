@@ -3,13 +3,14 @@
 Ids equal ``transformers.GPT2TokenizerFast``'s on the same files."""
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 
 import numpy as np
 
 from ..errors import DataError, MissingDependencyError
-from ..files import atomic_path
+from ..files import atomic_path, atomic_write
 
 END_OF_TEXT = "<|endoftext|>"
 
@@ -42,7 +43,9 @@ class BPETokenizer:
         vocab, merges = (os.path.join(folder, name) for name in ("vocab.json", "merges.txt"))
         if not (os.path.isfile(vocab) and os.path.isfile(merges)):
             raise DataError(f"no tokenizer.json, or vocab.json and merges.txt, in {folder!r}")
-        return cls(tokenizers.ByteLevelBPETokenizer(vocab, merges, add_prefix_space=False)._tokenizer)
+        bpe = tokenizers.ByteLevelBPETokenizer(vocab, merges, add_prefix_space=False)
+        bpe.add_special_tokens([END_OF_TEXT])  # as GPT2TokenizerFast does from these two files
+        return cls(bpe._tokenizer)
 
     @classmethod
     def train(cls, texts, vocab_size: int = 2000, min_frequency: int = 2) -> BPETokenizer:
@@ -77,10 +80,15 @@ class BPETokenizer:
         return self.tokenizer.decode([int(i) for i in ids])
 
     def save(self, folder) -> None:
-        """Write ``tokenizer.json``, ``vocab.json`` and ``merges.txt`` to ``folder``."""
+        """Write a GPT-2 folder's tokenizer files: ``tokenizer.json``, ``vocab.json``,
+        ``merges.txt`` and ``tokenizer_config.json`` (which tells transformers that
+        ``<|endoftext|>`` is the special token)."""
         folder = os.fspath(folder)
         with atomic_path(os.path.join(folder, "tokenizer.json"), suffix=".json") as path:
             self.tokenizer.save(path)
+        with atomic_write(os.path.join(folder, "tokenizer_config.json")) as f:
+            json.dump({"tokenizer_class": "GPT2Tokenizer", "bos_token": END_OF_TEXT, "eos_token": END_OF_TEXT,
+                       "unk_token": END_OF_TEXT, "add_prefix_space": False}, f, indent=2)
         with tempfile.TemporaryDirectory(dir=folder) as scratch:
             self.tokenizer.model.save(scratch)  # vocab.json and merges.txt
             for name in ("vocab.json", "merges.txt"):
