@@ -77,7 +77,8 @@ class BPETokenizer:
         return {"input_ids": ids, "attention_mask": mask}
 
     def decode(self, ids) -> str:
-        return self.tokenizer.decode([int(i) for i in ids])
+        """The text of ``ids``, ``<|endoftext|>`` included (as GPT2TokenizerFast.decode)."""
+        return self.tokenizer.decode([int(i) for i in ids], skip_special_tokens=False)
 
     def save(self, folder) -> None:
         """Write a GPT-2 folder's tokenizer files: ``tokenizer.json``, ``vocab.json``,
