@@ -175,3 +175,23 @@ def test_fused_kernels_are_off_unless_named_and_only_on_the_gpu(monkeypatch):
     first = backend.philox_stream(5)
     backend.manual_seed(4)
     assert backend.philox_stream(5) == first and first[2] == 0
+
+
+def test_numpy_erf_is_within_three_ulp_of_the_c_library_over_the_whole_range():
+    import math
+    x = np.concatenate([np.linspace(-30, 30, 60001), np.geomspace(1e-300, 30, 20000), -np.geomspace(1e-300, 30, 20000),
+                        [0.0, -0.0, 0.46875, -0.46875, 4.0, np.nextafter(4.0, 5.0), 26.6, 27.5, np.inf, -np.inf]])
+    expected = np.array([math.erf(v) for v in x])
+    got = backend.erf(x)
+    ulps = np.abs(got - expected) / np.spacing(np.maximum(np.abs(expected), np.finfo(np.float64).tiny))
+    assert ulps.max() <= 3, (ulps.max(), x[ulps.argmax()])
+    assert np.isnan(backend.erf(np.array([np.nan]))[0]) and np.signbit(backend.erf(np.array([-0.0]))[0])
+    x32 = np.linspace(-5, 5, 1001, dtype=np.float32)
+    assert backend.erf(x32).dtype == np.float32
+    np.testing.assert_allclose(backend.erf(x32), [math.erf(v) for v in x32.astype(np.float64)], rtol=1e-7, atol=1e-7)
+
+
+def test_numpy_erf_agrees_with_scipy_where_scipy_is_installed():
+    special = pytest.importorskip("scipy.special")
+    x = np.random.default_rng(0).standard_normal(100_000) * 4
+    np.testing.assert_allclose(backend.erf(x), special.erf(x), rtol=4e-16, atol=1e-300)

@@ -193,13 +193,33 @@ _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
 
 
 def _gelu_tanh_forward(x):
-    t = get_array_module(x).tanh(_GELU_C * (x + 0.044715 * x ** 3))
-    return 0.5 * x * (1 + t), (x, t)
+    xp = get_array_module(x)
+    u = x * x  # x ** 3 would take NumPy's general power loop, forty times slower
+    u *= x.dtype.type(0.044715)
+    u += 1
+    u *= x
+    u *= x.dtype.type(_GELU_C)
+    t = xp.tanh(u, out=u)
+    y = t + 1
+    y *= x
+    y *= x.dtype.type(0.5)
+    return y, (x, t)
 
 
 def _gelu_tanh_backward(g, x, t):
-    du = _GELU_C * (1 + 3 * 0.044715 * x * x)
-    return g * (0.5 * (1 + t) + 0.5 * x * (1 - t * t) * du)
+    # dy/dx = (1 + t)/2 + x/2 (1 - t^2) c (1 + 3 * 0.044715 x^2)
+    x_du = x * x  # x du/dx
+    x_du *= x.dtype.type(3 * 0.044715 * _GELU_C)
+    x_du += x.dtype.type(_GELU_C)
+    x_du *= x
+    grad = t * t
+    get_array_module(g).subtract(1, grad, out=grad)
+    grad *= x_du
+    grad += t
+    grad += 1
+    grad *= x.dtype.type(0.5)
+    grad *= g
+    return grad
 
 
 def _gelu_exact_forward(x):
