@@ -194,4 +194,4 @@ def test_numpy_erf_is_within_three_ulp_of_the_c_library_over_the_whole_range():
 def test_numpy_erf_agrees_with_scipy_where_scipy_is_installed():
     special = pytest.importorskip("scipy.special")
     x = np.random.default_rng(0).standard_normal(100_000) * 4
-    np.testing.assert_allclose(backend.erf(x), special.erf(x), rtol=4e-16, atol=1e-300)
+    np.testing.assert_allclose(backend.erf(x), special.erf(x), rtol=1e-15, atol=1e-300)  # a few ulp: Cephes differs
