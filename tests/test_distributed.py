@@ -179,3 +179,22 @@ def test_one_process_needs_no_mpi(monkeypatch):
     monkeypatch.delitem(sys.modules, "mpi4py", raising=False)
     comm = distributed.init()
     assert type(comm) is Communicator and comm.world_size == 1 and distributed.current().world_size == 1
+
+
+def test_the_decoder_example_with_two_processes_gives_the_one_process_losses(tmp_path):
+    needs_mpi()
+    import json
+    gpt = os.path.join(ROOT, "examples", "gpt.py")
+    args = ["--steps", "10", "--batch-size", "9", "--context", "16", "--d-model", "16", "--n-heads", "2",
+            "--n-layers", "1", "--dropout", "0", "--builtin-sentences", "300", "--eval-every", "10",
+            "--sample-tokens", "4", "--no-progress"]
+    one = subprocess.run([sys.executable, gpt, *args, "--out", str(tmp_path / "one")], capture_output=True, text=True)
+    assert one.returncode == 0, one.stderr
+    two = mpirun(2, gpt, *args, "--out", str(tmp_path / "two"))
+    _, err = two.communicate(timeout=300)
+    assert two.returncode == 0, err
+    a = json.loads((tmp_path / "one" / "metrics.json").read_text())
+    b = json.loads((tmp_path / "two" / "metrics.json").read_text())
+    assert b["world_size"] == 2
+    losses_a, losses_b = np.array(a["train_loss"]), np.array(b["train_loss"])
+    assert np.abs(losses_a - losses_b).max() <= 1e-5 * np.abs(losses_a).max()
