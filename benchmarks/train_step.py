@@ -5,6 +5,8 @@
 
 mlm: batch 128, sequence 20, width 128, 8 heads, 8 pre-norm layers, feed-forward 512,
 vocabulary 40,000, dropout 0.1, 15% of positions scored.
+gpt: nanoGPT's character-level shape (6 layers, 6 heads, width 384, context 256, dropout
+0.2) at batch 16, against transformers' GPT2LMHeadModel of the same config.
 classifier: batch 32, sequence 256, width 256, 4 heads, 4 post-norm layers, feed-forward
 512, vocabulary 30,522, dropout 0.4.
 With --torch the same model runs in PyTorch in the same process, alternating with ours:
@@ -26,7 +28,7 @@ import numpy as np
 from common import op_timers, run_cli, time_alternating
 
 from tinygrad_nlp import backend, graph, manual_seed
-from tinygrad_nlp.models import BertConfig, BertForSequenceClassification, MaskedLanguageModel, TextClassifier
+from tinygrad_nlp.models import GPT, BertConfig, BertForSequenceClassification, GPTConfig, MaskedLanguageModel, TextClassifier
 from tinygrad_nlp.nn import DataParallel
 from tinygrad_nlp.optim import Adam
 from tinygrad_nlp.testing import TUTORIAL_SHAPES
@@ -37,7 +39,21 @@ CONFIGS = {  # the tutorials' settings (tinygrad_nlp/tutorials.py): pre-norm MLM
     # fine-tuning bert-base-uncased's shape with a 2-class head (random weights)
     "bert-base": dict(batch=8, seq=128, d=768, heads=12, ff=3072, layers=12, vocab=30522, scored=8, classes=2,
                       dropout=0.1, norm_first=False),
+    # nanoGPT's character-level Shakespeare model (6 layers, 6 heads, width 384, context 256,
+    # dropout 0.2, 65 characters) at batch 16: a causal LM, every position scored
+    "gpt": dict(batch=16, seq=256, d=384, heads=6, ff=1536, layers=6, vocab=65, scored=16 * 256, classes=65,
+                dropout=0.2, norm_first=True),
 }
+
+
+def gpt_config(c):
+    return GPTConfig(vocab_size=c["vocab"], n_positions=c["seq"], n_embd=c["d"], n_layer=c["layers"], n_head=c["heads"],
+                     resid_pdrop=c["dropout"], embd_pdrop=c["dropout"], attn_pdrop=c["dropout"])
+
+
+def gpt_ids(c):
+    """The decoder's batch: (batch, seq + 1) ids, each position predicting the next."""
+    return np.random.default_rng(0).integers(0, c["vocab"], (c["batch"], c["seq"] + 1))
 
 
 def flops_per_step(c, scored):
@@ -79,6 +95,8 @@ def build(c, device, name):
     if name == "bert-base":
         model = BertForSequenceClassification(BertConfig(**bert_config(c)))
         return model.to(device), (ids, xp.zeros_like(ids), mask, labels)
+    if name == "gpt":
+        return GPT(gpt_config(c)).to(device), (xp.asarray(gpt_ids(c)),)
     model = TextClassifier(c["vocab"], 2, c["d"], c["heads"], c["ff"], c["layers"], c["seq"], c["dropout"])
     return model.to(device), (ids, mask, labels)
 
@@ -191,12 +209,26 @@ def huggingface_bert_loss(c, dev, ids, mask, labels):
     return model, lambda: model(ids, attention_mask=mask.long(), labels=labels).loss
 
 
+def huggingface_gpt2_loss(c, dev):
+    """transformers' GPT2LMHeadModel with the same config: the next-token loss of every
+    position of the (batch, seq + 1) ids, as ours (its own loss would score seq - 1)."""
+    import torch
+    import transformers
+    config = gpt_config(c).to_dict()
+    model = transformers.GPT2LMHeadModel(transformers.GPT2Config(**config)).to(dev)
+    ids = torch.tensor(gpt_ids(c), device=dev)
+    return model, lambda: torch.nn.functional.cross_entropy(model(ids[:, :-1]).logits.reshape(-1, c["vocab"]),
+                                                            ids[:, 1:].reshape(-1))
+
+
 def torch_step(c, device, name, full_head, compiled=False):
     import torch
     torch.manual_seed(0)
     dev = "cuda" if device == "cuda" else "cpu"
     ids, targets, mask, labels = (torch.tensor(a, device=dev) for a in inputs(c))
-    if name == "bert-base" and available("transformers"):
+    if name == "gpt":
+        modules, loss_of = huggingface_gpt2_loss(c, dev)
+    elif name == "bert-base" and available("transformers"):
         modules, loss_of = huggingface_bert_loss(c, dev, ids, mask, labels)
     else:  # for bert-base without transformers: PyTorch's encoder with its shapes (post-norm, ReLU)
         modules, loss_of = torch_encoder_loss(torch, c, dev, name, full_head, ids, targets, mask, labels)
@@ -239,8 +271,8 @@ def contender_makers(c, device, config, with_torch, with_jax=False, threads=None
             makers["torch (head on all positions)"] = lambda: torch_step(c, device, config, True)
         makers["torch eager"] = lambda: torch_step(c, device, config, False)
         makers["torch.compile"] = lambda: torch_step(c, device, config, False, compiled=True)
-    if with_jax and config == "bert-base":
-        print("JAX: no bert-base contender (the JAX step re-creates the tutorials' models only)")
+    if with_jax and config in ("bert-base", "gpt"):
+        print(f"JAX: no {config} contender (the JAX step re-creates the tutorials' models only)")
     elif with_jax and not available("jax"):
         print("JAX is not installed: skipping the JAX contender (pip install jax)")
     elif with_jax:
