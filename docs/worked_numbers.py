@@ -1,4 +1,4 @@
-"""Print the worked examples of docs/backward.md (layer norm and attention, sizes 2-4).
+"""Print the worked examples of docs/backward.md (layer norm, attention and causal attention, sizes 2-4).
 
     python docs/worked_numbers.py            # prints the Markdown blocks
     python docs/worked_numbers.py --check    # exits 1 if docs/backward.md differs
@@ -62,7 +62,26 @@ def attention_example():
     return "\n".join(lines)
 
 
-BLOCKS = {"layernorm": layer_norm_example, "attention": attention_example}
+def causal_attention_example():
+    q = Tensor(np.array([[[[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]]]]), requires_grad=True)
+    k = Tensor(np.array([[[[1.0, 0.0], [0.0, 2.0], [5.0, 5.0]]]]), requires_grad=True)
+    v = Tensor(np.array([[[[1.0, 2.0], [3.0, 4.0], [9.0, 9.0]]]]), requires_grad=True)
+    out = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+    out.backward(np.ones((1, 1, 3, 2)))
+    scores = q.data[0, 0] @ k.data[0, 0].T / np.sqrt(2)
+    allowed = np.tril(np.ones((3, 3), dtype=bool))
+    e = np.where(allowed, np.exp(scores - scores.max(-1, keepdims=True)), 0)
+    lines = [
+        "B=1, H=1, T=3, Dh=2, the same q, k, v, no padding, is_causal=True (query i sees keys 0..i)",
+        f"scores  = q k^T / sqrt(2), later keys -inf = {fmt(np.where(allowed, scores, -np.inf))}",
+        f"P       = {fmt(e / e.sum(-1, keepdims=True))}",
+        f"out     = P v = {fmt(out.data[0, 0])}",
+        f"dL/dq   = {fmt(q.grad[0, 0])}", f"dL/dk   = {fmt(k.grad[0, 0])}", f"dL/dv   = {fmt(v.grad[0, 0])}",
+    ]
+    return "\n".join(lines)
+
+
+BLOCKS = {"layernorm": layer_norm_example, "attention": attention_example, "causal_attention": causal_attention_example}
 
 
 def render(name):

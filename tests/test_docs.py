@@ -23,7 +23,7 @@ def test_graph_pictures_and_saved_table_are_current():
 
 
 @pytest.mark.parametrize("name", ["embedding", "linear", "linear_gelu", "softmax", "cross_entropy", "gelu",
-                                  "linear_cross_entropy", "layer_norm", "dropout", "attention",
+                                  "linear_cross_entropy", "layer_norm", "dropout", "attention", "attention_causal",
                                   "self_attention", "encoder_pre_norm", "encoder_post_norm"])
 def test_check_commands_print_what_the_guide_says(name):
     result = subprocess.run([sys.executable, os.path.join(ROOT, "docs", "check.py"), name],
