@@ -25,9 +25,8 @@ from tinygrad_nlp.optim import AdamW, LRScheduler, clip_grad_norm, cosine_schedu
 from tinygrad_nlp.tensor import no_grad
 
 TOKENIZERS = {"chars": CharTokenizer, "bpe": BPETokenizer}
-OPTIONS = [
-    ("--corpus", "builtin", "a UTF-8 text file, or 'builtin' (generated sentences)"),
-    ("--builtin-sentences", 6000, "sentences in the built-in corpus"),
+OPTIONS = [  # and --device, --threads, --seed, --no-progress
+    ("--corpus", "builtin", "a UTF-8 text file, or 'builtin'"), ("--builtin-sentences", 6000, "sentences in 'builtin'"),
     ("--tokenizer", sorted(TOKENIZERS), "chars", "characters, or GPT-2's byte-level BPE trained on the corpus"),
     ("--vocab-size", 2000, "BPE vocabulary size"), ("--steps", 300, "training steps"), ("--batch-size", 32, "rows"),
     ("--context", 64, "tokens the model sees"), ("--d-model", 128, "width"), ("--n-heads", 4, "attention heads"),
@@ -78,10 +77,7 @@ def build_model(args, vocab_size):
 
 
 def sample(model, tokenizer, args, seed):
-    prompt = tokenizer.ids(args.prompt) if args.prompt else np.zeros(1, dtype=np.int64)
-    if len(prompt) + args.sample_tokens > model.gpt_config.n_positions:
-        raise DataError(f"the prompt's {len(prompt)} tokens and --sample-tokens {args.sample_tokens} do not fit the "
-                        f"model's context of {model.gpt_config.n_positions} tokens")
+    prompt = tokenizer.ids(args.prompt) if args.prompt else np.zeros(1, dtype=np.int64)  # a prompt too long: ShapeError
     out = model.generate(prompt, args.sample_tokens, args.temperature, args.top_k, args.top_p, seed=seed)
     return tokenizer.decode(out[0] if args.prompt else out[0, 1:])
 
@@ -94,9 +90,9 @@ def perplexity(model, ids, args):
 
 
 def sample_from_folder(args):
+    tokenizer = CharTokenizer if os.path.isfile(os.path.join(args.model, "chars.json")) else BPETokenizer
     model = GPT.from_pretrained(args.model, device=args.device)
-    chars = os.path.isfile(os.path.join(args.model, "chars.json"))
-    print(sample(model, (CharTokenizer if chars else BPETokenizer).from_pretrained(args.model), args, args.seed))
+    print(sample(model, tokenizer.from_pretrained(args.model), args, args.seed))
 
 
 def train(args):
@@ -111,7 +107,7 @@ def train(args):
         start, history = int(extra["step"]), {k: list(extra[k]) for k in history}
         scheduler.load_state_dict(extra["scheduler"])
         backend.set_rng_state(extra["rng_state"])
-    print(f"model: {model.num_parameters():,} parameters, {model}")
+    print(f"model: {model.num_parameters():,} parameters, {model}; untrained: {sample(model.module, tokenizer, args, 0)!r}")
     save = lambda step: saver.save(model, optimizer, f"step {step}", step=step, scheduler=scheduler.state_dict(),
                                    rng_state=backend.get_rng_state(), **history)
     bar = report.progress_bar(args.steps, start, args.no_progress, unit="step")

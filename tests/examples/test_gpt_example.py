@@ -88,7 +88,7 @@ def run_script(*args):
 @pytest.mark.parametrize("case, fragments", [
     (["--corpus", "{d}/nope.txt"], ["nope.txt", "does not exist"]),
     (["--corpus", "{d}/short.txt"], ["too few", "--context 24"]),
-    (["--prompt", "x" * 30], ["30 tokens", "context of 24"]),
+    (["--prompt", "x" * 30], ["30 prompt + 10 new tokens exceed the context of 24 positions"]),
     (["--top-p", "1.5"], ["--top-p must be in (0, 1], got 1.5"]),
     (["--top-p", "0"], ["--top-p must be in (0, 1], got 0.0"]),
 ])
