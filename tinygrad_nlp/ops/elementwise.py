@@ -194,7 +194,8 @@ _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
 
 def _gelu_tanh_forward(x):
     xp = get_array_module(x)
-    u = x * x  # x ** 3 would take NumPy's general power loop, forty times slower
+    u = xp.multiply(x, x, out=xp.empty_like(x))  # (an array even for 0-d x); x ** 3 would take
+    # NumPy's general power loop, forty times slower
     u *= x.dtype.type(0.044715)
     u += 1
     u *= x
@@ -212,8 +213,9 @@ def _gelu_tanh_backward(g, x, t):
     x_du *= x.dtype.type(3 * 0.044715 * _GELU_C)
     x_du += x.dtype.type(_GELU_C)
     x_du *= x
-    grad = t * t
-    get_array_module(g).subtract(1, grad, out=grad)
+    xp = get_array_module(g)
+    grad = xp.multiply(t, t, out=xp.empty_like(t))
+    xp.subtract(1, grad, out=grad)
     grad *= x_du
     grad += t
     grad += 1
