@@ -22,7 +22,7 @@ import numpy as np
 from train_step import CONFIGS, build, inputs
 
 from tinygrad_nlp import distributed
-from tinygrad_nlp.nn import share
+from tinygrad_nlp.nn.parallel import all_reduce_gradients, broadcast_parameters, share
 from tinygrad_nlp.optim import Adam
 
 NETWORKS = {  # (alpha: seconds per message step, B: bytes per second per link), assumed
@@ -53,7 +53,7 @@ def time_step(comm, name, repeats):
     model = build(c, "cpu", name)[0]
     params = model.parameters()
     optimizer = Adam(params, lr=1e-4)
-    comm.broadcast_parameters(params)
+    broadcast_parameters(comm, params)
     ids, targets, mask, labels = inputs(c)
     mine = share(len(ids), comm.world_size, comm.rank)
 
@@ -69,7 +69,7 @@ def time_step(comm, name, repeats):
         value, count = loss()
         value.backward()
         middle = time.perf_counter()
-        comm.all_reduce_gradients(params, count)
+        all_reduce_gradients(comm, params, count)
         end = time.perf_counter()
         optimizer.step()
         done = time.perf_counter()

@@ -143,3 +143,26 @@ def test_process_killed_mid_save_leaves_previous_checkpoint_loadable(tmp_path):
         if caught_mid_save >= 2:
             break
     assert caught_mid_save >= 2, "the kill never landed during a save"
+
+
+def test_an_encoder_checkpoint_of_format_1_reads_its_gelu_as_the_tanh_form_with_a_warning(tmp_path):
+    """Before format 2 an encoder's activation "gelu" was the tanh form: such a checkpoint
+    rebuilds the model it was trained as, and says so in one line."""
+    import json
+
+    from tinygrad_nlp import manual_seed
+    from tinygrad_nlp.models import MaskedLanguageModel
+    manual_seed(0)
+    model = MaskedLanguageModel(30, 8, 2, 16, 1, max_len=6, dropout=0.0, activation="gelu_tanh")
+    path = tmp_path / "old.npz"
+    checkpoint.save(path, model)
+    meta = json.loads(np.load(path)["__meta__"].item())  # its metadata rewritten as format 1 wrote it
+    meta["format"], meta["config"]["activation"] = 1, "gelu"
+    arrays = dict(np.load(path))
+    arrays["__meta__"] = np.array(json.dumps(meta))
+    np.savez(path, **arrays)
+    with pytest.warns(FutureWarning, match="'gelu' meant the tanh form: read as 'gelu_tanh'"):
+        again = checkpoint.load_model(path)
+    assert again.config["activation"] == "gelu_tanh"
+    ids = np.arange(12).reshape(2, 6) % 30
+    np.testing.assert_array_equal(again(ids).numpy(), model(ids).numpy())

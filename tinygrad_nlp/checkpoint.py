@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import warnings
 import zipfile
 
 import numpy as np
@@ -21,7 +22,7 @@ from .files import atomic_write
 from .models import MODELS
 from .nn import DataParallel
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: an encoder's activation "gelu" is the exact form (in format 1 it was the tanh form)
 
 
 def _unwrapped(model):
@@ -106,7 +107,12 @@ def load_model(path, device: str = "cpu"):
     cls = MODELS.get(meta["model_class"])
     if cls is None or not meta.get("config"):
         raise CheckpointError(f"checkpoint {os.fspath(path)!r}: cannot rebuild model class {meta['model_class']!r}")
-    model = cls(**meta["config"])
+    config = dict(meta["config"])
+    if meta.get("format", 1) < 2 and config.get("activation") == "gelu":
+        warnings.warn(f"checkpoint {os.fspath(path)!r} was written when activation 'gelu' meant the tanh form: "
+                      "read as 'gelu_tanh' (save it again to keep this)", FutureWarning, stacklevel=2)
+        config["activation"] = "gelu_tanh"
+    model = cls(**config)
     load(path, model)
     return model.to(device) if device != "cpu" else model
 

@@ -4,16 +4,14 @@
 
     mpirun -n 4 python -m mpi4py examples/mlm.py --batch-size 128     # 32 rows per process
 
-    comm = distributed.init(device)                 # rank and world size from the launcher
-    comm.broadcast_parameters(model.parameters())    # every process starts from rank 0's weights
-    comm.all_reduce_gradients(params, local_count)   # = the one-process gradient of the global batch
+    comm = distributed.init(device)   # rank and world size from the launcher
+    comm.broadcast(array)              # every rank's array becomes rank 0's, in place
+    comm.all_reduce(array)             # every rank's array becomes the sum over ranks, in place
+    total = comm.sum(count)            # a number summed over ranks
 
-The gradient all-reduce works on the flat gradient buffer (``nn.flat``), one call per
-dtype and device. It is weighted: a loss that is a mean over ``count`` items (scored
-tokens for the MLM, examples for the classifier), whose count differs between ranks,
-contributes count / total to the sum, so the result equals the gradient of the mean over
-the whole global batch. Without MPI, or with one process, ``init`` gives a communicator
-of one that does nothing; ``mpi4py`` is needed only to run several.
+``nn.DataParallel`` broadcasts the parameters and all-reduces the gradients through these,
+one call per flat buffer (``nn.flat``). Without MPI, or with one process, ``init`` gives a
+communicator of one that does nothing; ``mpi4py`` is needed only to run several.
 
 A failure on one rank should end the job: ``abort(message)`` prints the rank's one-line
 message and calls ``MPI_Abort``, which makes the launcher stop every process.
@@ -25,7 +23,6 @@ import sys
 
 from . import backend
 from .errors import MissingDependencyError
-from .nn.flat import flatten
 
 _LAUNCHER_VARIABLES = ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK", "MPI_LOCALNRANKS", "SLURM_NTASKS")
 
@@ -53,12 +50,11 @@ class Communicator:
     def is_root(self) -> bool:
         return self.rank == 0
 
-    def broadcast_parameters(self, params) -> None:
-        pass
+    def broadcast(self, array) -> None:
+        """Every rank's ``array`` becomes rank 0's, in place."""
 
-    def all_reduce_gradients(self, params, count) -> float:
-        """Sum ``grad * count / total`` over ranks, in place; returns the total count."""
-        return float(count)
+    def all_reduce(self, array) -> None:
+        """Every rank's ``array`` becomes the sum over the ranks, in place."""
 
     def sum(self, value: float) -> float:
         return float(value)
@@ -87,39 +83,18 @@ class MPICommunicator(Communicator):
             unique_id = comm.bcast(unique_id, root=0)
             self.nccl = backend.nccl_communicator(self.world_size, unique_id, self.rank)
 
-    def _all_reduce(self, array) -> None:
+    def all_reduce(self, array) -> None:
         if self.nccl is not None:
             backend.nccl_all_reduce(self.nccl, array)
         else:
             from mpi4py import MPI
             self.comm.Allreduce(MPI.IN_PLACE, array, op=MPI.SUM)
 
-    def _broadcast(self, array) -> None:
+    def broadcast(self, array) -> None:
         if self.nccl is not None:
             backend.nccl_broadcast(self.nccl, array, root=0)
         else:
             self.comm.Bcast(array, root=0)
-
-    def broadcast_parameters(self, params) -> None:
-        """Every rank's parameters become rank 0's (one broadcast per flat buffer)."""
-        for buffer in flatten(params):
-            self._broadcast(buffer.data)
-
-    def all_reduce_gradients(self, params, count) -> float:
-        """Replace each gradient by the count-weighted sum over ranks (see the module
-        docstring); a parameter without a gradient on this rank counts as zero."""
-        total = self.sum(count)
-        weight = float(count) / total if total else 0.0
-        for buffer in flatten(params):
-            grad = buffer.make_grad()
-            for p in buffer.params:
-                if p.grad is None or p.grad is not p.grad_slot:
-                    slot = p.grad_slot
-                    slot[...] = 0 if p.grad is None else p.grad
-                    p.grad = slot
-            grad *= grad.dtype.type(weight)
-            self._all_reduce(grad)
-        return total
 
     def sum(self, value: float) -> float:
         from mpi4py import MPI

@@ -47,6 +47,7 @@ import numpy as np
 from .. import backend, distributed
 from ..errors import ArgumentError, ShapeError, TinygradNLPError
 from ..tensor import Function, Tensor
+from .flat import flatten
 from .module import Module, Parameter
 
 
@@ -56,6 +57,34 @@ def share(n: int, parts: int, index: int) -> slice:
     base, extra = divmod(int(n), int(parts))
     start = index * base + min(index, extra)
     return slice(start, start + base + (index < extra))
+
+
+def broadcast_parameters(comm: distributed.Communicator, params) -> None:
+    """Every process's parameters become rank 0's (one broadcast per flat buffer)."""
+    if comm.world_size > 1:
+        for buffer in flatten(params):
+            comm.broadcast(buffer.data)
+
+
+def all_reduce_gradients(comm: distributed.Communicator, params, count: float) -> float:
+    """Replace each gradient by the sum over processes of ``grad * count / total``, the
+    counts being how many items each process's loss is the mean of: the gradient of the
+    mean over the whole global batch. A parameter without a gradient here counts as zero.
+    Returns the total count."""
+    if comm.world_size == 1:
+        return float(count)
+    total = comm.sum(count)
+    weight = float(count) / total if total else 0.0
+    for buffer in flatten(params):
+        grad = buffer.make_grad()
+        for p in buffer.params:
+            if p.grad is None or p.grad is not p.grad_slot:
+                slot = p.grad_slot
+                slot[...] = 0 if p.grad is None else p.grad
+                p.grad = slot
+        grad *= grad.dtype.type(weight)
+        comm.all_reduce(grad)
+    return total
 
 
 class Loss(Tensor):
@@ -89,7 +118,7 @@ class DataParallel:
             backend.require_threadpoolctl()
         self.module, self.threads = module, int(threads)
         self.comm = comm if comm is not None else distributed.init(module.device)
-        self.comm.broadcast_parameters(module.parameters())  # every process starts from rank 0's weights
+        broadcast_parameters(self.comm, module.parameters())  # every process starts from rank 0's weights
         if self.comm.world_size > 1:
             backend.random.split_gpu_streams(self.comm.rank)  # each process its own GPU dropout masks
         self._turns = _Turns(module.parameters())
@@ -211,7 +240,7 @@ class _ReplicaBackward(Function):
             finally:
                 parallel._turns.finish(k)
         parallel._run(job, self.shares)
-        parallel.comm.all_reduce_gradients(parallel.module.parameters(), local)
+        all_reduce_gradients(parallel.comm, parallel.module.parameters(), local)
         return ()
 
     def release(self) -> None:
@@ -317,4 +346,4 @@ def _located(error: Exception, k: int, rows: slice) -> Exception:
     return type(error)(f"{error} (replica {k}, rows {rows.start}..{rows.stop - 1} of the batch)")
 
 
-__all__ = ["DataParallel", "Loss", "SharedGradient", "share"]
+__all__ = ["DataParallel", "Loss", "SharedGradient", "share", "broadcast_parameters", "all_reduce_gradients"]
