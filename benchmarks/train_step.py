@@ -39,6 +39,12 @@ CONFIGS = {  # the tutorials' settings (tinygrad_nlp/tutorials.py): pre-norm MLM
     # fine-tuning bert-base-uncased's shape with a 2-class head (random weights)
     "bert-base": dict(batch=8, seq=128, d=768, heads=12, ff=3072, layers=12, vocab=30522, scored=8, classes=2,
                       dropout=0.1, norm_first=False),
+    # a MiniLM-shaped BERT (all-MiniLM-L6-v2's 6 layers x 384, 12 heads, ff 1536) fine-tuned the same way
+    "minilm": dict(batch=8, seq=128, d=384, heads=12, ff=1536, layers=6, vocab=30522, scored=8, classes=2,
+                   dropout=0.1, norm_first=False),
+    # bert-base at a long context
+    "bert-base-512": dict(batch=4, seq=512, d=768, heads=12, ff=3072, layers=12, vocab=30522, scored=4, classes=2,
+                          dropout=0.1, norm_first=False),
     # nanoGPT's character-level Shakespeare model (6 layers, 6 heads, width 384, context 256,
     # dropout 0.2, 65 characters) at batch 16: a causal LM, every position scored
     "gpt": dict(batch=16, seq=256, d=384, heads=6, ff=1536, layers=6, vocab=65, scored=16 * 256, classes=65,
@@ -92,7 +98,7 @@ def build(c, device, name):
     if name == "mlm":
         model = MaskedLanguageModel(c["vocab"], c["d"], c["heads"], c["ff"], c["layers"], c["seq"], c["dropout"])
         return model.to(device), (ids, targets)
-    if name == "bert-base":
+    if name.startswith(("bert-base", "minilm")):
         model = BertForSequenceClassification(BertConfig(**bert_config(c)))
         return model.to(device), (ids, xp.zeros_like(ids), mask, labels)
     if name == "gpt":
@@ -228,7 +234,7 @@ def torch_step(c, device, name, full_head, compiled=False):
     ids, targets, mask, labels = (torch.tensor(a, device=dev) for a in inputs(c))
     if name == "gpt":
         modules, loss_of = huggingface_gpt2_loss(c, dev)
-    elif name == "bert-base" and available("transformers"):
+    elif name.startswith(("bert-base", "minilm")) and available("transformers"):
         modules, loss_of = huggingface_bert_loss(c, dev, ids, mask, labels)
     else:  # for bert-base without transformers: PyTorch's encoder with its shapes (post-norm, ReLU)
         modules, loss_of = torch_encoder_loss(torch, c, dev, name, full_head, ids, targets, mask, labels)
@@ -271,7 +277,7 @@ def contender_makers(c, device, config, with_torch, with_jax=False, threads=None
             makers["torch (head on all positions)"] = lambda: torch_step(c, device, config, True)
         makers["torch eager"] = lambda: torch_step(c, device, config, False)
         makers["torch.compile"] = lambda: torch_step(c, device, config, False, compiled=True)
-    if with_jax and config in ("bert-base", "gpt"):
+    if with_jax and config not in ("mlm", "classifier"):
         print(f"JAX: no {config} contender (the JAX step re-creates the tutorials' models only)")
     elif with_jax and not available("jax"):
         print("JAX is not installed: skipping the JAX contender (pip install jax)")
