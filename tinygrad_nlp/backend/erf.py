@@ -59,15 +59,13 @@ def _erf_block(x):
         r3 = _ratio(t, _P, _Q, _P[5], 4)
         r3 *= t
         r2[big] = (_SQRT_PI_INV - r3) / yb
-    # exp(-y^2) as exp(-ysq^2) exp(-del): ysq = y rounded down to 1/16, so ysq^2 is exact
-    ysq = np.floor(y * 16.0) / 16.0
-    delta = (y - ysq) * (y + ysq)
-    ysq *= ysq
-    ysq += delta
-    np.negative(ysq, out=ysq)
-    np.exp(ysq, out=ysq)
-    ysq *= r2            # erfc(|x|)
-    np.subtract(1.0, ysq, out=out)
+    # erfc(|x|) = exp(-x^2) r2; the rounding of x^2 moves erfc by a few of its own ulp, which
+    # is nothing next to 1 - erfc (Cody splits x^2 to get erfc itself to full precision)
+    erfc = y * y
+    np.negative(erfc, out=erfc)
+    np.exp(erfc, out=erfc)
+    erfc *= r2
+    np.subtract(1.0, erfc, out=out)
     np.copysign(out, x, out=out)
     np.copyto(out, r1, where=small)
     return out
