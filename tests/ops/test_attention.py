@@ -182,3 +182,36 @@ def test_blocks_of_the_batch_give_the_same_result(mask_kind, rng, monkeypatch):
         manual_seed(5)
         ref = F.scaled_dot_product_attention(q, k, v, mask=mask[:, None, None, :], dropout_p=0.2)
         assert_close(results[0][0], ref)
+
+
+@pytest.mark.parametrize("case", ["padding", "causal", "causal_cached", "fully_masked_row", "float_mask", "dropout"])
+def test_long_sequence_attention_that_makes_its_probabilities_again_equals_the_kept_ones(case, monkeypatch):
+    """Above KEEP_PROBABILITIES_UP_TO the op keeps each row's log-sum-exp, not P, and makes
+    P again in the backward: the same outputs and gradients as keeping P (which the PyTorch
+    cases check), float64 finite differences, and no (B, H, Tq, Tk) array saved."""
+    from tinygrad_nlp import manual_seed
+    from tinygrad_nlp.gradcheck import gradcheck
+    from tinygrad_nlp.ops import attention as attention_op
+    rng = np.random.default_rng(4)
+    Tq = 2 if case == "causal_cached" else 5
+    arrays = rng.standard_normal((2, 2, Tq, 3)), rng.standard_normal((2, 2, 5, 3)), rng.standard_normal((2, 2, 5, 4))
+    mask = {"padding": np.array([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]], bool),
+            "fully_masked_row": np.array([[0, 0, 0, 0, 0], [1, 1, 0, 1, 1]], bool),
+            "float_mask": rng.standard_normal((2, 1, Tq, 5))}.get(case)
+    kwargs = dict(mask=mask, is_causal=case.startswith("causal"), dropout_p=0.3 if case == "dropout" else 0.0)
+
+    def attend(q, k, v):
+        manual_seed(1)
+        return F.scaled_dot_product_attention(q, k, v, **kwargs)
+    g = rng.standard_normal((2, 2, Tq, 4))
+    results = []
+    for limit in (1 << 40, 0):
+        monkeypatch.setattr(attention_op, "KEEP_PROBABILITIES_UP_TO", limit)
+        tensors = [Tensor(a, requires_grad=True) for a in arrays]
+        out = attend(*tensors)
+        assert ("probs" in out.creator.saved_arrays()) is (limit > 0)
+        out.backward(g)
+        results.append([out.numpy()] + [t.grad for t in tensors])
+    for kept, made_again in zip(*results):
+        np.testing.assert_allclose(made_again, kept, rtol=1e-12, atol=1e-13)
+    assert gradcheck(attend, [Tensor(a, requires_grad=True) for a in arrays], mode="full")

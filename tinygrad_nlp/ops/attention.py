@@ -11,7 +11,12 @@ from ..errors import ShapeError
 from ..tensor import Function, array_of
 from .checks import broadcast_shape, check_probability
 from .dropout import draw_dropout_mask
-from .softmax import softmax_backward, softmax_rows
+from .softmax import exp_rows, softmax_backward, softmax_rows
+
+# Above this many bytes of probabilities (B H Tq Tk) an attention call keeps each row's
+# log-sum-exp instead and makes P again, a batch block at a time, in the backward: one more
+# Q K^T product for the memory of the whole P (the flash-attention idea, in NumPy).
+KEEP_PROBABILITIES_UP_TO = 32 << 20
 
 
 def expand_mask(mask, q_shape, k_shape):
@@ -58,7 +63,9 @@ class ScaledDotProductAttention(Function):
     A query row whose keys are *all* masked attends to nothing: its P row is all zeros,
     so its output is 0 and every gradient through it is 0 (finite, never NaN).
     The forward saves P (and the dropout draw, ops/dropout.py), never the raw scores,
-    and P' is recomputed from them. Both passes go through the batch in blocks whose
+    and P' is recomputed from them; above ``KEEP_PROBABILITIES_UP_TO`` bytes of P (long
+    sequences) it saves each row's log-sum-exp instead, and the backward makes P again,
+    P = exp(S - lse), one batch block at a time. Both passes go through the batch in blocks whose
     scores fit in the cache. With the fused dropout kernel on the GPU (ops/dropout.cu)
     the draw keeps no mask: each block's is drawn again from its Philox stream.
     """
@@ -89,36 +96,64 @@ class ScaledDotProductAttention(Function):
         Tk = k.shape[2]
         self.scale = q.dtype.type(1.0 / math.sqrt(q.shape[-1]))
         mask = None if self.mask is None else expand_mask(self.mask, q.shape, k.shape)
-        if mask is not None:
-            mask = mask.reshape((1,) * (4 - mask.ndim) + tuple(mask.shape))
-        future = future_keys(xp, Tq, Tk) if self.is_causal else None
+        self.score_mask = None if mask is None else mask.reshape((1,) * (4 - mask.ndim) + tuple(mask.shape))
+        self.future = future_keys(xp, Tq, Tk) if self.is_causal else None
+        self.shape, self.itemsize = (B, H, Tq, Tk), q.dtype.itemsize
+        self.recompute = B * H * Tq * Tk * q.dtype.itemsize > KEEP_PROBABILITIES_UP_TO
         keep = None
         if self.training and self.dropout_p > 0:
             keep = draw_dropout_mask(q, self.dropout_p, (B, H, Tq, Tk))
-        probs = xp.empty((B, H, Tq, Tk), dtype=q.dtype)
-        self.save(q=q, k=k, v=v, probs=probs, keep=keep)
+        probs, lse = None, None
+        if self.recompute:  # long sequences: keep each row's log-sum-exp; P is made again backward
+            lse = xp.empty((B, H, Tq, 1), dtype=q.dtype)
+        else:
+            probs = xp.empty((B, H, Tq, Tk), dtype=q.dtype)
+        self.save(q=q, k=k, v=v, probs=probs, lse=lse, keep=keep)
         out = xp.empty((B, H, Tq, v.shape[3]), dtype=q.dtype)
+        masked_rows = self.score_mask is not None or self.future is not None
         for b in self.batch_blocks(xp):
-            p = probs[b]
-            xp.matmul(q[b], k[b].swapaxes(-1, -2), out=p)  # S = Q K^T
-            p *= self.scale
-            if mask is not None:
-                block_mask = mask[b] if mask.shape[0] > 1 else mask
-                if block_mask.dtype == bool:
-                    xp.copyto(p, -xp.inf, where=~block_mask)
-                else:
-                    p += block_mask.astype(q.dtype, copy=False)
-            if future is not None:
-                xp.copyto(p, -xp.inf, where=future)
-            softmax_rows(p, out=p, masked_rows=mask is not None or future is not None)  # all-masked rows stay zero
+            p = self.scores(xp, b, out=None if self.recompute else probs[b])
+            if self.recompute:
+                _, shift, total = exp_rows(p, out=p, masked_rows=masked_rows)
+                lse[b] = xp.where(total > 0, shift + xp.log(xp.maximum(total, total.dtype.type(1e-38))), xp.inf)
+                total[total == 0] = 1
+                p /= total
+            else:
+                softmax_rows(p, out=p, masked_rows=masked_rows)  # P; all-masked rows stay all-zero
             xp.matmul(self.dropped(p, b), v[b], out=out[b])  # out = P' V
         return out
+
+    def scores(self, xp, b, out=None):
+        """S = s Q K^T of the batch slice ``b`` with the masks written in as -inf (or the
+        float mask added), into ``out`` or a new array."""
+        q, k = self.q[b], self.k[b]
+        p = xp.matmul(q, k.swapaxes(-1, -2), out=out)
+        p *= self.scale
+        mask = self.score_mask
+        if mask is not None:
+            block_mask = mask[b] if mask.shape[0] > 1 else mask
+            if block_mask.dtype == bool:
+                xp.copyto(p, -xp.inf, where=~block_mask)
+            else:
+                p += block_mask.astype(q.dtype, copy=False)
+        if self.future is not None:
+            xp.copyto(p, -xp.inf, where=self.future)
+        return p
+
+    def probabilities(self, xp, b):
+        """P of the batch slice ``b``: saved, or made again from Q, K and each row's
+        log-sum-exp, P = exp(S - lse) (exactly 0 where S is -inf, all-masked rows too)."""
+        if not self.recompute:
+            return self.probs[b]
+        p = self.scores(xp, b)
+        p -= self.lse[b]
+        return xp.exp(p, out=p)
 
     def batch_blocks(self, xp):
         """Slices of the batch axis whose (H, Tq, Tk) score blocks fit the cache: every
         elementwise pass over the scores then runs there (one block on the GPU)."""
-        B, H, Tq, Tk = self.probs.shape
-        step = rows_per_block(xp, B, H * Tq * Tk * self.probs.itemsize)
+        B, H, Tq, Tk = self.shape
+        step = rows_per_block(xp, B, H * Tq * Tk * self.itemsize)
         return [slice(start, start + step) for start in range(0, B, step)]
 
     def dropped(self, probs, b):
@@ -130,7 +165,7 @@ class ScaledDotProductAttention(Function):
         q, k, v = self.q, self.k, self.v
         grad_q, grad_k, grad_v = (xp.empty(a.shape, dtype=g.dtype) for a in (q, k, v))
         for b in self.batch_blocks(xp):
-            p = self.probs[b]
+            p = self.probabilities(xp, b)
             xp.matmul(self.dropped(p, b).swapaxes(-1, -2), g[b], out=grad_v[b])
             ds = g[b] @ v[b].swapaxes(-1, -2)  # dL/dP'
             if self.keep is not None:
