@@ -8,7 +8,6 @@ inherit). The separate query, key and value projections of a checkpoint become o
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import re
 import warnings
@@ -16,16 +15,17 @@ import warnings
 import numpy as np
 
 from ..errors import ArgumentError, CheckpointError
-from ..files import atomic_path, atomic_write
-from .hf import HF_ACTIVATIONS, read_config_json, safetensors
+from .hf import HF_ACTIVATIONS, HFConfig, read_weights, write_folder
 
 HIDDEN_ACTIVATIONS = HF_ACTIVATIONS
 
 
 @dataclasses.dataclass
-class BertConfig:
+class BertConfig(HFConfig):
     """The fields of a Hugging Face BERT ``config.json`` this model uses (others are
     ignored when read, and written back as they were)."""
+
+    model_type, model_name = "bert", "BERT"
 
     vocab_size: int = 30522
     hidden_size: int = 768
@@ -54,27 +54,9 @@ class BertConfig:
             raise ArgumentError(f"BertConfig: position_embedding_type {self.extra['position_embedding_type']!r} "
                                 "is not supported (only 'absolute')")
 
-    @classmethod
-    def from_dict(cls, values: dict) -> BertConfig:
-        names = {f.name for f in dataclasses.fields(cls)} - {"extra"}
-        known = {k: v for k, v in values.items() if k in names}
-        return cls(**known, extra={k: v for k, v in values.items() if k not in names})
-
-    @classmethod
-    def from_json_file(cls, path) -> BertConfig:
-        return cls.from_dict(read_config_json(path, "bert", "BERT"))
-
-    def to_dict(self) -> dict:
-        values = dict(self.extra)
-        values.update({f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "extra"})
-        values["model_type"] = "bert"
-        return values
-
 
 def as_config(config) -> BertConfig:
-    if config is None:
-        return BertConfig()
-    return config if isinstance(config, BertConfig) else BertConfig.from_dict(config)
+    return BertConfig.of(config)
 
 
 class HuggingFaceCheckpoint:
@@ -95,12 +77,7 @@ class HuggingFaceCheckpoint:
         unexpected or of the wrong shape raises CheckpointError naming the first."""
         folder = os.fspath(folder)
         config = BertConfig.from_json_file(os.path.join(folder, "config.json"))
-        weights_path = os.path.join(folder, "model.safetensors")
-        if not os.path.isfile(weights_path):
-            other = [f for f in ("pytorch_model.bin", "tf_model.h5") if os.path.isfile(os.path.join(folder, f))]
-            hint = f" (found {other[0]}: convert it with transformers' save_pretrained)" if other else ""
-            raise CheckpointError(f"{cls.__name__}.from_pretrained: no model.safetensors in {folder!r}{hint}")
-        tensors = safetensors().load_file(weights_path)
+        tensors, weights_path = read_weights(folder, cls.__name__)
         model = cls(config, **cls.config_kwargs(config, kwargs))
         fresh = model.load_hf_state_dict(tensors, source=weights_path)
         if fresh:
@@ -170,17 +147,11 @@ class HuggingFaceCheckpoint:
 
     def save_pretrained(self, folder) -> None:
         """Write ``config.json`` and ``model.safetensors`` in Hugging Face's layout (each
-        through a temporary file and an atomic rename)."""
-        folder = os.fspath(folder)
-        os.makedirs(folder, exist_ok=True)
+        atomically)."""
         config = self.bert_config.to_dict()
         config.update(architectures=[type(self).__name__], dtype="float32", tie_word_embeddings=True)
         config.update(self.extra_config())
-        with atomic_write(os.path.join(folder, "config.json")) as f:
-            f.write(json.dumps(config, indent=2, sort_keys=True) + "\n")
-        tensors = self.hf_state_dict()
-        with atomic_path(os.path.join(folder, "model.safetensors")) as path:
-            safetensors().save_file(tensors, path, metadata={"format": "pt"})
+        write_folder(folder, config, self.hf_state_dict())
 
     def extra_config(self) -> dict:
         return {}

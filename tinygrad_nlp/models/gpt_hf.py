@@ -8,21 +8,21 @@ read and is not written (transformers ties it again when it loads the folder).
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import re
 
 import numpy as np
 
 from ..errors import ArgumentError, CheckpointError
-from ..files import atomic_path, atomic_write
-from .hf import HF_ACTIVATIONS, read_config_json, safetensors
+from .hf import HF_ACTIVATIONS, HFConfig, read_weights, write_folder
 
 
 @dataclasses.dataclass
-class GPTConfig:
+class GPTConfig(HFConfig):
     """The fields of a Hugging Face GPT-2 ``config.json`` this model uses (others are kept
     and written back as they were). The defaults are GPT-2 small's."""
+
+    model_type, model_name = "gpt2", "GPT-2"
 
     vocab_size: int = 50257
     n_positions: int = 1024
@@ -56,27 +56,9 @@ class GPTConfig:
     def activation(self) -> str:
         return HF_ACTIVATIONS[self.activation_function]
 
-    @classmethod
-    def from_dict(cls, values: dict) -> GPTConfig:
-        names = {f.name for f in dataclasses.fields(cls)} - {"extra"}
-        return cls(**{k: v for k, v in values.items() if k in names},
-                   extra={k: v for k, v in values.items() if k not in names})
-
-    @classmethod
-    def from_json_file(cls, path) -> GPTConfig:
-        return cls.from_dict(read_config_json(path, "gpt2", "GPT-2"))
-
-    def to_dict(self) -> dict:
-        values = dict(self.extra)
-        values.update({f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "extra"})
-        values["model_type"] = "gpt2"
-        return values
-
 
 def as_config(config) -> GPTConfig:
-    if config is None:
-        return GPTConfig()
-    return config if isinstance(config, GPTConfig) else GPTConfig.from_dict(config)
+    return GPTConfig.of(config)
 
 
 # (our name, Hugging Face name, stored transposed): our names are a GPT2LMHeadModel's
@@ -111,13 +93,9 @@ class GPTHuggingFaceCheckpoint:
         tensor is a one-line CheckpointError naming it."""
         folder = os.fspath(folder)
         config = GPTConfig.from_json_file(os.path.join(folder, "config.json"))
-        weights = os.path.join(folder, "model.safetensors")
-        if not os.path.isfile(weights):
-            other = [f for f in ("pytorch_model.bin", "tf_model.h5") if os.path.isfile(os.path.join(folder, f))]
-            hint = f" (found {other[0]}: convert it with transformers' save_pretrained)" if other else ""
-            raise CheckpointError(f"{cls.__name__}.from_pretrained: no model.safetensors in {folder!r}{hint}")
+        tensors, weights = read_weights(folder, cls.__name__)
         model = cls(config)
-        model.load_hf_state_dict(safetensors().load_file(weights), source=weights)
+        model.load_hf_state_dict(tensors, source=weights)
         return model.to(device, dtype=dtype)
 
     def load_hf_state_dict(self, tensors: dict, source: str = "state dict") -> None:
@@ -153,14 +131,9 @@ class GPTHuggingFaceCheckpoint:
     def save_pretrained(self, folder) -> None:
         """Write ``config.json`` and ``model.safetensors`` as a ``GPT2LMHeadModel`` folder
         (each atomically), which transformers loads."""
-        folder = os.fspath(folder)
         config = self.gpt_config.to_dict()
         config.update(architectures=["GPT2LMHeadModel"], dtype="float32")
-        with atomic_write(os.path.join(folder, "config.json")) as f:
-            f.write(json.dumps(config, indent=2, sort_keys=True) + "\n")
-        tensors = self.hf_state_dict()
-        with atomic_path(os.path.join(folder, "model.safetensors")) as path:
-            safetensors().save_file(tensors, path, metadata={"format": "pt"})
+        write_folder(folder, config, self.hf_state_dict())
 
 
 __all__ = ["GPTConfig", "GPTHuggingFaceCheckpoint", "NAMES", "hf_name", "as_config"]
