@@ -101,15 +101,10 @@ def train(args):
     model = DataParallel(build_model(args, len(tokenizer)), threads=args.threads)  # processes x threads
     optimizer = AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
     scheduler = LRScheduler(optimizer, cosine_schedule(args.warmup, args.steps, min_factor=0.1))
-    saver, start, history = checkpoint.Checkpointer(args.checkpoint), 0, {"train_loss": [], "eval": []}
-    if args.resume:
-        extra = checkpoint.load(args.resume, model, optimizer)
-        start, history = int(extra["step"]), {k: list(extra[k]) for k in history}
-        scheduler.load_state_dict(extra["scheduler"])
-        backend.set_rng_state(extra["rng_state"])
+    saver, history = checkpoint.Checkpointer(args.checkpoint), {"train_loss": [], "eval": []}
+    start = checkpoint.resume(args.resume, model, optimizer, scheduler, history) if args.resume else 0
     print(f"model: {model.num_parameters():,} parameters, {model}; untrained: {sample(model.module, tokenizer, args, 0)!r}")
-    save = lambda step: saver.save(model, optimizer, f"step {step}", step=step, scheduler=scheduler.state_dict(),
-                                   rng_state=backend.get_rng_state(), **history)
+    save = lambda step: checkpoint.save_step(saver, model, optimizer, scheduler, step, history)
     bar = report.progress_bar(args.steps, start, args.no_progress, unit="step")
     for step in range(start + 1, args.steps + 1):
         optimizer.zero_grad()

@@ -81,17 +81,12 @@ def train(args):
     model = DataParallel(build_model(args, vocab, args.n_layers), threads=args.threads)  # processes x threads
     optimizer = create_optimizer(args.optimizer, model.parameters(), args.lr, args.weight_decay)
     scheduler = LRScheduler(optimizer, warmup_schedule(args.warmup))
-    root, saver, start = model.comm.is_root, checkpoint.Checkpointer(args.checkpoint), 0
+    root, saver = model.comm.is_root, checkpoint.Checkpointer(args.checkpoint)
     history = {"train_loss": [], "eval": []}
-    if args.resume:
-        extra = checkpoint.load(args.resume, model, optimizer)
-        start, history = int(extra["step"]), {k: list(extra[k]) for k in history}
-        scheduler.load_state_dict(extra["scheduler"])
-        backend.set_rng_state(extra["rng_state"])
+    start = checkpoint.resume(args.resume, model, optimizer, scheduler, history) if args.resume else 0
     print(f"model: {model.num_parameters():,} parameters, {args.n_layers} pre-norm layers, {model}")
 
-    save = lambda step: saver.save(model, optimizer, f"step {step}", step=step, scheduler=scheduler.state_dict(),
-                                   rng_state=backend.get_rng_state(), **history)
+    save = lambda step: checkpoint.save_step(saver, model, optimizer, scheduler, step, history)
     bar = report.progress_bar(args.steps, start, args.no_progress or not root, unit="step")
     started = time.perf_counter()
     for step in range(start + 1, args.steps + 1):

@@ -16,7 +16,7 @@ import zipfile
 import numpy as np
 
 from . import distributed
-from .backend import get_array_module
+from .backend import get_array_module, get_rng_state, set_rng_state
 from .errors import AnomalyError, CheckpointError
 from .files import atomic_write
 from .models import MODELS
@@ -153,3 +153,20 @@ class Checkpointer:
                                    f"(try a lower --lr){self._kept()}")
         save(self.path, model, optimizer, **extra)
         self.last_good = label
+
+
+def save_step(saver: Checkpointer, model, optimizer, scheduler, step: int, history: dict) -> None:
+    """A training run at ``step`` through ``saver``: model, optimizer, the learning-rate
+    schedule, the random generators and the run's ``history`` (lists), all a resume needs."""
+    saver.save(model, optimizer, f"step {step}", step=step, scheduler=scheduler.state_dict(),
+               rng_state=get_rng_state(), **history)
+
+
+def resume(path, model, optimizer, scheduler, history: dict) -> int:
+    """Continue a run ``save_step`` wrote: load the model, optimizer, schedule and random
+    generators, refill ``history`` (its keys), and return the step it was saved at."""
+    extra = load(path, model, optimizer)
+    scheduler.load_state_dict(extra["scheduler"])
+    set_rng_state(extra["rng_state"])
+    history.update({k: list(extra[k]) for k in history})
+    return int(extra["step"])
