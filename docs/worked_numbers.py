@@ -42,10 +42,14 @@ def layer_norm_example():
     return "\n".join(lines)
 
 
+def attention_inputs():
+    """q, k, v (1, 1, 3, 2) of both attention examples, as Tensors wanting gradients."""
+    rows = ([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]], [[1.0, 0.0], [0.0, 2.0], [5.0, 5.0]], [[1.0, 2.0], [3.0, 4.0], [9.0, 9.0]])
+    return [Tensor(np.array([[r]]), requires_grad=True) for r in rows]
+
+
 def attention_example():
-    q = Tensor(np.array([[[[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]]]]), requires_grad=True)
-    k = Tensor(np.array([[[[1.0, 0.0], [0.0, 2.0], [5.0, 5.0]]]]), requires_grad=True)
-    v = Tensor(np.array([[[[1.0, 2.0], [3.0, 4.0], [9.0, 9.0]]]]), requires_grad=True)
+    q, k, v = attention_inputs()
     mask = np.array([[True, True, False]])
     g = np.ones((1, 1, 3, 2))
     out = F.scaled_dot_product_attention(q, k, v, mask=mask)
@@ -63,9 +67,7 @@ def attention_example():
 
 
 def causal_attention_example():
-    q = Tensor(np.array([[[[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]]]]), requires_grad=True)
-    k = Tensor(np.array([[[[1.0, 0.0], [0.0, 2.0], [5.0, 5.0]]]]), requires_grad=True)
-    v = Tensor(np.array([[[[1.0, 2.0], [3.0, 4.0], [9.0, 9.0]]]]), requires_grad=True)
+    q, k, v = attention_inputs()
     out = F.scaled_dot_product_attention(q, k, v, is_causal=True)
     out.backward(np.ones((1, 1, 3, 2)))
     scores = q.data[0, 0] @ k.data[0, 0].T / np.sqrt(2)

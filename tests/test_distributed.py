@@ -34,6 +34,18 @@ def mpirun(n, *args, **kwargs):
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs)
 
 
+def one_and_two_processes(tmp_path, script, *args):
+    """Run ``script`` with ``args`` in one process (into tmp_path/one) and under mpirun
+    with two (tmp_path/two); both runs' metrics.json."""
+    import json
+    one = subprocess.run([sys.executable, script, *args, "--out", str(tmp_path / "one")], capture_output=True, text=True)
+    assert one.returncode == 0, one.stderr
+    two = mpirun(2, script, *args, "--out", str(tmp_path / "two"))
+    _, err = two.communicate(timeout=300)
+    assert two.returncode == 0, err
+    return [json.loads((tmp_path / run / "metrics.json").read_text()) for run in ("one", "two")]
+
+
 def parameters_of(path):
     """All of a checkpoint's parameters as one float64 vector, without the key part of
     each QKV bias: its gradient is zero (softmax ignores a constant added to every score),
@@ -127,18 +139,11 @@ def test_a_killed_rank_ends_the_job_and_the_checkpoint_still_loads(tmp_path):
 
 def test_classifier_with_padding_and_uneven_shares_matches_one_process(tmp_path):
     needs_mpi()
-    import json
     classify = os.path.join(ROOT, "examples", "classify.py")
     args = ["--epochs", "2", "--train-per-class", "40", "--test-per-class", "10", "--d-model", "16", "--n-heads", "2",
             "--n-layers", "1", "--d-ff", "32", "--seq-len", "24", "--dropout", "0", "--batch-size", "15",
             "--plot", "none", "--no-progress"]
-    one = subprocess.run([sys.executable, classify, *args, "--out", str(tmp_path / "one")], capture_output=True, text=True)
-    assert one.returncode == 0, one.stderr
-    two = mpirun(2, classify, *args, "--out", str(tmp_path / "two"))
-    _, err = two.communicate(timeout=300)
-    assert two.returncode == 0, err
-    a = json.loads((tmp_path / "one" / "metrics.json").read_text())
-    b = json.loads((tmp_path / "two" / "metrics.json").read_text())
+    a, b = one_and_two_processes(tmp_path, classify, *args)
     assert b["world_size"] == 2 and b["rows_per_process"] == [8, 7]
     for x, y in zip(a["epochs"], b["epochs"]):
         assert abs(x["train_loss"] - y["train_loss"]) <= 1e-5 * abs(x["train_loss"])
@@ -183,18 +188,11 @@ def test_one_process_needs_no_mpi(monkeypatch):
 
 def test_the_decoder_example_with_two_processes_gives_the_one_process_losses(tmp_path):
     needs_mpi()
-    import json
     gpt = os.path.join(ROOT, "examples", "gpt.py")
     args = ["--steps", "10", "--batch-size", "9", "--context", "16", "--d-model", "16", "--n-heads", "2",
             "--n-layers", "1", "--dropout", "0", "--builtin-sentences", "300", "--eval-every", "10",
             "--sample-tokens", "4", "--no-progress"]
-    one = subprocess.run([sys.executable, gpt, *args, "--out", str(tmp_path / "one")], capture_output=True, text=True)
-    assert one.returncode == 0, one.stderr
-    two = mpirun(2, gpt, *args, "--out", str(tmp_path / "two"))
-    _, err = two.communicate(timeout=300)
-    assert two.returncode == 0, err
-    a = json.loads((tmp_path / "one" / "metrics.json").read_text())
-    b = json.loads((tmp_path / "two" / "metrics.json").read_text())
+    a, b = one_and_two_processes(tmp_path, gpt, *args)
     assert b["world_size"] == 2
     losses_a, losses_b = np.array(a["train_loss"]), np.array(b["train_loss"])
     assert np.abs(losses_a - losses_b).max() <= 1e-5 * np.abs(losses_a).max()
