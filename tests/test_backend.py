@@ -198,3 +198,20 @@ def test_numpy_erf_agrees_with_scipy_where_scipy_is_installed():
     special = pytest.importorskip("scipy.special")
     x = np.random.default_rng(0).standard_normal(100_000) * 4
     np.testing.assert_allclose(backend.erf(x), special.erf(x), rtol=1e-15, atol=1e-300)  # a few ulp: Cephes differs
+
+
+def test_a_kernel_dispatch_names_only_kernels_the_switch_knows():
+    with pytest.raises(ValueError, match="unknown kernel 'softmaxx'"):
+        backend.kernels.dispatch("softmaxx", generic=lambda x: x, kernel=lambda x: x)
+
+
+def test_each_process_of_a_job_draws_gpu_numbers_of_its_own():
+    backend.manual_seed(3)
+    backend.random.split_gpu_streams(0)
+    first = backend.philox_stream(4)
+    backend.manual_seed(3)
+    backend.random.split_gpu_streams(1)
+    assert backend.philox_stream(4)[:2] != first[:2]  # another key
+    backend.manual_seed(3)
+    backend.random.split_gpu_streams(0)
+    assert backend.philox_stream(4) == first  # the same rank, the same draws

@@ -65,3 +65,4 @@ def test_characters_round_trip_and_an_unknown_one_is_named(tmp_path):
     np.testing.assert_array_equal(again.ids("world"), tokenizer.ids("world"))
     with pytest.raises(DataError, match="character 'a' is not in the vocabulary"):
         tokenizer.ids("lazy")
+

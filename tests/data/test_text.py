@@ -106,3 +106,15 @@ def test_europarl_sample(shared_data):
     tokens = [tokenize(s) for s in lines]
     assert len(lines) == 2994 and sum(map(len, tokens)) == 97844  # 3,000 lines, 6 of them blank
     assert len({t for s in tokens for t in s}) == 7666
+
+
+def test_the_word_tokenizer_answers_as_wordpiece_does_and_refuses_a_row_without_room(tmp_path):
+    from tinygrad_nlp.data import WordTokenizer, load_tokenizer
+    tokenizer = WordTokenizer.train(["the film was good", "the film was bad"], vocab_size=20)
+    batch = tokenizer.encode(["the film was good", "bad"], 5)
+    assert set(batch) == {"input_ids", "token_type_ids", "attention_mask"} and batch["input_ids"].shape == (2, 5)
+    assert batch["input_ids"][0, 0] == tokenizer.cls_id and batch["attention_mask"][1].tolist() == [1, 1, 1, 0, 0]
+    tokenizer.save(tmp_path)
+    np.testing.assert_array_equal(load_tokenizer(tmp_path).encode(["bad"], 5)["input_ids"], batch["input_ids"][1:])
+    with pytest.raises(DataError, match="max_len must be at least 2"):
+        tokenizer.encode(["x"], 1)

@@ -201,3 +201,23 @@ def test_a_trained_model_round_trips_through_a_checkpoint(tmp_path):
     again = checkpoint.load_model(tmp_path / "gpt.npz")
     ids = ids_of(9)
     np.testing.assert_array_equal(again.eval()(ids).numpy(), ours(ids).numpy())
+
+
+@pytest.mark.parametrize("config, message", [
+    (dict(n_embd=25, n_head=3), "n_embd 25 is not divisible by n_head 3"),
+    (dict(activation_function="swish"), "activation_function 'swish' is not supported"),
+    (dict(scale_attn_by_inverse_layer_idx=True), "scale_attn_by_inverse_layer_idx=true is not supported"),
+    (dict(tie_word_embeddings=False), "only GPT-2's scaled attention and tied LM head"),
+])
+def test_a_configuration_this_model_cannot_be_is_a_one_line_error(config, message):
+    with pytest.raises(ArgumentError, match=message):
+        GPTConfig.from_dict(dict(SMALL, **config))
+
+
+def test_the_cache_refuses_more_positions_than_it_holds():
+    model = ours_model()
+    with no_grad():
+        cache = new_cache(list(model.h), 2, 6, model.wte.weight)
+        model(ids_of(T=5), cache)
+        with pytest.raises(ShapeError, match="KVCache: 7 positions do not fit its 6"):
+            model(ids_of(T=2), cache)
