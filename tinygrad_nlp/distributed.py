@@ -59,6 +59,10 @@ class Communicator:
     def sum(self, value: float) -> float:
         return float(value)
 
+    def sums(self, values) -> list[float]:
+        """Each of ``values`` summed over the ranks, in one collective."""
+        return [float(v) for v in values]
+
     def barrier(self) -> None:
         pass
 
@@ -99,6 +103,13 @@ class MPICommunicator(Communicator):
     def sum(self, value: float) -> float:
         from mpi4py import MPI
         return float(self.comm.allreduce(float(value), op=MPI.SUM))
+
+    def sums(self, values) -> list[float]:
+        import numpy as np
+        from mpi4py import MPI
+        summed = np.array([float(v) for v in values], dtype=np.float64)
+        self.comm.Allreduce(MPI.IN_PLACE, summed, op=MPI.SUM)
+        return summed.tolist()
 
     def barrier(self) -> None:
         self.comm.Barrier()

@@ -54,8 +54,10 @@ def kernel_suits(name: str, *args) -> bool:
     """Whether the kernel ``name`` should run on a call with these arguments: it is
     switched on, every array among them is a CuPy array, and the floating ones share
     one dtype, float32 or float64."""
+    if name not in fused_kernels:  # the usual case, every op call on the CPU: nothing else to look at
+        return False
     found = [a for a in args if _is_array(a)]
-    if name not in fused_kernels or not found or not all(arrays.is_cupy_array(a) for a in found):
+    if not found or not all(arrays.is_cupy_array(a) for a in found):
         return False
     floats = {a.dtype for a in found if a.dtype.kind == "f"}
     return len(floats) == 1 and floats <= {np.dtype(np.float32), np.dtype(np.float64)}

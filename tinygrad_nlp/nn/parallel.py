@@ -66,14 +66,14 @@ def broadcast_parameters(comm: distributed.Communicator, params) -> None:
             comm.broadcast(buffer.data)
 
 
-def all_reduce_gradients(comm: distributed.Communicator, params, count: float) -> float:
+def all_reduce_gradients(comm: distributed.Communicator, params, count: float, total: float | None = None) -> float:
     """Replace each gradient by the sum over processes of ``grad * count / total``, the
     counts being how many items each process's loss is the mean of: the gradient of the
-    mean over the whole global batch. A parameter without a gradient here counts as zero.
-    Returns the total count."""
+    mean over the whole global batch (``total``, the counts' sum, is summed here unless
+    given). A parameter without a gradient here counts as zero. Returns the total count."""
     if comm.world_size == 1:
         return float(count)
-    total = comm.sum(count)
+    total = comm.sum(count) if total is None else total
     weight = float(count) / total if total else 0.0
     for buffer in flatten(params):
         grad = buffer.make_grad()
@@ -189,10 +189,13 @@ class DataParallel:
         """The global mean of the replicas' losses, whose backward runs theirs."""
         counts = [loss.count for loss in losses]
         local = sum(counts)
-        total = self.comm.sum(local)
-        value = self.comm.sum(sum(c * loss.item() for c, loss in zip(counts, losses) if c)) / total if total else 0.0
-        outputs = {name: self.comm.sum(sum(loss.outputs[name] for loss in losses)) for name in losses[0].outputs}
-        node = _ReplicaBackward(self, losses, shares, local)
+        names = list(losses[0].outputs)
+        # the count, the count-weighted loss and each output, summed over the processes in one collective
+        total, weighted, *summed = self.comm.sums([local, sum(c * loss.item() for c, loss in zip(counts, losses) if c)]
+                                                  + [sum(loss.outputs[name] for loss in losses) for name in names])
+        value = weighted / total if total else 0.0
+        outputs = dict(zip(names, summed))
+        node = _ReplicaBackward(self, losses, shares, local, total)
         first = losses[0]
         xp = backend.get_array_module(first.data)
         combined = Tensor(xp.asarray(value, dtype=first.dtype))
@@ -220,8 +223,9 @@ class _ReplicaBackward(Function):
     in the replica's thread, from count / (this process's count), then all-reduces the
     gradients over the processes, each weighted by its count."""
 
-    def __init__(self, parallel: DataParallel, losses, shares, local_count: float):
-        self.parallel, self.losses, self.shares, self.local_count = parallel, losses, shares, local_count
+    def __init__(self, parallel: DataParallel, losses, shares, local_count: float, total_count: float):
+        self.parallel, self.losses, self.shares = parallel, losses, shares
+        self.local_count, self.total_count = local_count, total_count
 
     def backward(self, g):
         parallel, local = self.parallel, self.local_count
@@ -240,7 +244,7 @@ class _ReplicaBackward(Function):
             finally:
                 parallel._turns.finish(k)
         parallel._run(job, self.shares)
-        all_reduce_gradients(parallel.comm, parallel.module.parameters(), local)
+        all_reduce_gradients(parallel.comm, parallel.module.parameters(), local, self.total_count)
         return ()
 
     def release(self) -> None:
