@@ -15,8 +15,16 @@ from hypothesis import strategies as st
 
 import tinygrad_nlp.functional as F
 from tinygrad_nlp import Tensor, TinygradNLPError, manual_seed
-from tinygrad_nlp.models import MaskedLanguageModel, TextClassifier
-from tinygrad_nlp.nn import Embedding, LayerNorm, Linear, MultiHeadAttention, TransformerEncoderLayer
+from tinygrad_nlp.models import GPT, GPTConfig, MaskedLanguageModel, TextClassifier
+from tinygrad_nlp.nn import (
+    CausalSelfAttention,
+    DecoderBlock,
+    Embedding,
+    LayerNorm,
+    Linear,
+    MultiHeadAttention,
+    TransformerEncoderLayer,
+)
 
 dims = st.integers(0, 4)
 small_shapes = st.lists(dims, min_size=0, max_size=3).map(tuple)
@@ -249,7 +257,7 @@ def test_attention(B, H, Tq, Tk, Dh, k_heads, mask_kind, is_causal, dtype, seed)
        seq_len=st.integers(1, 7), vocab=st.integers(5, 9), bad_id=st.booleans(), norm_first=st.booleans(),
        seed=st.integers(0, 99))
 def test_layers_and_models(B, T, width, heads, seq_len, vocab, bad_id, norm_first, seed):
-    """Layers and both models on random sizes: a result of the right shape with finite
+    """Layers and the models (encoders and the decoder) on random sizes: a result of the right shape with finite
     gradients, or a documented error (width not divisible by heads, a sequence longer
     than max_len, an id outside the vocabulary)."""
     manual_seed(seed)
@@ -267,6 +275,10 @@ def test_layers_and_models(B, T, width, heads, seq_len, vocab, bad_id, norm_firs
          valid_width and seq_len <= T and not np.any(ids >= vocab)),
         (lambda: TextClassifier(vocab, 2, width, heads, 8, 1, max_len=T)(ids, rng.random((B, seq_len)) < 0.8),
          (B, 2), valid_width and seq_len <= T and not np.any(ids >= vocab)),
+        (lambda: CausalSelfAttention(width, heads, 0.1)(x), (B, T, width), valid_width),
+        (lambda: DecoderBlock(width, heads, 8, 0.1)(x), (B, T, width), valid_width),
+        (lambda: GPT(GPTConfig(vocab_size=vocab, n_positions=T, n_embd=width, n_layer=1, n_head=heads))(ids),
+         (B, seq_len, vocab), valid_width and seq_len <= T and not np.any(ids >= vocab)),
     ]
     for make, shape, valid in cases:
         if not valid:
