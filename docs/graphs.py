@@ -36,7 +36,7 @@ WHY = {  # op class -> why its backward needs what it saves
     "Log": "x: d log x = 1/x",
     "ReLU": "the mask x > 0 (1 byte per element)",
     "GELUTanh": "x and tanh(u), both in the derivative",
-    "GELU": "x and Phi(x), both in the derivative",
+    "GELU": "the derivative Phi(x) + x phi(x) itself, made in the forward from Phi and phi",
     "Tanh": "the output: 1 - y^2",
     "Softmax": "the output y: y (g - sum g y)",
     "LogSoftmax": "the output: softmax = exp(y)",

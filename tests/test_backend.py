@@ -200,6 +200,29 @@ def test_numpy_erf_agrees_with_scipy_where_scipy_is_installed():
     np.testing.assert_allclose(backend.erf(x), special.erf(x), rtol=1e-15, atol=1e-300)  # a few ulp: Cephes differs
 
 
+def test_normal_cdf_in_float32_is_within_3e_7_of_phi_and_its_density_within_1e_7():
+    import math
+    x = np.concatenate([np.linspace(-15, 10, 400001, dtype=np.float32), np.float32([0.0, -0.0, 1e-30, -1e-30, 40, -40]),
+                        np.random.default_rng(0).standard_normal((7, 333)).astype(np.float32).ravel()])  # odd blocks
+    exact = np.array([0.5 * math.erfc(-v / math.sqrt(2)) for v in x.astype(np.float64)])
+    cdf, density = backend.normal_cdf(x, density=True)
+    assert cdf.dtype == density.dtype == np.float32 and cdf.shape == x.shape
+    assert np.abs(cdf - exact).max() <= 3e-7, x[np.abs(cdf - exact).argmax()]
+    assert cdf.min() >= 0 and cdf.max() <= 1 and np.all(np.diff(cdf[:400001]) >= -3e-7)
+    exact_density = np.exp(-0.5 * x.astype(np.float64) ** 2) / math.sqrt(2 * math.pi)
+    assert np.abs(density - exact_density).max() <= 1e-7
+    edges, none = backend.normal_cdf(np.float32([np.inf, -np.inf, np.nan]).reshape(3, 1))
+    assert none is None and edges.shape == (3, 1) and edges[0, 0] == 1 and edges[1, 0] == 0 and np.isnan(edges[2, 0])
+
+
+def test_normal_cdf_in_float64_goes_through_erf():
+    import math
+    x = np.linspace(-8, 8, 1601)
+    cdf, density = backend.normal_cdf(x, density=True)
+    np.testing.assert_allclose(cdf, [0.5 * (1 + math.erf(v / math.sqrt(2))) for v in x], rtol=1e-14, atol=1e-16)
+    np.testing.assert_allclose(density, np.exp(-x * x / 2) / math.sqrt(2 * math.pi), rtol=1e-15)
+
+
 def test_a_kernel_dispatch_names_only_kernels_the_switch_knows():
     with pytest.raises(ValueError, match="unknown kernel 'softmaxx'"):
         backend.kernels.dispatch("softmaxx", generic=lambda x: x, kernel=lambda x: x)

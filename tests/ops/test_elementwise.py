@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 import tinygrad_nlp.functional as F
 from tests.helpers import assert_close, check_both_modes, needs_torch, tensor, to_torch, torch
 from tinygrad_nlp import ArgumentError, ShapeError, Tensor, backend
+from tinygrad_nlp.ops.elementwise import ACTIVATIONS
 
 BINARY = {"add": F.add, "sub": F.sub, "mul": F.mul, "div": F.div}
 UNARY = {"neg": F.neg, "exp": F.exp, "relu": F.relu, "gelu_tanh": lambda x: F.gelu(x, approximate="tanh"), "tanh": F.tanh}
@@ -98,6 +99,21 @@ def test_exact_gelu_matches_math_erf_and_differs_from_tanh_form():
     np.testing.assert_array_equal(F.gelu(Tensor(x)).numpy(), exact)  # the default is the exact form, as PyTorch's
     with pytest.raises(ArgumentError, match="approximate must be 'tanh' or 'none', got 'erf'"):
         F.gelu(Tensor(x), approximate="erf")
+
+
+def test_exact_gelu_in_float32_is_as_close_to_exact_as_pytorchs_and_keeps_one_array():
+    x64 = np.random.default_rng(0).standard_normal((64, 300)) * 3
+    x32 = x64.astype(np.float32)
+    exact = np.vectorize(lambda v: v * 0.5 * math.erfc(-v / math.sqrt(2)))(x32.astype(np.float64))
+    slope = np.vectorize(lambda v: 0.5 * math.erfc(-v / math.sqrt(2)) + v * math.exp(-v * v / 2) / math.sqrt(2 * math.pi))
+    t = Tensor(x32, requires_grad=True)
+    y = F.gelu(t)
+    assert y.creator.saved_names == ("gelu_slope",) and y.data.dtype == np.float32
+    y.backward(np.ones_like(x32))
+    assert np.abs(y.numpy() - exact).max() <= 1e-6 and np.abs(t.grad - slope(x32.astype(np.float64))).max() <= 1e-6
+    assert ACTIVATIONS["gelu"].forward(x32, False)[1] == ()  # with no backward to come, nothing is made to keep
+    node = F.linear(Tensor(x32, requires_grad=True), np.eye(300, dtype=np.float32), activation="gelu").creator
+    assert "gelu_slope" in node.saved_names and "gelu_input" not in node.saved_names
 
 
 def test_erf_without_scipy_is_the_c_library_erf(monkeypatch):

@@ -23,6 +23,7 @@ from .arrays import (
     erf,
     get_array_module,
     is_cupy_array,
+    normal_cdf,
     per_device,
     require_cuda,
     rows_per_block,
@@ -39,8 +40,8 @@ from .threads import default_threads, one_blas_thread, require_threadpoolctl
 __all__ = [
     "arrays", "random", "memory", "threads", "kernels", "collectives",
     "CACHE_BLOCK_BYTES", "CUPY_INSTALL_HINT", "DEVICES", "asnumpy", "check_device", "cuda_available",
-    "cuda_unavailable_reason", "device_of", "erf", "get_array_module", "is_cupy_array", "per_device", "require_cuda",
-    "rows_per_block", "scatter_add", "to_device", "xp_for",
+    "cuda_unavailable_reason", "device_of", "erf", "get_array_module", "is_cupy_array", "normal_cdf", "per_device",
+    "require_cuda", "rows_per_block", "scatter_add", "to_device", "xp_for",
     "nccl_all_reduce", "nccl_broadcast", "nccl_communicator", "nccl_unique_id", "use_gpu",
     "FUSED_KERNEL_NAMES", "fused_kernels_from",
     "host_memory_kept", "keep_host_memory", "out_of_memory", "release_cached_gpu_memory",

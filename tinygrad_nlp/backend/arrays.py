@@ -5,16 +5,18 @@ Everything else in the package asks this module for the array module of its inpu
 GPU need different code for one job, the difference is a named function here:
 ``per_device`` (an op's CPU and GPU versions of one function, chosen by its arrays),
 ``scatter_add`` (repeated-index accumulation), ``rows_per_block`` (cache blocking on the
-CPU, one block on the GPU) and ``erf``.
+CPU, one block on the GPU), ``erf`` and ``normal_cdf``.
 """
 from __future__ import annotations
 
 import functools
+import math
 
 import numpy as np
 
 from ..errors import DeviceError
 from .erf import erf as _numpy_erf
+from .erf import normal_cdf as _numpy_normal_cdf
 
 try:  # CuPy is optional: the CPU backend never needs it.
     import cupy as _cupy
@@ -150,6 +152,18 @@ def erf(x):
         import cupyx.scipy.special
         return cupyx.scipy.special.erf(x)
     return _numpy_erf(x)
+
+
+def normal_cdf(x, density: bool = False):
+    """(Phi(x), phi(x) or None): the standard normal CDF and, with ``density``, its
+    density, elementwise; through CuPy's erf on the GPU, ``backend.erf.normal_cdf`` on the CPU."""
+    if not is_cupy_array(x):
+        return _numpy_normal_cdf(x, density)
+    import cupyx.scipy.special
+    cdf = cupyx.scipy.special.erf(x * math.sqrt(0.5))
+    cdf += 1
+    cdf *= 0.5
+    return cdf, (_cupy.exp(-0.5 * x * x) * (1 / math.sqrt(2 * math.pi)) if density else None)
 
 
 def cupy_module():

@@ -1,11 +1,19 @@
-"""The error function in NumPy, vectorized, to the precision of its dtype (float64 within 3
-ulp of the C library's ``erf`` over the whole range, float32 within 4 float32 ulp; checked
-in tests/test_backend.py): W. J. Cody's
-rational Chebyshev approximations, the ones SciPy's and many C libraries' erf use, in three
-intervals of |x|. Exact GELU (BERT's activation) goes through it on the CPU, so it is fast
-with NumPy alone (SciPy is not needed, and its presence changes nothing).
+"""The error function and the normal CDF in NumPy, vectorized, so exact GELU (BERT's
+activation) is fast with NumPy alone (SciPy is not needed, and its presence changes nothing).
+
+- ``erf``: to the precision of its dtype (float64 within 3 ulp of the C library's ``erf``
+  over the whole range, float32 within 4 float32 ulp; checked in tests/test_backend.py):
+  W. J. Cody's rational Chebyshev approximations, the ones SciPy's and many C libraries'
+  erf use, in three intervals of |x|.
+- ``normal_cdf``: Phi(x) = (1 + erf(x / sqrt 2)) / 2 and, on request, the density
+  phi(x) = exp(-x^2 / 2) / sqrt(2 pi). In float64 through ``erf``; in float32 through one
+  formula for every x (Abramowitz and Stegun 7.1.26, the one PyTorch's float32 CPU erf
+  uses) within 3e-7 of Phi, half the error of PyTorch's float32 GELU, in a third of the passes of
+  ``erf`` and with the density as a by-product.
 """
 from __future__ import annotations
+
+import math
 
 import numpy as np
 
@@ -69,6 +77,60 @@ def _erf_block(x):
     np.copysign(out, x, out=out)
     np.copyto(out, r1, where=small)
     return out
+
+
+# Abramowitz and Stegun 7.1.26: erfc(z) = t (a1 + t (a2 + ... + t a5)) exp(-z^2) + e(z), t = 1 / (1 + p z),
+# |e(z)| <= 1.5e-7 for z >= 0
+_AS_P = 0.3275911
+_AS_A = (0.254829592, -0.284496736, 1.421413741, -1.453152027, 1.061405429)
+_SIGN_BIT = np.int32(-(2 ** 31))
+
+
+def _normal_cdf_block32(x, cdf, density):
+    """Phi of a float32 block into ``cdf`` and, when ``density`` is an array, phi into it.
+
+    With a = |x| and z = a / sqrt 2: Phi(-a) = erfc(z) / 2, the formula above; Phi(x) is
+    1/2 - Phi(-a) with x's sign, plus 1/2. The sign goes on as a bit (np.copysign and
+    masked copies are ten times slower than these passes)."""
+    a = np.abs(x)
+    t = a * np.float32(_AS_P * math.sqrt(0.5))
+    t += 1
+    np.divide(1, t, out=t)  # np.reciprocal takes twice as long
+    tail = t * np.float32(_AS_A[4] / 2)
+    for c in _AS_A[3::-1]:
+        tail += np.float32(c / 2)
+        tail *= t
+    gauss = a * np.float32(-0.5)
+    gauss *= a
+    np.exp(gauss, out=gauss)  # exp(-x^2 / 2) = exp(-z^2)
+    tail *= gauss  # Phi(-a)
+    np.subtract(np.float32(0.5), tail, out=cdf)  # >= 0, so OR-ing x's sign bit in is copysign
+    bits = cdf.view(np.int32)
+    np.bitwise_or(bits, np.bitwise_and(x.view(np.int32), _SIGN_BIT, out=tail.view(np.int32)), out=bits)
+    cdf += np.float32(0.5)
+    if density is not None:
+        np.multiply(gauss, np.float32(1 / math.sqrt(2 * math.pi)), out=density)
+
+
+def normal_cdf(x, density: bool = False):
+    """(Phi(x), phi(x) or None) of a NumPy array, elementwise: float32 arrays in float32
+    (Phi within 3e-7, phi within 1e-7), everything else in float64 through ``erf``."""
+    x = np.asarray(x)
+    if x.dtype != np.float32:
+        x = x.astype(np.float64, copy=False)
+        cdf = erf(x * math.sqrt(0.5))
+        cdf += 1
+        cdf *= 0.5
+        return cdf, (np.exp(-0.5 * x * x) / math.sqrt(2 * math.pi) if density else None)
+    flat = np.ascontiguousarray(x).reshape(-1)
+    cdf = np.empty_like(flat)
+    phi = np.empty_like(flat) if density else None
+    block = _BLOCK * 4  # the float32 temporaries are fewer: four times the elements fit in the cache
+    with np.errstate(under="ignore"):
+        for start in range(0, flat.size, block):
+            part = slice(start, start + block)
+            _normal_cdf_block32(flat[part], cdf[part], None if phi is None else phi[part])
+    return cdf.reshape(x.shape), (None if phi is None else phi.reshape(x.shape))
 
 
 def erf(x):

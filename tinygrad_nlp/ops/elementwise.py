@@ -10,7 +10,7 @@ import math
 from collections.abc import Callable
 from typing import NamedTuple
 
-from ..backend import erf, get_array_module
+from ..backend import get_array_module, normal_cdf
 from ..errors import ArgumentError
 from ..tensor import Function
 from .checks import broadcast_shape
@@ -173,14 +173,14 @@ class Log(Function):
 # ``ACTIVATIONS`` below is the one table of activation names: linear, FeedForward, BERT's
 # config, the bias + activation kernel and the tests all read it.
 class Activation(NamedTuple):
-    forward: Callable  # x -> (y, the arrays its backward needs, in the order of ``saved``)
+    forward: Callable  # (x, keep) -> (y, the arrays its backward needs in the order of ``saved``, or () when not keep)
     backward: Callable  # (g, *saved arrays) -> dL/dx
     saved: tuple  # the names those arrays are kept under
     kernel_kind: int  # its number in ops/bias_activation.cu's activation() and slope()
 
 
-def _relu_forward(x):
-    return get_array_module(x).maximum(x, 0), (x > 0,)
+def _relu_forward(x, keep=True):
+    return get_array_module(x).maximum(x, 0), ((x > 0,) if keep else ())
 
 
 def _relu_backward(g, positive):
@@ -188,11 +188,9 @@ def _relu_backward(g, positive):
 
 
 _GELU_C = math.sqrt(2.0 / math.pi)
-_SQRT_HALF = math.sqrt(0.5)
-_INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
 
 
-def _gelu_tanh_forward(x):
+def _gelu_tanh_forward(x, keep=True):
     xp = get_array_module(x)
     u = xp.multiply(x, x, out=xp.empty_like(x))  # (an array even for 0-d x); x ** 3 would take
     # NumPy's general power loop, forty times slower
@@ -204,7 +202,7 @@ def _gelu_tanh_forward(x):
     y = t + 1
     y *= x
     y *= x.dtype.type(0.5)
-    return y, (x, t)
+    return y, ((x, t) if keep else ())
 
 
 def _gelu_tanh_backward(g, x, t):
@@ -224,25 +222,23 @@ def _gelu_tanh_backward(g, x, t):
     return grad
 
 
-def _gelu_exact_forward(x):
-    cdf = erf(x * x.dtype.type(_SQRT_HALF))
-    cdf += 1
-    cdf *= 0.5
-    return x * cdf, (x, cdf)
-
-
-def _gelu_exact_backward(g, x, cdf):
-    density = get_array_module(g).exp(-0.5 * x * x)
-    density *= x.dtype.type(_INV_SQRT_2PI)
-    density *= x
+def _gelu_exact_forward(x, keep=True):
+    cdf, density = normal_cdf(x, density=keep)
+    y = x * cdf
+    if not keep:
+        return y, ()
+    density *= x  # dy/dx = Phi(x) + x phi(x), kept instead of x and Phi(x)
     density += cdf
-    density *= g
-    return density
+    return y, (density,)
+
+
+def _gelu_exact_backward(g, slope):
+    return g * slope
 
 
 ACTIVATIONS = {  # "gelu" is the exact form everywhere (PyTorch's default, BERT's); "gelu_tanh" GPT-2's
     "relu": Activation(_relu_forward, _relu_backward, ("positive",), 1),
-    "gelu": Activation(_gelu_exact_forward, _gelu_exact_backward, ("gelu_input", "cdf"), 2),
+    "gelu": Activation(_gelu_exact_forward, _gelu_exact_backward, ("gelu_slope",), 2),
     "gelu_tanh": Activation(_gelu_tanh_forward, _gelu_tanh_backward, ("gelu_input", "tanh_u"), 3),
 }
 
@@ -257,9 +253,10 @@ def check_activation(name, where: str, optional: bool = False) -> str | None:
 
 
 def save_activation(node: Function, name: str, x):
-    """``ACTIVATIONS[name]`` of x; what its backward needs is saved on ``node``."""
+    """``ACTIVATIONS[name]`` of x; what its backward needs is saved on ``node`` when
+    ``node`` will have a backward."""
     activation = ACTIVATIONS[name]
-    y, saved = activation.forward(x)
+    y, saved = activation.forward(x, any(node.needs_input_grad))
     node.save(**dict(zip(activation.saved, saved)))
     return y
 
@@ -305,7 +302,8 @@ class GELU(_ActivationOp):
     Phi(x) = (1 + erf(x / sqrt 2)) / 2.
 
     dy/dx = Phi(x) + x phi(x), with phi(x) = exp(-x^2 / 2) / sqrt(2 pi) the density
-    (the product rule, Phi' = phi). The forward saves x and Phi(x).
+    (the product rule, Phi' = phi). The forward has phi(x) on the way to Phi(x)
+    (``backend.normal_cdf``) and saves dy/dx itself, one array; the backward is g dy/dx.
     """
 
     floating = True
