@@ -84,6 +84,7 @@ def _erf_block(x):
 _AS_P = 0.3275911
 _AS_A = (0.254829592, -0.284496736, 1.421413741, -1.453152027, 1.061405429)
 _SIGN_BIT = np.int32(-(2 ** 31))
+_LOG2_E = 1 / math.log(2)
 
 
 def _normal_cdf_block32(x, cdf, density):
@@ -100,9 +101,9 @@ def _normal_cdf_block32(x, cdf, density):
     for c in _AS_A[3::-1]:
         tail += np.float32(c / 2)
         tail *= t
-    gauss = a * np.float32(-0.5)
+    gauss = a * np.float32(-0.5 * _LOG2_E)
     gauss *= a
-    np.exp(gauss, out=gauss)  # exp(-x^2 / 2) = exp(-z^2)
+    np.exp2(gauss, out=gauss)  # exp(-x^2 / 2) = exp(-z^2); NumPy's float32 exp2 takes half exp's time
     tail *= gauss  # Phi(-a)
     np.subtract(np.float32(0.5), tail, out=cdf)  # >= 0, so OR-ing x's sign bit in is copysign
     bits = cdf.view(np.int32)
