@@ -49,7 +49,10 @@ def _quiet_unless_first_process():
 
 TRAINING_OPTIONS = [  # what every training example takes, after its own options
     ("--device", ["cpu", "cuda"], "cpu", "cpu (NumPy) or cuda (CuPy)"),
-    ("--threads", 1, "replicas training at once in threads, each on its share of the batch (on N cores, N is faster)"),
+    ("--threads", int, None, "replicas training at once in threads, each on its share of the batch (default: "
+                             f"on the CPU one per core, {backend.default_threads('cpu')} here, shared with this "
+                             "machine's other MPI processes: the fastest, and the losses depend on the core count; "
+                             "--threads 1 gives the same losses on every machine)"),
     ("--seed", 0, "seed for the data split, batches, initialisation and dropout"),
     ("--no-progress", False, "log lines instead of a progress bar"),
     ("--graph", None, "draw the backward graph of one training step of a one-layer model to this .svg, .png or "
@@ -60,17 +63,21 @@ TRAINING_OPTIONS = [  # what every training example takes, after its own options
 def parser(description: str, options) -> argparse.ArgumentParser:
     """An argument parser from a table of ``(flag, default, help)`` rows: the type is the
     default's (a bool default of False is a switch; ``(flag, choices, default, help)`` rows
-    choose), and the help ends with the default."""
+    choose, ``(flag, type, None, help)`` rows take that type), and the help ends with a default
+    that is not None."""
     p = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     for row in options:
         flag, choices, default, text = row if len(row) == 4 else (row[0], None, *row[1:])
+        kind = None if default is None else type(default)
+        if isinstance(choices, type):
+            kind, choices = choices, None
         if default is False:
             p.add_argument(flag, action="store_true", help=text)
         elif default is True:
             p.add_argument(flag, action=argparse.BooleanOptionalAction, default=True, help=text + " (default on)")
         else:
-            kind = None if default is None else type(default)
-            p.add_argument(flag, type=kind, choices=choices, default=default, help=f"{text} ({default})")
+            shown = "" if default is None else f" ({default})"
+            p.add_argument(flag, type=kind, choices=choices, default=default, help=text + shown)
     return p
 
 

@@ -45,6 +45,7 @@ class Communicator:
     """A communicator of one: what training code calls, doing nothing."""
 
     rank, world_size = 0, 1
+    local_size = 1  # the processes of the run on this machine, this one included
 
     @property
     def is_root(self) -> bool:
@@ -78,11 +79,12 @@ class MPICommunicator(Communicator):
     def __init__(self, comm, device: str):
         self.comm, self.device = comm, device
         self.rank, self.world_size = comm.Get_rank(), comm.Get_size()
+        from mpi4py import MPI
+        on_this_machine = comm.Split_type(MPI.COMM_TYPE_SHARED)
+        self.local_size = on_this_machine.Get_size()
         self.nccl = None
         if device == "cuda":
-            from mpi4py import MPI
-            local_rank = comm.Split_type(MPI.COMM_TYPE_SHARED).Get_rank()  # this process's place on its machine
-            backend.use_gpu(local_rank)
+            backend.use_gpu(on_this_machine.Get_rank())  # this process's place on its machine
             unique_id = backend.nccl_unique_id() if self.rank == 0 else None
             unique_id = comm.bcast(unique_id, root=0)
             self.nccl = backend.nccl_communicator(self.world_size, unique_id, self.rank)

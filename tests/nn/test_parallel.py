@@ -2,6 +2,7 @@
 accumulate into the model's gradients, share the model's weights, draw their own
 dropout masks reproducibly, and fail with the error the replica raised; the loss they
 return says how many items it is the mean of."""
+import os
 import time
 
 import numpy as np
@@ -11,6 +12,7 @@ from hypothesis import strategies as st
 
 import tinygrad_nlp.functional as F
 from tinygrad_nlp import ArgumentError, MissingDependencyError, ShapeError, TokenIdError, backend, manual_seed
+from tinygrad_nlp.distributed import Communicator
 from tinygrad_nlp.models import MaskedLanguageModel, TextClassifier
 from tinygrad_nlp.nn import DataParallel, Loss, share
 from tinygrad_nlp.nn.flat import flatten
@@ -216,6 +218,23 @@ def test_threads_need_threadpoolctl(monkeypatch):
 def test_default_threads_one_per_core_on_the_cpu():
     assert backend.default_threads("cpu") >= 1
     assert backend.default_threads("cuda") == 1
+
+
+def test_default_threads_share_the_cores_among_the_processes_of_one_machine(monkeypatch):
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3}, raising=False)
+    assert [backend.default_threads("cpu", processes) for processes in (1, 2, 3, 8)] == [4, 2, 1, 1]
+
+    class TwoHere(Communicator):
+        local_size = 2
+    assert DataParallel(mlm(), None, comm=TwoHere()).threads == 2
+    assert DataParallel(mlm(), None).threads == 4  # one process: every core
+
+
+def test_the_examples_default_to_the_default_threads_and_take_a_count():
+    from tinygrad_nlp.cli import TRAINING_OPTIONS, parser
+    options = parser("", TRAINING_OPTIONS)
+    assert options.parse_args([]).threads is None and options.parse_args(["--threads", "3"]).threads == 3
+    assert "one per core" in options.format_help()
 
 
 @pytest.mark.parametrize("late", [None, 0, 2])

@@ -14,14 +14,15 @@ import os
 from ..errors import MissingDependencyError
 
 
-def default_threads(device: str) -> int:
-    """How many thread replicas to run unless told: on the CPU one per core this process
-    may run on (one when ``threadpoolctl``, which keeps BLAS to one thread per replica,
-    is not installed); on a GPU one."""
+def default_threads(device: str, processes: int = 1) -> int:
+    """How many thread replicas to run unless told: on the CPU the cores this process may
+    run on, shared among the ``processes`` of the run on this machine (one when
+    ``threadpoolctl``, which keeps BLAS to one thread per replica, is not installed); on
+    a GPU one."""
     if device != "cpu" or not threadpoolctl_installed():
         return 1
     cores = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else range(os.cpu_count() or 1)
-    return max(1, len(cores))
+    return max(1, len(cores) // max(1, int(processes)))
 
 
 @functools.lru_cache(maxsize=1)

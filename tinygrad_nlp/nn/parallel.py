@@ -103,12 +103,13 @@ class Loss(Tensor):
 
 class DataParallel:
     """``module`` trained data-parallel over this run's processes (``comm``, default
-    ``distributed.init``) and ``threads`` threads in each (default 1; ``None``: one per
-    core, ``backend.default_threads``)."""
+    ``distributed.init``) and ``threads`` threads in each (default 1; ``None``: the CPU's
+    cores shared among this machine's processes, ``backend.default_threads``)."""
 
     def __init__(self, module: Module, threads: int | None = 1, comm: distributed.Communicator | None = None):
+        comm = comm if comm is not None else distributed.init(module.device)
         if threads is None:
-            threads = backend.default_threads(module.device)
+            threads = backend.default_threads(module.device, comm.local_size)
         if isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) or threads < 1:
             raise ArgumentError(f"DataParallel: threads must be a positive integer, got {threads!r}")
         if threads > 1 and module.device != "cpu":
@@ -116,8 +117,7 @@ class DataParallel:
                                 "(threads=1), each op already using all its cores")
         if threads > 1:
             backend.require_threadpoolctl()
-        self.module, self.threads = module, int(threads)
-        self.comm = comm if comm is not None else distributed.init(module.device)
+        self.module, self.threads, self.comm = module, int(threads), comm
         broadcast_parameters(self.comm, module.parameters())  # every process starts from rank 0's weights
         if self.comm.world_size > 1:
             backend.random.split_gpu_streams(self.comm.rank)  # each process its own GPU dropout masks
