@@ -361,6 +361,22 @@ def test_getitem(shape, start, stop, row, seed):
         run_case(lambda index=index: F.getitem(tx, index), lambda index=index: x[index], [tx])
 
 
+@given(shape=any_shapes, num_rows=st.integers(0, 6), data=st.data(), seed=st.integers(0, 99))
+def test_scatter_rows(shape, num_rows, data, seed):
+    x = values(shape, np.float64, seed)
+    rows = x.shape[0] if x.ndim else 1
+    index = np.array(data.draw(st.lists(st.integers(-1, 6), min_size=rows, max_size=rows)), dtype=np.int64)
+    tx = Tensor(x, requires_grad=True)
+
+    def reference():
+        if x.ndim == 0 or (index.size and (index.min() < 0 or index.max() >= num_rows)):
+            raise Rejected("a 0-d input or an index out of range")
+        y = np.zeros((num_rows,) + x.shape[1:])
+        np.add.at(y, index, x)
+        return y
+    run_case(lambda: F.scatter_rows(tx, index, num_rows), reference, [tx])
+
+
 @given(shapes=st.lists(any_shapes, min_size=0, max_size=3), axis=st.integers(-4, 4), seed=st.integers(0, 99))
 def test_concatenate(shapes, axis, seed):
     xs = [values(s, np.float64, seed + i) for i, s in enumerate(shapes)]
@@ -411,7 +427,7 @@ def test_pow(shape, dtype, exponent, seed):
 
 FUZZED = {"add", "sub", "mul", "div", "matmul", "linear", "embedding", "softmax", "log_softmax", "cross_entropy",
           "linear_cross_entropy", "layer_norm", "dropout", "scaled_dot_product_attention", "self_attention",
-          "sum", "mean", "transpose", "permute", "reshape", "getitem", "concatenate", "pow", *UNARY}
+          "sum", "mean", "transpose", "permute", "reshape", "getitem", "scatter_rows", "concatenate", "pow", *UNARY}
 
 
 def test_every_public_op_has_a_fuzz_strategy():

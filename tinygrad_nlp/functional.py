@@ -12,14 +12,14 @@ from .ops.elementwise import add, div, exp, gelu, log, mul, neg, pow, relu, sub,
 from .ops.embedding import embedding
 from .ops.layernorm import layer_norm
 from .ops.linear import linear, matmul
-from .ops.shape import concatenate, getitem, mean, permute, reshape, sum, transpose
+from .ops.shape import concatenate, getitem, mean, permute, reshape, scatter_rows, sum, transpose
 from .ops.softmax import IGNORE_INDEX as IGNORE_INDEX  # a target that scores nothing: F.IGNORE_INDEX
 from .ops.softmax import cross_entropy, linear_cross_entropy, log_softmax, softmax
 from .tensor import Tensor
 
 __all__ = [
     "add", "sub", "mul", "div", "neg", "pow", "exp", "log", "relu", "gelu", "tanh",
-    "reshape", "transpose", "permute", "getitem", "concatenate", "sum", "mean",
+    "reshape", "transpose", "permute", "getitem", "scatter_rows", "concatenate", "sum", "mean",
     "matmul", "linear", "embedding", "softmax", "log_softmax", "cross_entropy",
     "linear_cross_entropy",
     "layer_norm", "dropout", "scaled_dot_product_attention", "self_attention",

@@ -7,7 +7,7 @@ import warnings
 import numpy as np
 import pytest
 
-from tinygrad_nlp import CheckpointError, MissingDependencyError, manual_seed
+from tinygrad_nlp import ArgumentError, CheckpointError, MissingDependencyError, manual_seed
 from tinygrad_nlp.models import BertConfig, BertForMaskedLM, BertForSequenceClassification, BertModel
 from tinygrad_nlp.models.bert import hf_names
 from tinygrad_nlp.optim import AdamW
@@ -230,3 +230,37 @@ def test_config_and_input_errors_are_named(tmp_path):
         model(ids, types, mask[:, :6])
     with pytest.raises(ShapeError, match=r"labels \(3, 6\) do not match input_ids \(3, 7\)"):
         model.loss(ids, ids[:, :6])
+
+
+@pytest.mark.parametrize("layers", [0, 1, 3])
+def test_states_at_positions_skip_the_padding_and_equal_the_full_forward(layers):
+    """The pooled vector and the states at chosen positions, computed on the real tokens
+    only, are forward's, with their gradients (float64, no dropout); an all-padding row's
+    [CLS] and a scored padding position come out too."""
+    manual_seed(3)
+    model = BertModel(BertConfig(**dict(SMALL, num_hidden_layers=layers, hidden_dropout_prob=0.0,
+                                        attention_probs_dropout_prob=0.0)), add_pooling_layer=True).to(dtype=np.float64)
+    ids, types, mask = batch(B=4, T=7)
+    mask[3] = 0  # a row of padding only
+    positions = np.array([0, 3, 8, 13, 16, 22, 27])  # [CLS] of rows 0-3 among them, 13 and 22 are padding
+    weights = np.random.default_rng(0).standard_normal((len(positions), SMALL["hidden_size"]))
+    grads = []
+    for states in (lambda: model(ids, types, mask)[0].reshape(-1, SMALL["hidden_size"])[positions],
+                   lambda: model.states_at(positions, ids, types, mask)):
+        model.zero_grad()
+        out = states()
+        (out * weights).sum().backward()
+        grads.append((out.numpy(), [p.grad.copy() for p in model.parameters() if p.grad is not None]))
+    (full, full_grads), (rows, row_grads) = grads
+    np.testing.assert_allclose(rows, full, rtol=1e-12, atol=1e-12)
+    assert len(full_grads) == len(row_grads)
+    for a, b in zip(row_grads, full_grads):
+        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(model.pooled(ids, types, mask).numpy(), model(ids, types, mask)[1].numpy(), rtol=1e-12)
+    np.testing.assert_allclose(model.pooled(ids, types).numpy(), model(ids, types)[1].numpy(), rtol=1e-12)
+
+
+def test_pooled_needs_a_pooler():
+    model = BertModel(BertConfig(**SMALL), add_pooling_layer=False)
+    with pytest.raises(ArgumentError, match="BertModel.pooled: this model has no pooler"):
+        model.pooled(*batch())

@@ -5,7 +5,7 @@ from hypothesis import strategies as st
 
 import tinygrad_nlp.functional as F
 from tests.helpers import assert_close, check_both_modes, needs_torch, tensor, to_torch, torch
-from tinygrad_nlp import ShapeError, Tensor
+from tinygrad_nlp import ShapeError, Tensor, TokenIdError
 
 
 def test_reshape_transpose_permute(rng):
@@ -28,6 +28,37 @@ def test_getitem_repeated_index_accumulates():
     x = Tensor(np.zeros(3), requires_grad=True)
     x[np.array([1, 1, 1])].sum().backward()
     np.testing.assert_array_equal(x.grad, [0, 3, 0])
+
+
+def test_scatter_rows_places_rows_and_its_gradient_picks_them(rng):
+    x = tensor(rng, 4, 3)
+    check_both_modes(lambda x: F.scatter_rows(x, np.array([5, 0, 2, 3]), 6), [x])
+    check_both_modes(lambda x: F.scatter_rows(x, np.array([1, 1, 0, 1]), 2) * 1.5, [x])  # repeats add up
+    y = F.scatter_rows(x, np.array([5, 0, 2, 3]), 6).numpy()
+    np.testing.assert_array_equal(y[[5, 0, 2, 3]], x.numpy())
+    assert not y[[1, 4]].any()
+
+
+@needs_torch
+def test_scatter_rows_matches_pytorch_index_add(rng):
+    x = tensor(rng, 5, 2, 3)
+    index = np.array([3, 0, 3, 6, 1])
+    g = rng.standard_normal((7, 2, 3))
+    out = F.scatter_rows(x, index, 7)
+    out.backward(g)
+    tx = to_torch(x)
+    tout = torch.zeros(7, 2, 3, dtype=torch.float64).index_add(0, torch.tensor(index), tx)
+    tout.backward(torch.tensor(g))
+    assert_close(out, tout)
+    assert_close(x.grad, tx.grad)
+
+
+def test_scatter_rows_refuses_an_index_that_does_not_fit():
+    x = Tensor(np.zeros((3, 2)))
+    with pytest.raises(TokenIdError, match="scatter_rows: row index 4 at position \\(2,\\) is out of range for 4 rows"):
+        F.scatter_rows(x, np.array([0, 1, 4]), 4)
+    with pytest.raises(ShapeError, match=r"scatter_rows: index \(2,\) must be 1-D with one entry per row of x \(3, 2\)"):
+        F.scatter_rows(x, np.array([0, 1]), 4)
 
 
 def test_concatenate(rng):

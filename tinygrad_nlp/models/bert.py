@@ -61,9 +61,30 @@ class BertLayer(Module):
         self.activation = config.hidden_act
 
     def forward(self, x, mask=None):
-        x = self.norm1(x + self.dropout(self.attention(x, mask)))
+        return self._feed_forward(self.norm1(x + self.dropout(self.attention(x, mask))))
+
+    def _feed_forward(self, x):
         h = F.linear(x, self.intermediate.weight, self.intermediate.bias, activation=HIDDEN_ACTIVATIONS[self.activation])
         return self.norm2(x + self.dropout(self.output(h)))
+
+    def on_rows(self, x, rows, shape, mask, wanted=None):
+        """The layer on the (len(rows), H) states of the positions ``rows`` of a (B, T)
+        batch (flat indices): the dense parts on those rows only, the attention on the
+        (B, T) layout with the other positions zero (``mask`` hides them as keys). With
+        ``wanted`` (flat positions among ``rows``, and their places in it), only those
+        rows come out."""
+        attention = self.attention
+        B, T = shape
+        qkv = F.reshape(F.scatter_rows(attention.qkv(x), rows, B * T), (B, T, -1))
+        heads = F.self_attention(qkv, attention.n_heads, mask=mask, dropout_p=attention.dropout,
+                                 training=attention.training)
+        heads = F.reshape(heads, (B * T, -1))
+        if wanted is None:
+            heads = heads[rows]
+        else:
+            positions, places = wanted
+            heads, x = heads[positions], x[places]
+        return self._feed_forward(self.norm1(x + self.dropout(attention.out(heads))))
 
 
 class BertPreTrained(HuggingFaceCheckpoint, Module):
@@ -139,6 +160,36 @@ class BertModel(BertPreTrained):
         pooled = None if self.pooler is None else F.tanh(self.pooler(x[:, 0]))
         return x, pooled
 
+    def states_at(self, positions, input_ids, token_type_ids=None, attention_mask=None):
+        """The last layer's states at ``positions`` (flat indices into the (B, T) batch),
+        (len(positions), H): the rows of ``forward``'s sequence output, computed from the
+        tokens that can reach them. Every dense layer skips the padding (a masked key, seen by no
+        other token) and the last layer's dense parts run on ``positions`` alone, so a
+        padded batch costs its real tokens. The pooled [CLS] vector and the MLM loss come
+        this way."""
+        self.check_inputs(input_ids, token_type_ids, attention_mask, self.bert_config)
+        xp = backend.get_array_module(input_ids)
+        if token_type_ids is None:
+            token_type_ids = xp.zeros(input_ids.shape, dtype=np.int64)
+        B, T = input_ids.shape
+        mask = None if attention_mask is None else attention_mask.astype(bool)
+        kept = xp.ones(B * T, dtype=bool) if mask is None else mask.reshape(-1).copy()
+        positions = xp.asarray(positions)
+        kept[positions] = True
+        rows = xp.flatnonzero(kept)  # in order, so each position's place among them is a search
+        x = F.reshape(self.embeddings(input_ids, token_type_ids), (B * T, -1))[rows]
+        wanted = (positions, xp.searchsorted(rows, positions))
+        for i, layer in enumerate(self.layers):
+            x = layer.on_rows(x, rows, (B, T), mask, wanted if i == len(self.layers) - 1 else None)
+        return x[wanted[1]] if not len(self.layers) else x
+
+    def pooled(self, input_ids, token_type_ids=None, attention_mask=None):
+        """The pooled output alone, tanh(dense(h[:, 0])) (B, H), through ``states_at``."""
+        if self.pooler is None:
+            raise ArgumentError("BertModel.pooled: this model has no pooler (add_pooling_layer=False)")
+        first_tokens = backend.get_array_module(input_ids).arange(input_ids.shape[0]) * input_ids.shape[1]
+        return F.tanh(self.pooler(self.states_at(first_tokens, input_ids, token_type_ids, attention_mask)))
+
 
 class BertForMaskedLM(BertPreTrained):
     """BERT with its masked-language-model head: transform = LayerNorm(act(dense(h))),
@@ -173,11 +224,10 @@ class BertForMaskedLM(BertPreTrained):
         if tuple(labels.shape) != tuple(input_ids.shape):
             raise ShapeError(f"BertForMaskedLM.loss: labels {tuple(labels.shape)} do not match input_ids "
                              f"{tuple(input_ids.shape)}")
-        h, _ = self.bert(input_ids, token_type_ids, attention_mask)
         xp = backend.get_array_module(labels)
         flat_labels = labels.reshape(-1)
         scored = xp.flatnonzero(flat_labels != ignore_index)
-        rows = h.reshape(-1, h.shape[-1])[scored]
+        rows = self.bert.states_at(scored, input_ids, token_type_ids, attention_mask)
         loss = F.linear_cross_entropy(self._transformed(rows), self.bert.embeddings.word.weight, flat_labels[scored],
                                       bias=self.decoder_bias, ignore_index=ignore_index)
         return Loss(loss, int(scored.size))
@@ -215,8 +265,7 @@ class BertForSequenceClassification(BertPreTrained):
 
     def forward(self, input_ids, token_type_ids=None, attention_mask=None):
         """Class logits (B, num_labels)."""
-        _, pooled = self.bert(input_ids, token_type_ids, attention_mask)
-        return self.classifier(self.dropout(pooled))
+        return self.classifier(self.dropout(self.bert.pooled(input_ids, token_type_ids, attention_mask)))
 
     def loss(self, input_ids, token_type_ids, attention_mask, labels) -> Loss:
         """The mean cross-entropy of the logits against ``labels`` (a ``Loss`` over the
@@ -227,7 +276,7 @@ class BertForSequenceClassification(BertPreTrained):
 
     def embed(self, input_ids, token_type_ids=None, attention_mask=None):
         """The pooled [CLS] vectors (B, hidden_size)."""
-        return self.bert(input_ids, token_type_ids, attention_mask)[1]
+        return self.bert.pooled(input_ids, token_type_ids, attention_mask)
 
 
 __all__ = ["BertConfig", "BertModel", "BertForMaskedLM", "BertForSequenceClassification", "hf_names"]

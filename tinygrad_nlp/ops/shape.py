@@ -7,7 +7,7 @@ from __future__ import annotations
 from ..backend import get_array_module, scatter_add
 from ..errors import ShapeError, TokenIdError
 from ..tensor import Function, array_of
-from .checks import normalize_axes
+from .checks import check_ids, normalize_axes
 from .embedding import scatter_add_rows
 
 
@@ -101,6 +101,31 @@ class GetItem(Function):
         return gx
 
 
+class ScatterRows(Function):
+    """y = zeros(num_rows, ...) with y[index[i]] += x[i]: the rows of x placed at ``index``
+    (repeated indices add up), the reverse of picking rows with ``x[index]``.
+
+    Each y row is a sum of x rows, so dL/dx[i] = g[index[i]]: the backward picks rows.
+    (The forward is the embedding backward's sorted segment sum.)
+    """
+
+    def __init__(self, index, num_rows: int):
+        self.index, self.num_rows = index, int(num_rows)
+
+    def check(self, x):
+        index = self.index
+        if x.ndim == 0 or index.ndim != 1 or index.shape[0] != x.shape[0]:
+            raise ShapeError(f"scatter_rows: index {tuple(index.shape)} must be 1-D with one entry per row of "
+                             f"x {tuple(x.shape)}")
+        check_ids(index, self.num_rows, "scatter_rows", noun="row index", of="{n} rows")
+
+    def forward(self, x):
+        return scatter_add_rows(self.num_rows, self.index, x).reshape((self.num_rows,) + x.shape[1:])
+
+    def backward(self, g):
+        return g[self.index]
+
+
 class Concatenate(Function):
     """y = concatenate(xs, axis).  Each input's gradient is its slice of g along ``axis``."""
 
@@ -184,6 +209,13 @@ permute = transpose
 
 def getitem(x, index):
     return GetItem(index)(x)
+
+
+def scatter_rows(x, index, num_rows: int):
+    """A (num_rows, ...) array of zeros with row ``index[i]`` receiving x's row i (added
+    where an index repeats): ``y[index] = x`` for distinct indices, the reverse of ``x[index]``."""
+    xp = get_array_module(array_of(x))
+    return ScatterRows(xp.asarray(array_of(index)), num_rows)(x)
 
 
 def concatenate(tensors, axis=0):
