@@ -1,6 +1,8 @@
 """BERT inference on the CPU against transformers under ``torch.inference_mode()``: the
 sequence classifier's forward (an embedding / classification call) at several batch
-sizes, and a fill-mask forward of BertForMaskedLM, both on random weights of one shape.
+sizes, BertForMaskedLM's logits at every position, and fill-mask's logits at the [MASK]
+positions alone (15% of the real tokens; transformers running its encoder and then its head on
+those rows), all on random weights of one shape.
 
     python benchmarks/inference.py                       # bert-base shape, seq 128, batch 1, 8, 32
     python benchmarks/inference.py --shape minilm --batches 1 8 32 64
@@ -25,7 +27,10 @@ SHAPES = {"bert-base": dict(hidden_size=768, num_hidden_layers=12, num_attention
           "minilm": dict(hidden_size=384, num_hidden_layers=6, num_attention_heads=12, intermediate_size=1536)}
 
 
-def contenders(model_class, hf_class, config, ids, mask):
+def contenders(model_class, hf_class, config, ids, mask, masked=None):
+    """Our forward and transformers', or with ``masked`` (flat positions) the MLM logits
+    at those positions only: ours through ``logits_at``, theirs as the encoder, then the
+    head on those rows."""
     import torch
     import transformers
     manual_seed(0)
@@ -37,11 +42,15 @@ def contenders(model_class, hf_class, config, ids, mask):
 
     def run_ours():
         with evaluating(ours), no_grad():
-            ours(ids, types, mask)
+            ours(ids, types, mask) if masked is None else ours.logits_at(masked, ids, types, mask)
 
     def run_theirs():
         with torch.inference_mode():
-            theirs(input_ids=t_ids, attention_mask=t_mask)
+            if masked is None:
+                theirs(input_ids=t_ids, attention_mask=t_mask)
+            else:
+                states = theirs.bert(input_ids=t_ids, attention_mask=t_mask).last_hidden_state
+                theirs.cls(states.reshape(-1, states.shape[-1])[torch.tensor(masked)])
     return {"tinygrad_nlp": run_ours, "transformers": run_theirs}
 
 
@@ -51,18 +60,27 @@ def main(argv=None):
     p.add_argument("--seq", type=int, default=128, help="tokens per row (128)")
     p.add_argument("--batches", type=int, nargs="+", default=[1, 8, 32], help="batch sizes (1 8 32)")
     p.add_argument("--repeats", type=int, default=5, help="timed runs of each, median taken (5)")
+    p.add_argument("--no-padding", action="store_true",
+                   help="every row full length (default: lengths uniform in [seq/2, seq], padded)")
     args = p.parse_args(argv)
     config = dict(SHAPES[args.shape], vocab_size=30522, hidden_dropout_prob=0.1, attention_probs_dropout_prob=0.1)
-    print(f"{args.shape} shape, sequence {args.seq}, random weights; median ms of {args.repeats} (alternating)")
+    padding = "no padding" if args.no_padding else "row lengths uniform in [seq/2, seq]"
+    print(f"{args.shape} shape, sequence {args.seq} ({padding}), random weights; median ms of {args.repeats} "
+          "(alternating)")
     print(f"{'forward':<34} {'batch':>5} {'ours':>9} {'transformers':>13} {'ours/theirs':>12}")
-    for label, ours_class, hf_class in (("sequence classification", BertForSequenceClassification,
-                                          "BertForSequenceClassification"),
-                                         ("fill-mask (MLM logits)", BertForMaskedLM, "BertForMaskedLM")):
+    for label, ours_class, hf_class, at_masks in (
+            ("sequence classification", BertForSequenceClassification, "BertForSequenceClassification", False),
+            ("MLM logits, every position", BertForMaskedLM, "BertForMaskedLM", False),
+            ("fill-mask: logits at 15% [MASK]s", BertForMaskedLM, "BertForMaskedLM", True)):
         for batch in args.batches:
             rng = np.random.default_rng(batch)
             ids = rng.integers(1, 30522, (batch, args.seq))
-            mask = (np.arange(args.seq)[None] < rng.integers(args.seq // 2, args.seq + 1, (batch, 1))).astype(np.int64)
-            runs = contenders(ours_class, hf_class, config, ids, mask)
+            lengths = rng.integers(args.seq // 2, args.seq + 1, (batch, 1))
+            if args.no_padding:
+                lengths[:] = args.seq
+            mask = (np.arange(args.seq)[None] < lengths).astype(np.int64)
+            masked = np.flatnonzero(mask.reshape(-1) * (rng.random(mask.size) < 0.15)) if at_masks else None
+            runs = contenders(ours_class, hf_class, config, ids, mask, masked)
             times = time_alternating(runs, args.repeats, warmup=1)
             ours, theirs = (1000 * np.median(times[name]) for name in ("tinygrad_nlp", "transformers"))
             print(f"{label:<34} {batch:>5} {ours:>9.1f} {theirs:>13.1f} {ours / theirs:>12.2f}")

@@ -180,7 +180,10 @@ def inputs(c):
     rng = np.random.default_rng(0)
     ids = rng.integers(5, c["vocab"], (c["batch"], c["seq"]))
     targets = np.where(rng.random((c["batch"], c["seq"])) < 0.15, ids, -100)
-    mask = np.arange(c["seq"])[None] < rng.integers(c["seq"] // 2, c["seq"] + 1, (c["batch"], 1))
+    lengths = rng.integers(c["seq"] // 2, c["seq"] + 1, (c["batch"], 1))  # padded rows, as a fine-tuning batch has
+    if c.get("no_padding"):
+        lengths[:] = c["seq"]
+    mask = np.arange(c["seq"])[None] < lengths
     labels = rng.integers(0, 2, c["batch"])
     return ids, targets, mask, labels
 
@@ -331,7 +334,8 @@ def memory_table(args, names):
     for name in names:
         out = subprocess.run([sys.executable, os.path.abspath(__file__), "--config", args.config, "--device",
                               args.device, "--memory-of", name, "--memory-steps", str(args.memory_steps)]
-                             + (["--threads", str(args.threads)] if args.threads else []),
+                             + (["--threads", str(args.threads)] if args.threads else [])
+                             + (["--no-padding"] if args.no_padding else []),
                              capture_output=True, text=True)
         if out.returncode != 0:
             print(f"  {name}: failed: {out.stderr.strip().splitlines()[-1] if out.stderr.strip() else out.returncode}")
@@ -361,12 +365,14 @@ def main(argv=None):
     p.add_argument("--memory-steps", type=int, default=3, help="steps run for the memory figure (3)")
     p.add_argument("--threads", type=int, default=None,
                    help="also time our step as N replicas in N threads (nn.DataParallel)")
+    p.add_argument("--no-padding", action="store_true",
+                   help="every row of the classifiers' batch full length (default: lengths uniform in [seq/2, seq])")
     p.add_argument("--profile", action="store_true",
                    help="instead, time every op of our step (one thread) and print where the step's time goes")
     p.add_argument("--memory-of", help=argparse.SUPPRESS)  # internal: the child process of --memory
     args = p.parse_args(argv)
     backend.check_device(args.device)
-    c = CONFIGS[args.config]
+    c = dict(CONFIGS[args.config], no_padding=args.no_padding)
     if args.profile:
         profile(c, args.device, args.config, args.repeats, args.warmup)
         return

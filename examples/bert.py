@@ -51,12 +51,14 @@ def fill_mask(args):
     tokenizer = WordPieceTokenizer.from_pretrained(args.model)
     model = BertForMaskedLM.from_pretrained(args.model, device=args.device).eval()
     batch = tokenizer.encode(args.text or ["paris is the [MASK] of france ."], max_len=64)
+    masks = np.flatnonzero(batch["input_ids"].reshape(-1) == tokenizer.mask_id)  # flat positions
     with evaluating(model):
-        logits = model(*(backend.to_device(batch[k], args.device)
-                         for k in ("input_ids", "token_type_ids", "attention_mask"))).numpy()
+        logits = model.logits_at(masks, *(backend.to_device(batch[k], args.device)
+                                          for k in ("input_ids", "token_type_ids", "attention_mask"))).numpy()
+    width = batch["input_ids"].shape[1]
     for row, text in enumerate(args.text or ["paris is the [MASK] of france ."]):
-        for position in np.flatnonzero(batch["input_ids"][row] == tokenizer.mask_id):
-            scores = logits[row, position]
+        for position in np.flatnonzero(masks // width == row):
+            scores = logits[position]
             probs = np.exp(scores - scores.max())
             probs /= probs.sum()
             best = np.argsort(-probs)[: args.top_k]

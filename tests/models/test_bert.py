@@ -264,3 +264,17 @@ def test_pooled_needs_a_pooler():
     model = BertModel(BertConfig(**SMALL), add_pooling_layer=False)
     with pytest.raises(ArgumentError, match="BertModel.pooled: this model has no pooler"):
         model.pooled(*batch())
+
+
+def test_logits_at_the_mask_positions_are_forwards(tmp_path):
+    theirs = hf_model(BertForMaskedLM, tmp_path).double()
+    ours = BertForMaskedLM.from_pretrained(tmp_path, dtype=np.float64).eval()
+    ids, types, mask = batch()
+    positions = np.array([1, 4, 8, 12, 20])  # 12 and 20 are padding
+    with torch.no_grad():
+        expected = theirs(torch.tensor(ids), token_type_ids=torch.tensor(types),
+                          attention_mask=torch.tensor(mask)).logits.reshape(-1, SMALL["vocab_size"])[positions]
+    got = ours.logits_at(positions, ids, types, mask).numpy()
+    np.testing.assert_allclose(got, ours(ids, types, mask).numpy().reshape(-1, SMALL["vocab_size"])[positions],
+                               rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(got, expected.numpy(), rtol=1e-10, atol=1e-10)

@@ -216,6 +216,14 @@ class BertForMaskedLM(BertPreTrained):
         h, _ = self.bert(input_ids, token_type_ids, attention_mask)
         return F.linear(self._transformed(h), self.bert.embeddings.word.weight, self.decoder_bias)
 
+    def logits_at(self, positions, input_ids, token_type_ids=None, attention_mask=None):
+        """The vocabulary logits at ``positions`` alone (flat indices into the (B, T)
+        batch, e.g. the [MASK] tokens), (len(positions), vocab_size): those rows of
+        ``forward``'s, through ``BertModel.states_at`` (padding skipped, the head on
+        those rows only)."""
+        h = self.bert.states_at(positions, input_ids, token_type_ids, attention_mask)
+        return F.linear(self._transformed(h), self.bert.embeddings.word.weight, self.decoder_bias)
+
     def loss(self, input_ids, labels, token_type_ids=None, attention_mask=None, ignore_index: int = F.IGNORE_INDEX):
         """Mean cross-entropy over the positions whose label is not ``ignore_index`` (a
         ``Loss`` whose count is how many), the head (transform and decoder) computed at
