@@ -53,6 +53,7 @@ WHY = {  # op class -> why its backward needs what it saves
     "Reshape": "nothing: the input shape, a setting",
     "Transpose": "nothing: the axes, a setting",
     "GetItem": "nothing: the index and input shape (the gradient is scattered back)",
+    "ScatterRows": "nothing: the row indices, a setting (the backward picks those rows of g)",
     "Concatenate": "nothing: the split points",
     "Sum": "nothing: the axes and input shape (the gradient is broadcast back)",
     "Mean": "nothing: as sum, divided by the count",
