@@ -20,14 +20,14 @@ from common import run_cli, time_alternating
 
 from tinygrad_nlp import manual_seed
 from tinygrad_nlp.models import BertConfig, BertForMaskedLM, BertForSequenceClassification
-from tinygrad_nlp.nn import evaluating
+from tinygrad_nlp.nn import DataParallel, evaluating
 from tinygrad_nlp.tensor import no_grad
 
 SHAPES = {"bert-base": dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072),
           "minilm": dict(hidden_size=384, num_hidden_layers=6, num_attention_heads=12, intermediate_size=1536)}
 
 
-def contenders(model_class, hf_class, config, ids, mask, masked=None):
+def contenders(model_class, hf_class, config, ids, mask, masked=None, threads=1):
     """Our forward and transformers', or with ``masked`` (flat positions) the MLM logits
     at those positions only: ours through ``logits_at``, theirs as the encoder, then the
     head on those rows."""
@@ -44,6 +44,10 @@ def contenders(model_class, hf_class, config, ids, mask, masked=None):
         with evaluating(ours), no_grad():
             ours(ids, types, mask) if masked is None else ours.logits_at(masked, ids, types, mask)
 
+    def run_ours_in_threads():
+        with no_grad():
+            in_threads(ids, types, mask)
+
     def run_theirs():
         with torch.inference_mode():
             if masked is None:
@@ -51,7 +55,11 @@ def contenders(model_class, hf_class, config, ids, mask, masked=None):
             else:
                 states = theirs.bert(input_ids=t_ids, attention_mask=t_mask).last_hidden_state
                 theirs.cls(states.reshape(-1, states.shape[-1])[torch.tensor(masked)])
-    return {"tinygrad_nlp": run_ours, "transformers": run_theirs}
+    runs = {"tinygrad_nlp": run_ours, "transformers": run_theirs}
+    if threads > 1 and masked is None:  # thread replicas, each on its share of the rows (nn.DataParallel)
+        in_threads = DataParallel(ours, threads)
+        runs["threads"] = run_ours_in_threads
+    return runs
 
 
 def main(argv=None):
@@ -60,6 +68,8 @@ def main(argv=None):
     p.add_argument("--seq", type=int, default=128, help="tokens per row (128)")
     p.add_argument("--batches", type=int, nargs="+", default=[1, 8, 32], help="batch sizes (1 8 32)")
     p.add_argument("--repeats", type=int, default=5, help="timed runs of each, median taken (5)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="also time our forward as N thread replicas, each on its share of the rows (1: not)")
     p.add_argument("--no-padding", action="store_true",
                    help="every row full length (default: lengths uniform in [seq/2, seq], padded)")
     args = p.parse_args(argv)
@@ -67,7 +77,9 @@ def main(argv=None):
     padding = "no padding" if args.no_padding else "row lengths uniform in [seq/2, seq]"
     print(f"{args.shape} shape, sequence {args.seq} ({padding}), random weights; median ms of {args.repeats} "
           "(alternating)")
-    print(f"{'forward':<34} {'batch':>5} {'ours':>9} {'transformers':>13} {'ours/theirs':>12}")
+    threads = f"{args.threads} threads" if args.threads > 1 else ""
+    print(f"{'forward':<34} {'batch':>5} {'ours':>9} {'transformers':>13} {'ours/theirs':>12} {threads:>10} "
+          f"{'(ratio)' if threads else ''}")
     for label, ours_class, hf_class, at_masks in (
             ("sequence classification", BertForSequenceClassification, "BertForSequenceClassification", False),
             ("MLM logits, every position", BertForMaskedLM, "BertForMaskedLM", False),
@@ -80,10 +92,13 @@ def main(argv=None):
                 lengths[:] = args.seq
             mask = (np.arange(args.seq)[None] < lengths).astype(np.int64)
             masked = np.flatnonzero(mask.reshape(-1) * (rng.random(mask.size) < 0.15)) if at_masks else None
-            runs = contenders(ours_class, hf_class, config, ids, mask, masked)
-            times = time_alternating(runs, args.repeats, warmup=1)
-            ours, theirs = (1000 * np.median(times[name]) for name in ("tinygrad_nlp", "transformers"))
-            print(f"{label:<34} {batch:>5} {ours:>9.1f} {theirs:>13.1f} {ours / theirs:>12.2f}")
+            runs = contenders(ours_class, hf_class, config, ids, mask, masked, args.threads)
+            times = {name: 1000 * np.median(t) for name, t in time_alternating(runs, args.repeats, warmup=1).items()}
+            ours, theirs = times["tinygrad_nlp"], times["transformers"]
+            line = f"{label:<34} {batch:>5} {ours:>9.1f} {theirs:>13.1f} {ours / theirs:>12.2f}"
+            if "threads" in times:
+                line += f" {times['threads']:>10.1f} ({times['threads'] / theirs:.2f})"
+            print(line)
     return 0
 
 

@@ -287,3 +287,25 @@ def test_replicas_read_the_models_arrays_whatever_they_become():
             assert q.data is p.data
     with pytest.raises(AttributeError):
         parallel.replicas[1].parameters()[0].data = np.zeros(1)
+
+
+@pytest.mark.parametrize("threads, rows", [(2, 5), (3, 2)])
+def test_the_forward_in_threads_is_the_models_forward_under_no_grad(threads, rows):
+    from tinygrad_nlp import no_grad
+    from tinygrad_nlp.models import BertConfig, BertModel
+    manual_seed(0)
+    config = BertConfig(vocab_size=99, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37,
+                        max_position_embeddings=64)
+    model = BertModel(config).to(dtype=np.float64).eval()
+    ids = np.random.default_rng(1).integers(1, 99, (rows, 9))
+    mask = np.ones_like(ids)
+    mask[-1, 4:] = 0
+    parallel = DataParallel(model, threads)
+    with no_grad():
+        expected, got = model(ids, None, mask), parallel(ids, None, mask)
+    for a, b in zip(got, expected):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-12, atol=1e-13)
+    with pytest.raises(ArgumentError, match=r"the forward in threads is for inference, under no_grad"):
+        parallel(ids, None, mask)
+    with no_grad(), pytest.raises(ShapeError, match=r"the batch arrays have \[%d, 1\] rows" % rows):
+        parallel(ids, None, mask[:1])

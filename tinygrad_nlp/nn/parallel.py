@@ -46,7 +46,7 @@ import numpy as np
 
 from .. import backend, distributed
 from ..errors import ArgumentError, ShapeError, TinygradNLPError
-from ..tensor import Function, Tensor
+from ..tensor import Function, Tensor, is_grad_enabled
 from .flat import flatten
 from .module import Module, Parameter
 
@@ -146,12 +146,7 @@ class DataParallel:
         """``module.loss(*rows)`` of this process's rows of the global ``batch`` (host
         arrays, first axis the rows), run by its replicas in threads; its ``backward``
         gives every parameter the gradient of the whole global batch's mean loss."""
-        if not batch:
-            raise ArgumentError("DataParallel.loss: got no batch arrays to share out")
-        n = len(batch[0])
-        if any(len(a) != n for a in batch):
-            raise ShapeError(f"DataParallel.loss: the batch arrays have {[len(a) for a in batch]} rows; "
-                             "they must have the same number")
+        n = _rows_of(batch, "DataParallel.loss")
         if self.replicas_in_all == 1:
             return self.module.loss(*(backend.to_device(a, self.module.device) for a in batch))
         mine = self.rows_of_process(n)
@@ -159,13 +154,41 @@ class DataParallel:
         shares = [share(mine.stop - first, self.threads, k) for k in range(self.threads)]
         shares = [slice(first + s.start, first + s.stop) for s in shares]
         parts = [[backend.to_device(a[rows], self.module.device) for a in batch] for rows in shares]
-        for replica_modules in self._modules:
-            for theirs, ours in zip(replica_modules, self.module.modules()):
-                theirs.training = ours.training
+        self._copy_modes()
         seeds = backend.rng(np).integers(2 ** 63, size=self.replicas_in_all)  # alike on every process
         mine_seeds = seeds[self.comm.rank * self.threads:(self.comm.rank + 1) * self.threads]
         losses = self._run(lambda k: _replica_loss(self.replicas[k], parts[k], mine_seeds[k]), shares)
         return self._combined(losses, shares)
+
+    def __call__(self, *batch):
+        """``module(*batch)`` for inference, under ``no_grad``: the replicas run this
+        process's threads' shares of all the rows of ``batch`` (host arrays, first axis
+        the rows; no share between processes) and their outputs (a Tensor, or a tuple of
+        Tensors or None, first axis the rows) are joined in row order. To train, ``loss``."""
+        if is_grad_enabled():
+            raise ArgumentError("DataParallel(...)(batch): the forward in threads is for inference, under no_grad; "
+                                "train with .loss(batch)")
+        n = _rows_of(batch, "DataParallel(...)")
+
+        def to_device(a):
+            return a if a is None else backend.to_device(a, self.module.device)
+        if self.threads == 1:
+            return self.module(*(to_device(a) for a in batch))
+        shares = [share(n, self.threads, k) for k in range(self.threads)]
+        parts = [[None if a is None else to_device(a[rows]) for a in batch] for rows in shares]
+        self._copy_modes()
+        seeds = backend.rng(np).integers(2 ** 63, size=self.threads) if self.module.training else [None] * self.threads
+
+        def forward(k):
+            with backend.thread_generator(np.random.default_rng(seeds[k])):
+                return self.replicas[k](*parts[k])
+        return _joined(self._run(forward, shares))
+
+    def _copy_modes(self) -> None:
+        """Each replica's modules train or evaluate as the model's do."""
+        for replica_modules in self._modules:
+            for theirs, ours in zip(replica_modules, self.module.modules()):
+                theirs.training = ours.training
 
     def _run(self, job, shares):
         """``job(k)`` for every replica k with rows, replica 0 on this thread; every
@@ -250,6 +273,27 @@ class _ReplicaBackward(Function):
     def release(self) -> None:
         super().release()
         self.losses = ()
+
+
+def _rows_of(batch, where: str) -> int:
+    """The row count the arrays of ``batch`` share (None entries aside), or a ShapeError."""
+    rows = [len(a) for a in batch if a is not None]
+    if not rows:
+        raise ArgumentError(f"{where}: got no batch arrays to share out")
+    if any(r != rows[0] for r in rows):
+        raise ShapeError(f"{where}: the batch arrays have {rows} rows; they must have the same number")
+    return rows[0]
+
+
+def _joined(outputs):
+    """The replicas' outputs joined along the rows: Tensors, or tuples of Tensors or None."""
+    first = outputs[0]
+    if isinstance(first, tuple):
+        return tuple(_joined([out[i] for out in outputs]) for i in range(len(first)))
+    if first is None:
+        return None
+    xp = backend.get_array_module(first.data)
+    return Tensor(xp.concatenate([out.data for out in outputs]))
 
 
 def _replica_loss(replica, rows, seed) -> Loss:
