@@ -80,7 +80,8 @@ def classify(args):
     schedule = LRScheduler(optimizer, linear_schedule(int(args.warmup * steps), steps))
     print(f"model: {model.num_parameters():,} parameters; {len(train_labels)} training / {len(test_labels)} test "
           f"reviews, {steps} steps")
-    frames, metrics, shuffle = [], {"config": vars(args), "epochs": []}, np.random.default_rng(args.seed)
+    frames, shuffle = [], np.random.default_rng(args.seed)
+    metrics = {"config": vars(args), "threads": model.threads, "epochs": []}
 
     def evaluate(epoch):
         logits = predict_in_batches(model.module, model.module, *test, batch_size=args.batch_size)

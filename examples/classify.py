@@ -124,7 +124,7 @@ def train(args):
         print(", ".join(f"{k.replace('_', ' ')} {v:.4g}" for k, v in epochs[-1].items()))
         saver.save(model, optimizer, f"epoch {epoch}", epoch=epoch)  # a divergence keeps the last good epoch
     if model.comm.is_root:
-        write_report(args, model.module, test, frames, dict(config=vars(args), seed=args.seed, epochs=epochs,
+        write_report(args, model.module, test, frames, dict(config=vars(args), epochs=epochs, threads=model.threads,
                      world_size=model.comm.world_size, rows_per_process=model.rows_per_process(args.batch_size)))
 
 

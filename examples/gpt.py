@@ -130,7 +130,8 @@ def train(args):
         tokenizer.save(os.path.join(args.out, "model"))
         last = history["eval"][-1]
         samples = [f"step {e['step']} (perplexity {e['perplexity']:.2f}):\n{e['sample']}" for e in history["eval"]]
-        metrics = dict(config=vars(args), **history, heldout_perplexity=last["perplexity"], world_size=model.comm.world_size)
+        metrics = dict(config=vars(args), **history, heldout_perplexity=last["perplexity"], world_size=model.comm.world_size,
+                       threads=model.threads)
         report.write_outputs(args.out, {"metrics.json": metrics, "samples.txt": "\n\n".join(samples) + "\n"})
         report.plot_losses(os.path.join(args.out, "loss.png"), history["train_loss"], history["eval"], "cross-entropy")
         print(f"held-out perplexity {last['perplexity']:.2f}; wrote {args.out}/metrics.json, loss.png, samples.txt "

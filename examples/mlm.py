@@ -1,6 +1,6 @@
 """Train a BERT-style masked-language model and export its word embeddings.
 
-    python examples/mlm.py                          # built-in corpus, about a minute on 2 cores
+    python examples/mlm.py                          # built-in corpus, under a minute on 2 cores
     python examples/mlm.py --corpus europarl.fr.txt --tutorial --steps 10000
     mpirun -n 2 python -m mpi4py examples/mlm.py    # data-parallel: each process half of every batch
 
@@ -110,7 +110,8 @@ def train(args):
     history["tokens_per_second"] = (args.steps - start) * args.batch_size * args.seq_len / (time.perf_counter() - started)
     if root:
         save(args.steps)
-        write_report(args, model.module, vocab, batcher, history, model.rows_per_process(args.batch_size))
+        write_report(args, model.module, vocab, batcher, dict(history, threads=model.threads),
+                     model.rows_per_process(args.batch_size))
 
 
 def write_report(args, model, vocab, batcher, history, rows_per_process):

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from tests.helpers import load_example
+from tinygrad_nlp import backend
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 mlm = load_example("mlm")
@@ -27,6 +28,7 @@ def test_end_to_end_writes_every_output(tmp_path, capsys):
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert len(metrics["train_loss"]) == 12 and metrics["seed"] == 0 and "neighbour_class_purity" in metrics
     assert [e["step"] for e in metrics["eval"]] == [6, 12]
+    assert metrics["threads"] == backend.default_threads("cpu")  # one replica per core unless told
     assert "projector.tensorflow.org" in out and "fill-mask" in out
 
 

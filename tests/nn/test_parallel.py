@@ -307,5 +307,5 @@ def test_the_forward_in_threads_is_the_models_forward_under_no_grad(threads, row
         np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-12, atol=1e-13)
     with pytest.raises(ArgumentError, match=r"the forward in threads is for inference, under no_grad"):
         parallel(ids, None, mask)
-    with no_grad(), pytest.raises(ShapeError, match=r"the batch arrays have \[%d, 1\] rows" % rows):
+    with no_grad(), pytest.raises(ShapeError, match=rf"the batch arrays have \[{rows}, 1\] rows"):
         parallel(ids, None, mask[:1])
