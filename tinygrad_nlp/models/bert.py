@@ -75,12 +75,13 @@ class BertLayer(Module):
         rows come out."""
         attention = self.attention
         B, T = shape
-        qkv = F.reshape(F.scatter_rows(attention.qkv(x), rows, B * T), (B, T, -1))
+        qkv = attention.qkv(x) if rows is None else F.scatter_rows(attention.qkv(x), rows, B * T)
+        qkv = F.reshape(qkv, (B, T, -1))
         heads = F.self_attention(qkv, attention.n_heads, mask=mask, dropout_p=attention.dropout,
                                  training=attention.training)
         heads = F.reshape(heads, (B * T, -1))
         if wanted is None:
-            heads = heads[rows]
+            heads = heads if rows is None else heads[rows]
         else:
             positions, places = wanted
             heads, x = heads[positions], x[places]
@@ -177,8 +178,12 @@ class BertModel(BertPreTrained):
         positions = xp.asarray(positions)
         kept[positions] = True
         rows = xp.flatnonzero(kept)  # in order, so each position's place among them is a search
-        x = F.reshape(self.embeddings(input_ids, token_type_ids), (B * T, -1))[rows]
+        x = F.reshape(self.embeddings(input_ids, token_type_ids), (B * T, -1))
         wanted = (positions, xp.searchsorted(rows, positions))
+        if rows.size < B * T:
+            x = x[rows]
+        else:  # no padding: the rows are the batch's own, and picking them would copy every layer's
+            rows = None
         for i, layer in enumerate(self.layers):
             x = layer.on_rows(x, rows, (B, T), mask, wanted if i == len(self.layers) - 1 else None)
         return x[wanted[1]] if not len(self.layers) else x

@@ -224,9 +224,10 @@ def _gelu_tanh_backward(g, x, t):
 
 def _gelu_exact_forward(x, keep=True):
     cdf, density = normal_cdf(x, density=keep)
-    y = x * cdf
     if not keep:
-        return y, ()
+        cdf *= x  # y, into Phi's array: nothing else reads it
+        return cdf, ()
+    y = x * cdf
     density *= x  # dy/dx = Phi(x) + x phi(x), kept instead of x and Phi(x)
     density += cdf
     return y, (density,)

@@ -106,7 +106,8 @@ class ScatterRows(Function):
     (repeated indices add up), the reverse of picking rows with ``x[index]``.
 
     Each y row is a sum of x rows, so dL/dx[i] = g[index[i]]: the backward picks rows.
-    (The forward is the embedding backward's sorted segment sum.)
+    (The forward copies increasing indices straight in, and sums any others with the
+    embedding backward's sorted segment sum.)
     """
 
     def __init__(self, index, num_rows: int):
@@ -120,7 +121,12 @@ class ScatterRows(Function):
         check_ids(index, self.num_rows, "scatter_rows", noun="row index", of="{n} rows")
 
     def forward(self, x):
-        return scatter_add_rows(self.num_rows, self.index, x).reshape((self.num_rows,) + x.shape[1:])
+        xp, index = get_array_module(x), self.index
+        if index.size < 2 or bool((index[1:] > index[:-1]).all()):  # increasing, so distinct: one copy
+            y = xp.zeros((self.num_rows,) + x.shape[1:], dtype=x.dtype)
+            y[index] = x
+            return y
+        return scatter_add_rows(self.num_rows, index, x).reshape((self.num_rows,) + x.shape[1:])
 
     def backward(self, g):
         return g[self.index]
