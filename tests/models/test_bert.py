@@ -7,7 +7,7 @@ import warnings
 import numpy as np
 import pytest
 
-from tinygrad_nlp import ArgumentError, CheckpointError, MissingDependencyError, manual_seed
+from tinygrad_nlp import ArgumentError, CheckpointError, MissingDependencyError, TokenIdError, manual_seed
 from tinygrad_nlp.models import BertConfig, BertForMaskedLM, BertForSequenceClassification, BertModel
 from tinygrad_nlp.models.bert import hf_names
 from tinygrad_nlp.optim import AdamW
@@ -264,6 +264,9 @@ def test_pooled_needs_a_pooler():
     model = BertModel(BertConfig(**SMALL), add_pooling_layer=False)
     with pytest.raises(ArgumentError, match="BertModel.pooled: this model has no pooler"):
         model.pooled(*batch())
+    with pytest.raises(TokenIdError, match=r"BertModel.states_at: position 21 at position \(1,\) is out of range "
+                                           r"for a \(3, 7\) batch of 21 positions \(valid ids are 0..20\)"):
+        model.states_at([0, 21], *batch())
 
 
 def test_logits_at_the_mask_positions_are_forwards(tmp_path):

@@ -24,6 +24,7 @@ from .. import backend
 from .. import functional as F
 from ..errors import ArgumentError, ShapeError
 from ..nn import Dropout, Embedding, LayerNorm, Linear, Loss, Module, ModuleList, MultiHeadAttention, Parameter
+from ..ops.checks import check_ids
 from .bert_hf import HIDDEN_ACTIVATIONS, BertConfig, HuggingFaceCheckpoint, as_config, hf_names
 
 
@@ -174,8 +175,9 @@ class BertModel(BertPreTrained):
             token_type_ids = xp.zeros(input_ids.shape, dtype=np.int64)
         B, T = input_ids.shape
         mask = None if attention_mask is None else attention_mask.astype(bool)
-        kept = xp.ones(B * T, dtype=bool) if mask is None else mask.reshape(-1).copy()
         positions = xp.asarray(positions)
+        check_ids(positions, B * T, "BertModel.states_at", noun="position", of=f"a ({B}, {T}) batch of {{n}} positions")
+        kept = xp.ones(B * T, dtype=bool) if mask is None else mask.reshape(-1).copy()
         kept[positions] = True
         rows = xp.flatnonzero(kept)  # in order, so each position's place among them is a search
         x = F.reshape(self.embeddings(input_ids, token_type_ids), (B * T, -1))
@@ -184,9 +186,11 @@ class BertModel(BertPreTrained):
             x = x[rows]
         else:  # no padding: the rows are the batch's own, and picking them would copy every layer's
             rows = None
-        for i, layer in enumerate(self.layers):
+        if not len(self.layers):
+            return x[wanted[1]]
+        for i, layer in enumerate(self.layers):  # the last one gives the wanted rows alone
             x = layer.on_rows(x, rows, (B, T), mask, wanted if i == len(self.layers) - 1 else None)
-        return x[wanted[1]] if not len(self.layers) else x
+        return x
 
     def pooled(self, input_ids, token_type_ids=None, attention_mask=None):
         """The pooled output alone, tanh(dense(h[:, 0])) (B, H), through ``states_at``."""
