@@ -51,7 +51,7 @@ TRAINING_OPTIONS = [  # what every training example takes, after its own options
     ("--device", ["cpu", "cuda"], "cpu", "cpu (NumPy) or cuda (CuPy)"),
     ("--threads", int, None, "replicas training at once in threads, each on its share of the batch (default: "
                              f"on the CPU one per core, {backend.default_threads('cpu')} here, shared with this "
-                             "machine's other MPI processes: the fastest, and the losses depend on the core count; "
+                             "machine's other MPI processes: never slower, and the losses depend on the core count; "
                              "--threads 1 gives the same losses on every machine)"),
     ("--seed", 0, "seed for the data split, batches, initialisation and dropout"),
     ("--no-progress", False, "log lines instead of a progress bar"),
