@@ -10,13 +10,13 @@ CPU, one block on the GPU), ``erf`` and ``normal_cdf``.
 from __future__ import annotations
 
 import functools
-import math
 
 import numpy as np
 
 from ..errors import DeviceError
 from .erf import erf as _numpy_erf
 from .erf import normal_cdf as _numpy_normal_cdf
+from .erf import normal_cdf_through
 
 try:  # CuPy is optional: the CPU backend never needs it.
     import cupy as _cupy
@@ -160,10 +160,7 @@ def normal_cdf(x, density: bool = False):
     if not is_cupy_array(x):
         return _numpy_normal_cdf(x, density)
     import cupyx.scipy.special
-    cdf = cupyx.scipy.special.erf(x * math.sqrt(0.5))
-    cdf += 1
-    cdf *= 0.5
-    return cdf, (_cupy.exp(-0.5 * x * x) * (1 / math.sqrt(2 * math.pi)) if density else None)
+    return normal_cdf_through(_cupy, cupyx.scipy.special.erf, x, density)
 
 
 def cupy_module():

@@ -113,16 +113,20 @@ def _normal_cdf_block32(x, cdf, density):
         np.multiply(gauss, np.float32(1 / math.sqrt(2 * math.pi)), out=density)
 
 
+def normal_cdf_through(xp, erf_of, x, density: bool):
+    """(Phi(x), phi(x) or None) from an erf: Phi = (1 + erf(x / sqrt 2)) / 2, phi = exp(-x^2 / 2) / sqrt(2 pi)."""
+    cdf = erf_of(x * math.sqrt(0.5))
+    cdf += 1
+    cdf *= 0.5
+    return cdf, (xp.exp(-0.5 * x * x) * (1 / math.sqrt(2 * math.pi)) if density else None)
+
+
 def normal_cdf(x, density: bool = False):
     """(Phi(x), phi(x) or None) of a NumPy array, elementwise: float32 arrays in float32
     (Phi within 3e-7, phi within 1e-7), everything else in float64 through ``erf``."""
     x = np.asarray(x)
     if x.dtype != np.float32:
-        x = x.astype(np.float64, copy=False)
-        cdf = erf(x * math.sqrt(0.5))
-        cdf += 1
-        cdf *= 0.5
-        return cdf, (np.exp(-0.5 * x * x) / math.sqrt(2 * math.pi) if density else None)
+        return normal_cdf_through(np, erf, x.astype(np.float64, copy=False), density)
     flat = np.ascontiguousarray(x).reshape(-1)
     cdf = np.empty_like(flat)
     phi = np.empty_like(flat) if density else None
