@@ -6,6 +6,8 @@ import warnings
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tinygrad_nlp import ArgumentError, CheckpointError, MissingDependencyError, TokenIdError, manual_seed
 from tinygrad_nlp.models import BertConfig, BertForMaskedLM, BertForSequenceClassification, BertModel
@@ -281,3 +283,20 @@ def test_logits_at_the_mask_positions_are_forwards(tmp_path):
     np.testing.assert_allclose(got, ours(ids, types, mask).numpy().reshape(-1, SMALL["vocab_size"])[positions],
                                rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(got, expected.numpy(), rtol=1e-10, atol=1e-10)
+
+
+@settings(max_examples=25, deadline=None)
+@given(B=st.integers(1, 3), T=st.integers(1, 6), layers=st.integers(0, 2), data=st.data())
+def test_states_at_any_padding_and_positions_are_forwards_rows(B, T, layers, data):
+    """Any key-padding mask (rows of padding only too) and any distinct positions."""
+    manual_seed(1)
+    model = BertModel(BertConfig(**dict(SMALL, num_hidden_layers=layers)), add_pooling_layer=False)
+    model = model.to(dtype=np.float64).eval()
+    rng = np.random.default_rng(data.draw(st.integers(0, 99)))
+    ids, types = rng.integers(1, SMALL["vocab_size"], (B, T)), rng.integers(0, 2, (B, T))
+    mask = np.array(data.draw(st.lists(st.booleans(), min_size=B * T, max_size=B * T))).reshape(B, T)
+    positions = np.array(sorted(data.draw(st.sets(st.integers(0, B * T - 1), min_size=1))), dtype=np.int64)
+    rows = model.states_at(positions, ids, types, mask).numpy()
+    full = model(ids, types, mask)[0].numpy().reshape(B * T, -1)[positions]
+    assert rows.shape == (len(positions), SMALL["hidden_size"])
+    np.testing.assert_allclose(rows, full, rtol=1e-11, atol=1e-12)

@@ -309,3 +309,5 @@ def test_the_forward_in_threads_is_the_models_forward_under_no_grad(threads, row
         parallel(ids, None, mask)
     with no_grad(), pytest.raises(ShapeError, match=rf"the batch arrays have \[{rows}, 1\] rows"):
         parallel(ids, None, mask[:1])
+    with no_grad(), pytest.raises(ArgumentError, match=r"DataParallel\(...\): got no batch arrays to share out"):
+        parallel(None)

@@ -177,9 +177,11 @@ class DataParallel:
         shares = [share(n, self.threads, k) for k in range(self.threads)]
         parts = [[None if a is None else to_device(a[rows]) for a in batch] for rows in shares]
         self._copy_modes()
-        seeds = backend.rng(np).integers(2 ** 63, size=self.threads) if self.module.training else [None] * self.threads
+        seeds = backend.rng(np).integers(2 ** 63, size=self.threads) if self.module.training else None
 
         def forward(k):
+            if seeds is None:  # evaluating: nothing draws
+                return self.replicas[k](*parts[k])
             with backend.thread_generator(np.random.default_rng(seeds[k])):
                 return self.replicas[k](*parts[k])
         return _joined(self._run(forward, shares))
