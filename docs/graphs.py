@@ -46,6 +46,7 @@ WHY = {  # op class -> why its backward needs what it saves
     "Dropout": "the boolean mask (1 byte per element)",
     "ScaledDotProductAttention": "q, k, v and the probabilities (and the dropout mask)",
     "PackedSelfAttention": "q, k, v (views of the input) and the probabilities (and the dropout mask)",
+    "RaggedSelfAttention": "per sequence, the probabilities or log-sum-exp (and the dropout mask); q, k, v are views",
     "Linear": "x and W: dL/dx = G W, dL/dW = G^T x; with an activation, what it keeps (relu: the mask)",
     "MatMul": "both inputs: dL/da = G b^T, dL/db = a^T G",
     "Embedding": "nothing as an array: the ids are a setting of the node",

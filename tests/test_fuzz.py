@@ -252,6 +252,36 @@ def test_attention(B, H, Tq, Tk, Dh, k_heads, mask_kind, is_causal, dtype, seed)
     run_case(lambda: F.scaled_dot_product_attention(*tensors, mask=mask, is_causal=is_causal), reference, tensors)
 
 
+@given(lengths=st.lists(st.integers(-1, 4), min_size=0, max_size=4), extra_rows=st.sampled_from([0, 0, 1]),
+       H=st.integers(1, 3), Dh=st.integers(1, 3), width_off=st.sampled_from([0, 0, 1]),
+       keys=st.sampled_from(["none", "random", "wrong"]), is_causal=st.booleans(), dtype=float_dtypes,
+       seed=st.integers(0, 99))
+def test_ragged_self_attention(lengths, extra_rows, H, Dh, width_off, keys, is_causal, dtype, seed):
+    rng = np.random.default_rng(seed)
+    N = max(0, sum(lengths)) + extra_rows
+    x = values((N, 3 * H * Dh + width_off), dtype, seed)
+    key_mask = {"none": None, "random": rng.random(N) < 0.7, "wrong": np.ones(N + 1, dtype=bool)}[keys]
+    tx = Tensor(x, requires_grad=True)
+
+    def reference():
+        if width_off or extra_rows or min(lengths, default=0) < 0 or keys == "wrong":
+            raise Rejected("shapes")
+        out, start = np.zeros((N, H * Dh)), 0
+        for L in lengths:
+            q, k, v = x[start:start + L].astype(np.float64).reshape(L, 3, H, Dh).transpose(1, 2, 0, 3)
+            allowed = np.ones((L, L), dtype=bool) if key_mask is None else np.tile(key_mask[start:start + L], (L, 1))
+            if is_causal:
+                allowed &= np.tri(L, dtype=bool)
+            s = np.where(allowed, q @ k.swapaxes(-1, -2) / np.sqrt(Dh), -np.inf)
+            e = np.exp(s - np.where(allowed.any(-1, keepdims=True), s.max(-1, keepdims=True, initial=-np.inf), 0))
+            p = e / np.maximum(e.sum(-1, keepdims=True), 1e-300)
+            out[start:start + L] = (p @ v).transpose(1, 0, 2).reshape(L, H * Dh)
+            start += L
+        return out.astype(dtype)
+    run_case(lambda: F.ragged_self_attention(tx, np.array(lengths, dtype=np.int64), H, key_mask=key_mask,
+                                             is_causal=is_causal), reference, [tx])
+
+
 @settings(max_examples=15, deadline=None)
 @given(B=st.integers(1, 3), T=st.integers(1, 5), width=st.integers(1, 9), heads=st.integers(1, 4),
        seq_len=st.integers(1, 7), vocab=st.integers(5, 9), bad_id=st.booleans(), norm_first=st.booleans(),
@@ -427,7 +457,8 @@ def test_pow(shape, dtype, exponent, seed):
 
 FUZZED = {"add", "sub", "mul", "div", "matmul", "linear", "embedding", "softmax", "log_softmax", "cross_entropy",
           "linear_cross_entropy", "layer_norm", "dropout", "scaled_dot_product_attention", "self_attention",
-          "sum", "mean", "transpose", "permute", "reshape", "getitem", "scatter_rows", "concatenate", "pow", *UNARY}
+          "ragged_self_attention", "sum", "mean", "transpose", "permute", "reshape", "getitem", "scatter_rows",
+          "concatenate", "pow", *UNARY}
 
 
 def test_every_public_op_has_a_fuzz_strategy():

@@ -6,7 +6,7 @@ gathers them, and attaches Tensor's operators and methods (``a + b``, ``x.sum()`
 """
 from __future__ import annotations
 
-from .ops.attention import scaled_dot_product_attention, self_attention
+from .ops.attention import ragged_self_attention, scaled_dot_product_attention, self_attention
 from .ops.dropout import dropout
 from .ops.elementwise import add, div, exp, gelu, log, mul, neg, pow, relu, sub, tanh
 from .ops.embedding import embedding
@@ -22,7 +22,7 @@ __all__ = [
     "reshape", "transpose", "permute", "getitem", "scatter_rows", "concatenate", "sum", "mean",
     "matmul", "linear", "embedding", "softmax", "log_softmax", "cross_entropy",
     "linear_cross_entropy",
-    "layer_norm", "dropout", "scaled_dot_product_attention", "self_attention",
+    "layer_norm", "dropout", "scaled_dot_product_attention", "self_attention", "ragged_self_attention",
 ]
 
 

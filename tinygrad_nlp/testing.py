@@ -76,6 +76,22 @@ def _torch_self_attention(torch, c, x):
     return attend(torch, c, q, k, v).transpose(1, 2).reshape(B, T, width // 3)
 
 
+def _torch_ragged_self_attention(torch, c, x):
+    """Each sequence's rows through PyTorch's attention on their own, side by side."""
+    outputs, start = [], 0
+    for end in c["lengths"].cumsum(0).tolist():
+        L = end - start
+        if L:
+            q, k, v = x[start:end].reshape(L, 3, c["heads"], -1).permute(1, 2, 0, 3)  # each (H, L, Dh)
+            allowed = None if c.get("keys") is None else c["keys"][start:end][None, :].expand(L, L)
+            if c.get("causal"):
+                allowed = torch.ones(L, L, dtype=torch.bool).tril()
+            out = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=allowed)
+            outputs.append(out.transpose(0, 1).reshape(L, -1))
+        start = end
+    return torch.cat(outputs)
+
+
 def _padding(rng, B, T):
     return np.arange(T)[None] < rng.integers(T // 2, T + 1, (B, 1))
 
@@ -187,6 +203,13 @@ CASES = {
     "self_attention_causal": OpCase(
         lambda c, x: F.self_attention(x, c["heads"], is_causal=True), ((2, 4, 12),), dict(heads=2),
         torch=lambda torch, c, x: _torch_self_attention(torch, dict(c, causal=True), x)),
+    "ragged_self_attention": OpCase(  # sequences of 3, 0, 2 and 1 rows; one row a query only
+        lambda c, x: F.ragged_self_attention(x, c["lengths"], c["heads"], key_mask=c["keys"]), ((6, 12),),
+        dict(lengths=np.array([3, 0, 2, 1]), keys=np.array([True, False, True, True, True, True]), heads=2),
+        torch=_torch_ragged_self_attention),
+    "ragged_self_attention_causal": OpCase(
+        lambda c, x: F.ragged_self_attention(x, c["lengths"], c["heads"], is_causal=True), ((6, 12),),
+        dict(lengths=np.array([4, 2]), heads=2, causal=True), torch=_torch_ragged_self_attention),
     "self_attention": OpCase(
         lambda c, x: F.self_attention(x, c["heads"], mask=c["mask"], dropout_p=c.get("p", 0.0)), ((2, 4, 12),),
         dict(mask=_PADDING, heads=2),

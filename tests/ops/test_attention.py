@@ -215,3 +215,71 @@ def test_long_sequence_attention_that_makes_its_probabilities_again_equals_the_k
     for kept, made_again in zip(*results):
         np.testing.assert_allclose(made_again, kept, rtol=1e-12, atol=1e-13)
     assert gradcheck(attend, [Tensor(a, requires_grad=True) for a in arrays], mode="full")
+
+
+# -- ragged_self_attention: sequences stored one after another, no padding ----------------
+@given(B=st.integers(1, 3), T=st.integers(1, 5), H=st.integers(1, 3), Dh=st.integers(1, 3),
+       causal=st.booleans(), seed=st.integers(0, 999))
+def test_ragged_self_attention_equals_self_attention_at_the_real_rows(B, T, H, Dh, causal, seed):
+    """The real tokens of a right-padded batch, one sequence after another, give
+    self_attention's outputs at those rows and the same input gradients there (float64)."""
+    rng = np.random.default_rng(seed)
+    lengths = rng.integers(0, T + 1, B)
+    mask = np.arange(T)[None] < lengths[:, None]
+    rows = np.flatnonzero(mask)
+    grid = rng.standard_normal((B, T, 3 * H * Dh))
+    g = rng.standard_normal((B, T, H * Dh)) * mask[..., None]  # no gradient flows in at the padding
+    padded, packed = Tensor(grid, requires_grad=True), Tensor(grid.reshape(B * T, -1)[rows], requires_grad=True)
+    out = F.self_attention(padded, H, mask=mask, is_causal=causal)
+    out.backward(g)
+    ours = F.ragged_self_attention(packed, lengths, H, is_causal=causal)
+    if rows.size:
+        ours.backward(g.reshape(B * T, -1)[rows])
+        assert_close(packed.grad, padded.grad.reshape(B * T, -1)[rows], rtol=1e-10, atol=1e-12)
+    assert_close(ours.numpy(), out.numpy().reshape(B * T, -1)[rows], rtol=1e-10, atol=1e-12)
+
+
+def test_ragged_self_attention_query_only_rows_and_dropout_gradients(rng):
+    x = tensor(rng, 7, 12)
+    lengths, keys = np.array([3, 1, 0, 3]), np.array([True, False, True, False, True, True, True])
+
+    def fn(x):
+        manual_seed(5)
+        return F.ragged_self_attention(x, lengths, 2, key_mask=keys, dropout_p=0.4)
+    check_both_modes(fn, [x])
+    out = F.ragged_self_attention(x, lengths, 2, key_mask=keys)
+    assert np.all(out.numpy()[3] == 0)  # a sequence whose one row is no key attends to nothing
+    assert set(out.creator.saved_arrays()) == {"probs[0]", "probs[1]", "probs[2]"}  # one per non-empty sequence
+
+
+def test_ragged_self_attention_makes_its_probabilities_again_above_the_limit(monkeypatch):
+    """Over the limit, counted over every sequence's P together, each sequence keeps its
+    log-sum-exp instead: the same outputs and gradients."""
+    from tinygrad_nlp.ops import attention as attention_op
+    rng = np.random.default_rng(2)
+    x, g, lengths = rng.standard_normal((9, 18)), rng.standard_normal((9, 6)), np.array([5, 4])
+    results = []
+    for limit, saved in ((2 * 41 * 8 - 1, {"lse[0]", "lse[1]"}), (2 * 41 * 8, {"probs[0]", "probs[1]"})):
+        monkeypatch.setattr(attention_op, "KEEP_PROBABILITIES_UP_TO", limit)  # 2 heads, 5^2 + 4^2 = 41, float64
+        t = Tensor(x, requires_grad=True)
+        out = F.ragged_self_attention(t, lengths, 2, is_causal=True)
+        assert set(out.creator.saved_arrays()) == saved
+        out.backward(g)
+        results.append((out.numpy(), t.grad))
+    for kept, made_again in zip(*results):
+        np.testing.assert_allclose(made_again, kept, rtol=1e-12, atol=1e-13)
+
+
+def test_ragged_self_attention_errors():
+    x = Tensor(np.zeros((5, 12)))
+    with pytest.raises(ShapeError, match=r"ragged_self_attention: input \(5, 10\) must be \(rows, 3 \* n_heads \* "
+                                         r"head_dim\) with n_heads=2"):
+        F.ragged_self_attention(Tensor(np.zeros((5, 10))), [5], 2)
+    with pytest.raises(ShapeError, match=r"ragged_self_attention: lengths \[2, 2\] must be non-negative integers "
+                                         r"summing to the input's 5 rows"):
+        F.ragged_self_attention(x, [2, 2], 2)
+    with pytest.raises(ShapeError, match=r"lengths \[6, -1\] must be non-negative"):
+        F.ragged_self_attention(x, [6, -1], 2)
+    with pytest.raises(ShapeError, match=r"ragged_self_attention: key_mask bool \(4,\) must be boolean with one "
+                                         r"entry per input row \(5,\)"):
+        F.ragged_self_attention(x, [5], 2, key_mask=np.ones(4, dtype=bool))

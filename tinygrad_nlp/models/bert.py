@@ -17,6 +17,7 @@ Names: the module tree reads like the rest of this package (``layers.3.attention
 from __future__ import annotations
 
 import re
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -68,25 +69,38 @@ class BertLayer(Module):
         h = F.linear(x, self.intermediate.weight, self.intermediate.bias, activation=HIDDEN_ACTIVATIONS[self.activation])
         return self.norm2(x + self.dropout(self.output(h)))
 
-    def on_rows(self, x, rows, shape, mask, wanted=None):
-        """The layer on the (len(rows), H) states of the positions ``rows`` of a (B, T)
-        batch (flat indices): the dense parts on those rows only, the attention on the
-        (B, T) layout with the other positions zero (``mask`` hides them as keys). With
-        ``wanted`` (flat positions among ``rows``, and their places in it), only those
-        rows come out."""
+    def on_rows(self, x, packing, wanted=None):
+        """The layer on the (N, H) states of the rows ``packing`` names (a ``Packing`` of a
+        (B, T) batch): the dense parts on those rows only; the attention on the full
+        (B, T) grid (``packing.rows`` None, the padding masked as keys) or, when rows are
+        left out, on each sequence's rows alone (``F.ragged_self_attention``). With
+        ``wanted`` (places among the rows), only those rows come out."""
         attention = self.attention
-        B, T = shape
-        qkv = attention.qkv(x) if rows is None else F.scatter_rows(attention.qkv(x), rows, B * T)
-        qkv = F.reshape(qkv, (B, T, -1))
-        heads = F.self_attention(qkv, attention.n_heads, mask=mask, dropout_p=attention.dropout,
-                                 training=attention.training)
-        heads = F.reshape(heads, (B * T, -1))
-        if wanted is None:
-            heads = heads if rows is None else heads[rows]
+        qkv = attention.qkv(x)
+        if packing.rows is None:
+            B, T = packing.shape
+            heads = F.self_attention(F.reshape(qkv, (B, T, -1)), attention.n_heads, mask=packing.mask,
+                                     dropout_p=attention.dropout, training=attention.training)
+            heads = F.reshape(heads, (B * T, -1))
         else:
-            positions, places = wanted
-            heads, x = heads[positions], x[places]
+            heads = F.ragged_self_attention(qkv, packing.lengths, attention.n_heads, key_mask=packing.key_mask,
+                                            dropout_p=attention.dropout, training=attention.training)
+        if wanted is not None:
+            heads, x = heads[wanted], x[wanted]
         return self._feed_forward(self.norm1(x + self.dropout(attention.out(heads))))
+
+
+class Packing(NamedTuple):
+    """Which positions of a (B, T) batch ``BertModel.states_at`` computes: ``rows`` (flat
+    indices, in order; None for all of them), the count of them per batch row
+    (``lengths``), which of them are keys (``key_mask``, None when all are: a wanted
+    padding position is a query only) and the batch's own ``mask``."""
+
+    shape: tuple
+    mask: Any
+    rows: Any = None
+    lengths: Any = None
+    key_mask: Any = None
 
 
 class BertPreTrained(HuggingFaceCheckpoint, Module):
@@ -181,15 +195,18 @@ class BertModel(BertPreTrained):
         kept[positions] = True
         rows = xp.flatnonzero(kept)  # in order, so each position's place among them is a search
         x = F.reshape(self.embeddings(input_ids, token_type_ids), (B * T, -1))
-        wanted = (positions, xp.searchsorted(rows, positions))
+        wanted = xp.searchsorted(rows, positions)
         if rows.size < B * T:
+            keys = mask.reshape(-1)[rows]
+            packing = Packing((B, T), mask, rows, kept.reshape(B, T).sum(axis=1),
+                              None if bool(keys.all()) else keys)
             x = x[rows]
         else:  # no padding: the rows are the batch's own, and picking them would copy every layer's
-            rows = None
+            packing = Packing((B, T), mask)
         if not len(self.layers):
-            return x[wanted[1]]
+            return x[wanted]
         for i, layer in enumerate(self.layers):  # the last one gives the wanted rows alone
-            x = layer.on_rows(x, rows, (B, T), mask, wanted if i == len(self.layers) - 1 else None)
+            x = layer.on_rows(x, packing, wanted if i == len(self.layers) - 1 else None)
         return x
 
     def pooled(self, input_ids, token_type_ids=None, attention_mask=None):

@@ -72,10 +72,11 @@ class ScaledDotProductAttention(Function):
 
     floating = True
 
-    def __init__(self, mask=None, dropout_p=0.0, training=True, is_causal=False):
+    def __init__(self, mask=None, dropout_p=0.0, training=True, is_causal=False, *, recompute=None):
         self.mask, self.is_causal = mask, bool(is_causal)
         self.dropout_p = check_probability(dropout_p, "scaled_dot_product_attention dropout")
         self.training = training
+        self.keep_probabilities = None if recompute is None else not recompute  # None: by the size of P
 
     def check(self, q, k, v):
         get_array_module(q, k, v, self.mask)
@@ -99,7 +100,8 @@ class ScaledDotProductAttention(Function):
         self.score_mask = None if mask is None else mask.reshape((1,) * (4 - mask.ndim) + tuple(mask.shape))
         self.future = future_keys(xp, Tq, Tk) if self.is_causal else None
         self.shape, self.itemsize = (B, H, Tq, Tk), q.dtype.itemsize
-        self.recompute = B * H * Tq * Tk * q.dtype.itemsize > KEEP_PROBABILITIES_UP_TO
+        self.recompute = (B * H * Tq * Tk * q.dtype.itemsize > KEEP_PROBABILITIES_UP_TO
+                          if self.keep_probabilities is None else not self.keep_probabilities)
         keep = None
         if self.training and self.dropout_p > 0:
             keep = draw_dropout_mask(q, self.dropout_p, (B, H, Tq, Tk))
@@ -223,6 +225,86 @@ class PackedSelfAttention(ScaledDotProductAttention):
         return grad.reshape(B, T, 3 * D)
 
 
+class RaggedSelfAttention(Function):
+    """Multi-head self-attention over sequences of different lengths stored one after
+    another as rows, none padded: input (N, 3 * D), the rows of sequence s being
+    ``lengths[s]`` consecutive rows, each laid out as PackedSelfAttention's
+    ([q|k|v], H, Dh); output (N, D). Each sequence attends within itself only, so a
+    padded batch's attention costs the sum of L^2 over its sequences instead of B T^2,
+    and needs no padding mask (the idea of flash-attention's variable-length form).
+
+    Per sequence it is ``scaled_dot_product_attention`` of that sequence's q, k, v (as
+    views of the input rows), with its forward and backward: the gradient is the three
+    head gradients written into one (N, 3, H, Dh) buffer. ``key_mask`` (N,), True where
+    a row may be attended to, hides rows as keys that are there only as queries (a row
+    whose keys are all hidden outputs zeros); ``is_causal`` orders each sequence's rows
+    as positions. Whether P is kept or made again in the backward is decided once, by
+    the bytes of every sequence's P together.
+    """
+
+    floating = True
+
+    def __init__(self, n_heads, lengths, key_mask=None, dropout_p=0.0, training=True, is_causal=False):
+        self.n_heads, self.lengths, self.key_mask = int(n_heads), lengths, key_mask
+        self.dropout_p = check_probability(dropout_p, "ragged_self_attention dropout")
+        self.training, self.is_causal = training, bool(is_causal)
+
+    def check(self, qkv):
+        H, lengths, key_mask = self.n_heads, self.lengths, self.key_mask
+        if qkv.ndim != 2 or H < 1 or qkv.shape[-1] % (3 * H):
+            raise ShapeError(f"ragged_self_attention: input {tuple(qkv.shape)} must be (rows, 3 * n_heads * head_dim) "
+                             f"with n_heads={H}")
+        if lengths.ndim != 1 or lengths.dtype.kind not in "iu" or (lengths.size and int(lengths.min()) < 0) \
+                or int(lengths.sum()) != qkv.shape[0]:
+            raise ShapeError(f"ragged_self_attention: lengths {lengths.tolist() if lengths.size <= 8 else lengths.shape} "
+                             f"must be non-negative integers summing to the input's {qkv.shape[0]} rows")
+        if key_mask is not None and (key_mask.dtype != bool or tuple(key_mask.shape) != (qkv.shape[0],)):
+            raise ShapeError(f"ragged_self_attention: key_mask {key_mask.dtype} {tuple(key_mask.shape)} must be "
+                             f"boolean with one entry per input row ({qkv.shape[0]},)")
+
+    def forward(self, qkv):
+        xp = get_array_module(qkv)
+        N, width = qkv.shape
+        H = self.n_heads
+        heads = qkv.reshape(N, 3, H, width // (3 * H))
+        ends = [int(e) for e in self.lengths.cumsum()]
+        spans = [(start, stop) for start, stop in zip([0] + ends[:-1], ends) if stop > start]
+        recompute = sum((stop - start) ** 2 for start, stop in spans) * H * qkv.dtype.itemsize \
+            > KEEP_PROBABILITIES_UP_TO
+        out = xp.empty((N, H, heads.shape[-1]), dtype=qkv.dtype)
+        keys, self.segments = self.key_mask, []
+        for start, stop in spans:
+            q, k, v = heads[start:stop].transpose(1, 2, 0, 3)[:, None]  # each (1, H, L, Dh)
+            mask = None if keys is None or bool(keys[start:stop].all()) else keys[start:stop][None]
+            attention = ScaledDotProductAttention(mask, self.dropout_p, self.training, self.is_causal,
+                                                  recompute=recompute)
+            out[start:stop] = attention.forward(q, k, v)[0].transpose(1, 0, 2)
+            if any(self.needs_input_grad):
+                self.segments.append((start, stop, attention))
+        return out.reshape(N, width // 3)
+
+    def backward(self, g):
+        xp = get_array_module(g)
+        N, D = g.shape
+        H = self.n_heads
+        heads_grad = g.reshape(N, H, D // H)
+        grad = xp.empty((N, 3, H, D // H), dtype=g.dtype)
+        for start, stop, attention in self.segments:
+            for i, gi in enumerate(attention.backward(heads_grad[start:stop].transpose(1, 0, 2)[None])):
+                grad[start:stop, i] = gi[0].transpose(1, 0, 2)
+        return grad.reshape(N, 3 * D)
+
+    def saved_arrays(self) -> dict:
+        """Each sequence's P (or log-sum-exp) and dropout draw, as ``probs[s]`` and so on;
+        its q, k and v are views of the input."""
+        return {f"{name}[{s}]": array for s, (_, _, attention) in enumerate(getattr(self, "segments", ()))
+                for name, array in attention.saved_arrays().items() if name not in ("q", "k", "v")}
+
+    def release(self) -> None:
+        super().release()
+        self.segments = []
+
+
 # -- the public functions ------------------------------------------------------------
 def scaled_dot_product_attention(q, k, v, mask=None, dropout_p=0.0, is_causal=False, training=True):
     """softmax(q k^T / sqrt(Dh), masked) v for q (B, H, Tq, Dh), k and v (B, H, Tk, Dh).
@@ -245,3 +327,17 @@ def self_attention(qkv, n_heads, mask=None, dropout_p=0.0, training=True, is_cau
     with the same ``mask``, ``is_causal`` and dropout, and merging the heads; faster, and
     with one gradient buffer."""
     return PackedSelfAttention(n_heads, array_of(mask), dropout_p, training, is_causal)(qkv)
+
+
+def ragged_self_attention(qkv, lengths, n_heads, key_mask=None, dropout_p=0.0, training=True, is_causal=False):
+    """Multi-head self-attention over sequences stored one after another without padding:
+    ``qkv`` (N, 3 * D) holds ``lengths[0]`` rows of the first sequence, then the second's,
+    and so on, each row laid out as ``self_attention``'s; out (N, D). Each sequence attends
+    within itself only: the rows of a padded (B, T) batch's real tokens, with ``lengths``
+    the real tokens per row, give ``self_attention``'s output at those rows, without the
+    padding's work. ``key_mask`` (N,): True where a row may be attended to (default: every
+    row); ``is_causal``: a row may not attend to a later row of its sequence."""
+    xp = get_array_module(array_of(qkv))
+    lengths = xp.asarray(array_of(lengths))
+    return RaggedSelfAttention(n_heads, lengths, None if key_mask is None else xp.asarray(array_of(key_mask)),
+                               dropout_p, training, is_causal)(qkv)
