@@ -8,7 +8,10 @@ those rows), all on random weights of one shape.
     python benchmarks/inference.py --shape minilm --batches 1 8 32 64
 
 Ours runs under ``no_grad`` in evaluation mode; the two alternate, run by run, in one
-process, and each figure is the median of --repeats runs.
+process, and each figure is the median of --repeats runs. ``--floor`` also times, for the
+classifier, what our forward cannot do without: every layer's four matrix products on the
+batch's real tokens, alone and with the exact GELU after the first feed-forward product
+(one thread, the layers' own weights), as fractions of transformers' whole forward.
 """
 from __future__ import annotations
 
@@ -27,7 +30,28 @@ SHAPES = {"bert-base": dict(hidden_size=768, num_hidden_layers=12, num_attention
           "minilm": dict(hidden_size=384, num_hidden_layers=6, num_attention_heads=12, intermediate_size=1536)}
 
 
-def contenders(model_class, hf_class, config, ids, mask, masked=None, threads=1):
+def floor_runs(model, tokens):
+    """Every layer's four products on ``tokens`` rows (QKV, attention output, the two
+    feed-forward ones), and the same with the exact GELU, as our forward runs them."""
+    from tinygrad_nlp.ops.elementwise import ACTIVATIONS
+    gelu = ACTIVATIONS["gelu"].forward
+    rng = np.random.default_rng(0)
+    layers = model.bert.layers
+    x = rng.standard_normal((tokens, layers[0].intermediate.weight.shape[1])).astype(np.float32)
+    h = rng.standard_normal((tokens, layers[0].intermediate.weight.shape[0])).astype(np.float32)
+
+    def products(with_gelu):
+        for layer in layers:
+            x @ layer.attention.qkv.weight.data.T
+            x @ layer.attention.out.weight.data.T
+            z = x @ layer.intermediate.weight.data.T
+            if with_gelu:
+                gelu(z, False)
+            h @ layer.output.weight.data.T
+    return {"products": lambda: products(False), "products + GELU": lambda: products(True)}
+
+
+def contenders(model_class, hf_class, config, ids, mask, masked=None, threads=1, floor=False):
     """Our forward and transformers', or with ``masked`` (flat positions) the MLM logits
     at those positions only: ours through ``logits_at``, theirs as the encoder, then the
     head on those rows."""
@@ -59,6 +83,8 @@ def contenders(model_class, hf_class, config, ids, mask, masked=None, threads=1)
     if threads > 1 and masked is None:  # thread replicas, each on its share of the rows (nn.DataParallel)
         in_threads = DataParallel(ours, threads)
         runs["threads"] = run_ours_in_threads
+    if floor:
+        runs.update(floor_runs(ours, int(mask.sum())))
     return runs
 
 
@@ -72,6 +98,8 @@ def main(argv=None):
                    help="also time our forward as N thread replicas, each on its share of the rows (1: not)")
     p.add_argument("--no-padding", action="store_true",
                    help="every row full length (default: lengths uniform in [seq/2, seq], padded)")
+    p.add_argument("--floor", action="store_true",
+                   help="also time the classifier's matrix products alone and with the GELU (ratios to transformers)")
     args = p.parse_args(argv)
     config = dict(SHAPES[args.shape], vocab_size=30522, hidden_dropout_prob=0.1, attention_probs_dropout_prob=0.1)
     padding = "no padding" if args.no_padding else "row lengths uniform in [seq/2, seq]"
@@ -92,12 +120,16 @@ def main(argv=None):
                 lengths[:] = args.seq
             mask = (np.arange(args.seq)[None] < lengths).astype(np.int64)
             masked = np.flatnonzero(mask.reshape(-1) * (rng.random(mask.size) < 0.15)) if at_masks else None
-            runs = contenders(ours_class, hf_class, config, ids, mask, masked, args.threads)
+            floor = args.floor and ours_class is BertForSequenceClassification
+            runs = contenders(ours_class, hf_class, config, ids, mask, masked, args.threads, floor)
             times = {name: 1000 * np.median(t) for name, t in time_alternating(runs, args.repeats, warmup=1).items()}
             ours, theirs = times["tinygrad_nlp"], times["transformers"]
             line = f"{label:<34} {batch:>5} {ours:>9.1f} {theirs:>13.1f} {ours / theirs:>12.2f}"
             if "threads" in times:
                 line += f" {times['threads']:>10.1f} ({times['threads'] / theirs:.2f})"
+            if floor:
+                line += "; " + ", ".join(f"{name} {times[name]:.1f} ({times[name] / theirs:.2f})"
+                                         for name in ("products", "products + GELU"))
             print(line)
     return 0
 
