@@ -13,19 +13,28 @@ from tinygrad_nlp import TinygradNLPError, backend
 from tinygrad_nlp.tensor import Function
 
 
-def time_alternating(contenders, repeats, warmup):
+def time_alternating(contenders, repeats, warmup, settle: float = 0.0):
     """{name: [seconds per run]}: every contender runs ``warmup`` times untimed, then
-    once per round for ``repeats`` rounds, so drift in machine load hits all alike."""
+    once per round for ``repeats`` rounds, so drift in machine load hits all alike.
+    ``settle`` seconds of idle come before each timed run: long enough (0.25 s) for the
+    previous contender's idle BLAS and OpenMP workers to stop spinning (OpenBLAS's spin
+    for about 0.1 s after a product, PyTorch's OpenMP pool after an op), which would
+    otherwise hold a core through the start of the next one's run."""
     for run in contenders.values():
         for _ in range(warmup):
             run()
     times = {name: [] for name in contenders}
     for _ in range(repeats):
         for name, run in contenders.items():
+            time.sleep(settle)
             start = time.perf_counter()
             run()
             times[name].append(time.perf_counter() - start)
     return times
+
+
+# the pause before each timed run of a whole step or forward (time_alternating's settle)
+STEP_SETTLE_SECONDS = 0.25
 
 
 @contextlib.contextmanager

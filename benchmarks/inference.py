@@ -19,7 +19,7 @@ import argparse
 import tempfile
 
 import numpy as np
-from common import run_cli, time_alternating
+from common import STEP_SETTLE_SECONDS, run_cli, time_alternating
 
 from tinygrad_nlp import manual_seed
 from tinygrad_nlp.models import BertConfig, BertForMaskedLM, BertForSequenceClassification
@@ -122,7 +122,8 @@ def main(argv=None):
             masked = np.flatnonzero(mask.reshape(-1) * (rng.random(mask.size) < 0.15)) if at_masks else None
             floor = args.floor and ours_class is BertForSequenceClassification
             runs = contenders(ours_class, hf_class, config, ids, mask, masked, args.threads, floor)
-            times = {name: 1000 * np.median(t) for name, t in time_alternating(runs, args.repeats, warmup=1).items()}
+            times = {name: 1000 * np.median(t) for name, t in time_alternating(runs, args.repeats, warmup=1,
+                                                                               settle=STEP_SETTLE_SECONDS).items()}
             ours, theirs = times["tinygrad_nlp"], times["transformers"]
             line = f"{label:<34} {batch:>5} {ours:>9.1f} {theirs:>13.1f} {ours / theirs:>12.2f}"
             if "threads" in times:

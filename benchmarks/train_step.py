@@ -25,7 +25,7 @@ import sys
 import time
 
 import numpy as np
-from common import op_timers, run_cli, time_alternating
+from common import STEP_SETTLE_SECONDS, op_timers, run_cli, time_alternating
 
 from tinygrad_nlp import backend, graph, manual_seed
 from tinygrad_nlp.models import GPT, BertConfig, BertForSequenceClassification, GPTConfig, MaskedLanguageModel, TextClassifier
@@ -387,7 +387,7 @@ def main(argv=None):
     contenders = {name: make() for name, make in contender_makers(c, args.device, args.config, args.torch, args.jax,
                                                                          args.threads).items()}
     contenders[PEAK] = probe
-    times = time_alternating(contenders, args.repeats, args.warmup)
+    times = time_alternating(contenders, args.repeats, args.warmup, settle=STEP_SETTLE_SECONDS)
     # the best product, alone or among the contenders (right after PyTorch's or JAX's steps
     # their idle threads still spin, and a product then runs at half speed)
     peak = 2 * 2048 ** 3 / min(times.pop(PEAK) + alone) / 1e9
