@@ -77,6 +77,23 @@ def test_attention_redraws_each_batch_blocks_mask_from_its_own_stream(monkeypatc
     check_both_modes(attend, [qkv])
 
 
+def test_ragged_attention_with_the_dropout_kernel_draws_each_sequences_mask_again(monkeypatch):
+    """The fused dropout path through ragged_self_attention keeps no mask: each sequence's
+    is drawn again in the backward from its own stream, and float64 finite differences
+    (every forward reseeded) agree with that backward."""
+    launched = kernels_on_the_cpu(monkeypatch, {"dropout"})
+    rng = np.random.default_rng(2)
+    qkv = Tensor(rng.standard_normal((9, 12)), requires_grad=True)
+    lengths = np.array([5, 0, 3, 1])
+
+    def attend(x):
+        manual_seed(7)
+        return F.ragged_self_attention(x, lengths, 2, dropout_p=0.4)
+    out = attend(qkv)
+    assert set(out.creator.saved_arrays()) == {"probs[0]", "probs[1]", "probs[2]"} and launched["dropout"] == 3
+    check_both_modes(attend, [qkv])
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("optimizer, weight_decay", [("adam", 0.0), ("adam", 0.01), ("adamw", 0.01)])
 def test_the_adam_kernel_path_over_the_flat_buffer_matches_the_generic_update(optimizer, weight_decay, dtype,
