@@ -179,10 +179,11 @@ class BertModel(BertPreTrained):
     def states_at(self, positions, input_ids, token_type_ids=None, attention_mask=None):
         """The last layer's states at ``positions`` (flat indices into the (B, T) batch),
         (len(positions), H): the rows of ``forward``'s sequence output, computed from the
-        tokens that can reach them. Every dense layer skips the padding (a masked key, seen by no
-        other token) and the last layer's dense parts run on ``positions`` alone, so a
-        padded batch costs its real tokens. The pooled [CLS] vector and the MLM loss come
-        this way."""
+        tokens that can reach them. Every layer skips the padding (a masked key, seen by no
+        other token): the dense parts run on the real rows, attention on each sequence's
+        own rows (``F.ragged_self_attention``), and the last layer's dense parts on
+        ``positions`` alone, so a padded batch costs its real tokens. The pooled [CLS]
+        vector, the MLM loss and fill-mask's logits come this way."""
         self.check_inputs(input_ids, token_type_ids, attention_mask, self.bert_config)
         xp = backend.get_array_module(input_ids)
         if token_type_ids is None:

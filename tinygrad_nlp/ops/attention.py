@@ -76,7 +76,7 @@ class ScaledDotProductAttention(Function):
         self.mask, self.is_causal = mask, bool(is_causal)
         self.dropout_p = check_probability(dropout_p, "scaled_dot_product_attention dropout")
         self.training = training
-        self.keep_probabilities = None if recompute is None else not recompute  # None: by the size of P
+        self.forced_recompute = recompute  # None: decided by the size of P
 
     def check(self, q, k, v):
         get_array_module(q, k, v, self.mask)
@@ -101,7 +101,7 @@ class ScaledDotProductAttention(Function):
         self.future = future_keys(xp, Tq, Tk) if self.is_causal else None
         self.shape, self.itemsize = (B, H, Tq, Tk), q.dtype.itemsize
         self.recompute = (B * H * Tq * Tk * q.dtype.itemsize > KEEP_PROBABILITIES_UP_TO
-                          if self.keep_probabilities is None else not self.keep_probabilities)
+                          if self.forced_recompute is None else bool(self.forced_recompute))
         keep = None
         if self.training and self.dropout_p > 0:
             keep = draw_dropout_mask(q, self.dropout_p, (B, H, Tq, Tk))
