@@ -238,3 +238,35 @@ def test_each_process_of_a_job_draws_gpu_numbers_of_its_own():
     backend.manual_seed(3)
     backend.random.split_gpu_streams(0)
     assert backend.philox_stream(4) == first  # the same rank, the same draws
+
+
+def test_in_parts_splits_long_work_across_the_cores_unless_replicas_or_other_processes_hold_them(monkeypatch):
+    from tinygrad_nlp.backend import threads
+    monkeypatch.setattr(threads, "_cores", lambda: 3)
+    seen = []
+    threads.in_parts(10, lambda start, stop: seen.append((start, stop)), least=3)
+    assert sorted(seen) == [(0, 3), (3, 6), (6, 10)]
+    seen.clear()
+    threads.in_parts(5, lambda start, stop: seen.append((start, stop)), least=3)  # too short for two parts
+    assert seen == [(0, 5)]
+    seen.clear()
+    monkeypatch.setattr(threads, "_shared_with", 3)  # three processes of one run on this machine
+    threads.in_parts(10, lambda start, stop: seen.append((start, stop)), least=3)
+    assert seen == [(0, 10)] and threads.pass_threads() == 1
+    monkeypatch.setattr(threads, "_shared_with", 1)
+    monkeypatch.setattr(threads, "_replicas_running", 1)  # thread replicas hold the cores
+    assert threads.pass_threads() == 1
+
+
+def test_in_parts_waits_for_every_part_and_raises_a_parts_error(monkeypatch):
+    from tinygrad_nlp.backend import threads
+    monkeypatch.setattr(threads, "_cores", lambda: 2)
+    done = []
+
+    def work(start, stop):
+        if start:
+            raise ValueError(f"part at {start}")
+        done.append(start)
+    with pytest.raises(ValueError, match="part at 4"):
+        threads.in_parts(8, work, least=4)
+    assert done == [0]

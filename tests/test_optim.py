@@ -108,3 +108,23 @@ def test_chunked_update_equals_whole_array_update(rng, monkeypatch):
     for r in results[1:]:
         np.testing.assert_allclose(r, results[0], rtol=1e-6, atol=1e-7)
     assert results[0].dtype == np.float32 and not np.allclose(results[0], data)
+
+
+@pytest.mark.parametrize("cls", [SGD, Adam, AdamW])
+def test_the_update_split_across_cores_equals_the_update_on_one_bit_for_bit(cls, monkeypatch):
+    """Parameters long enough for several parts: each part runs on its own thread, with
+    pieces of its own length, and every element gets the same arithmetic."""
+    from tinygrad_nlp.backend import threads
+    rng = np.random.default_rng(0)
+    init = rng.standard_normal(3 * (1 << 17) + 5).astype(np.float32)
+    grads = [rng.standard_normal(init.shape).astype(np.float32) for _ in range(3)]
+    results = []
+    for cores in (1, 3):
+        monkeypatch.setattr(threads, "_cores", lambda cores=cores: cores)
+        p = Parameter(init.copy())
+        opt = cls([p], lr=0.01, **({"momentum": 0.9} if cls is SGD else {}))
+        for g in grads:
+            p.grad = g.copy()
+            opt.step()
+        results.append(p.data.copy())
+    assert np.array_equal(results[0], results[1])

@@ -82,6 +82,7 @@ class MPICommunicator(Communicator):
         from mpi4py import MPI
         on_this_machine = comm.Split_type(MPI.COMM_TYPE_SHARED)
         self.local_size = on_this_machine.Get_size()
+        backend.threads.share_cores(self.local_size)
         self.nccl = None
         if device == "cuda":
             backend.use_gpu(on_this_machine.Get_rank())  # this process's place on its machine

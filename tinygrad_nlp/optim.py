@@ -11,28 +11,12 @@ import pathlib
 import numpy as np
 
 from . import backend
-from .backend import kernels, rows_per_block
+from .backend import kernels
 from .errors import ArgumentError, CheckpointError
 from .nn.flat import flatten
 
 _SCRATCH = ("decayed_grad",)  # per-step work buffers, not state
 _ADAM_KERNEL = pathlib.Path(__file__).with_name("adam.cu")  # the whole step in one launch on the GPU
-
-
-def _pieces(xp, arrays, scratch):
-    """Matching flat pieces of same-size arrays, each with a piece of ``scratch``:
-    cache-sized on the CPU (so the dozen passes of an Adam step run in the cache
-    instead of memory: 30% faster on the MLM model), the arrays whole on the GPU or
-    when one of them is not contiguous."""
-    n = arrays[0].size
-    if not all(a.flags.c_contiguous for a in arrays):
-        yield tuple(arrays) + (xp.empty(arrays[0].shape, dtype=arrays[0].dtype),)
-        return
-    step = rows_per_block(xp, n, 2 * arrays[0].itemsize)  # m and v, read by every pass
-    flat = [a.reshape(-1) for a in arrays]
-    for start in range(0, n, step):
-        stop = min(start + step, n)
-        yield tuple(a[start:stop] for a in flat) + (scratch[: stop - start],)
 
 
 class Optimizer:
@@ -116,14 +100,15 @@ class Optimizer:
         return state[name]
 
     def _scratch(self, like):
-        """One flat work buffer per dtype and device, shared by all parameters, as long
-        as the largest piece ``_pieces`` hands out."""
-        xp = backend.get_array_module(like)
-        size = min(like.size, rows_per_block(xp, like.size, 2 * like.itemsize))
-        key = (xp, like.dtype.str)
-        if key not in self._work or self._work[key].size < size:
-            self._work[key] = xp.empty(size, dtype=like.dtype)
-        return self._work[key]
+        """A work buffer of ``like``'s shape for updates of whole arrays (``in_pieces``),
+        one per dtype and device shared by all parameters."""
+        def of_shape(shape):
+            xp = backend.get_array_module(like)
+            key = (xp, like.dtype.str)
+            if key not in self._work or self._work[key].size < like.size:
+                self._work[key] = xp.empty(like.size, dtype=like.dtype)
+            return self._work[key][: like.size].reshape(shape)
+        return of_shape
 
     def _with_weight_decay(self, p, g, state):
         """g + weight_decay * p (L2 decay, added to the gradient), in a buffer of the
@@ -179,9 +164,11 @@ class SGD(Optimizer):
                 state["momentum"] += g
             g = state["momentum"]
         xp = backend.get_array_module(p)
-        for p_, g_, step in _pieces(xp, (p, g), self._scratch(p)):
+
+        def update(p_, g_, step):
             xp.multiply(g_, self.lr, out=step)
             p_ -= step
+        backend.threads.in_pieces((p, g), update, self._scratch(p), 2 * p.itemsize)
 
 
 class Adam(Optimizer):
@@ -212,14 +199,15 @@ class Adam(Optimizer):
 
 
 def _adam_step_generic(p, g, m, v, adam, state, step_size, eps):
-    """Adam's update of p, m and v in place, in cache-sized pieces on the CPU."""
+    """Adam's update of p, m and v in place, in cache-sized pieces split across the cores on the CPU."""
     xp = backend.get_array_module(p, g)
     b1, b2 = adam.betas
     if not adam.decoupled:
         g = adam._with_weight_decay(p, g, state)
     elif adam.weight_decay:
         p *= 1 - adam.lr * adam.weight_decay
-    for p_, g_, m_, v_, s_ in _pieces(xp, (p, g, m, v), adam._scratch(p)):
+
+    def update(p_, g_, m_, v_, s_):
         m_ *= b1
         xp.multiply(g_, 1 - b1, out=s_)
         m_ += s_
@@ -232,6 +220,7 @@ def _adam_step_generic(p, g, m, v, adam, state, step_size, eps):
         xp.divide(m_, s_, out=s_)
         s_ *= step_size
         p_ -= s_
+    backend.threads.in_pieces((p, g, m, v), update, adam._scratch(p), 2 * p.itemsize)  # m and v: read by every pass
 
 
 def _adam_step_kernel(p, g, m, v, adam, state, step_size, eps):

@@ -128,7 +128,8 @@ CASES = {
     "getitem": OpCase(lambda c, x: x[c["rows"]][:, 1:3], ((3, 4),), dict(rows=np.array([0, 0, 2])),
                       torch=lambda torch, c, x: x[c["rows"]][:, 1:3]),
     "scatter_rows": OpCase(lambda c, x: F.scatter_rows(x, c["rows"], 5), ((4, 3),), dict(rows=np.array([4, 0, 4, 2])),
-                           torch=lambda torch, c, x: torch.zeros(5, 3, dtype=x.dtype).index_add(0, torch.as_tensor(c["rows"]), x)),
+                           torch=lambda torch, c, x: torch.zeros(5, 3, dtype=x.dtype).index_add(
+                               0, torch.as_tensor(c["rows"]), x)),
     "concatenate": OpCase(lambda c, a, b: F.concatenate([a, b], axis=1), ((2, 3), (2, 2)),
                           torch=lambda torch, c, a, b: torch.cat([a, b], 1)),
     "sum": OpCase(lambda c, x: F.sum(x, axis=(0, 2)), ((2, 3, 4),), torch=lambda torch, c, x: x.sum((0, 2))),
