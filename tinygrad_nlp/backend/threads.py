@@ -23,7 +23,7 @@ from .arrays import CACHE_BLOCK_BYTES, is_cupy_array, rows_per_block
 
 _replicas_running = 0  # > 0 while thread replicas hold every core (one_blas_thread)
 _shared_with = 1  # the processes of the run on this machine (share_cores)
-_PART_ELEMENTS = 1 << 17  # below this many elements a part costs more in threads than it saves
+_PART_ELEMENTS = 1 << 17  # the least per part: 128K elements of an Adam step are ~0.4 ms, a thread's hand-off tens of µs
 
 
 def _cores() -> int:
