@@ -244,12 +244,16 @@ def test_attention(B, H, Tq, Tk, Dh, k_heads, mask_kind, is_causal, dtype, seed)
         allowed = np.ones(s.shape, dtype=bool) if mask is None else np.broadcast_to(mask[:, None, None, :], s.shape)
         if is_causal:  # the queries are the last Tq of the Tk positions
             allowed = allowed & (np.arange(Tk)[None, :] <= np.arange(Tq)[:, None] + (Tk - Tq))
-        s = np.where(allowed, s, -np.inf)
-        row_max = np.where(allowed.any(-1, keepdims=True), s.max(-1, keepdims=True, initial=-np.inf), 0)
-        e = np.exp(s - row_max)
-        p = e / np.maximum(e.sum(-1, keepdims=True), 1e-300)
-        return (p @ v).astype(dtype)
+        return masked_attention(s, allowed, v).astype(dtype)
     run_case(lambda: F.scaled_dot_product_attention(*tensors, mask=mask, is_causal=is_causal), reference, tensors)
+
+
+def masked_attention(scores, allowed, v):
+    """softmax(scores) v in float64 over the allowed keys; a row with none attends to nothing."""
+    s = np.where(allowed, scores, -np.inf)
+    row_max = np.where(allowed.any(-1, keepdims=True), s.max(-1, keepdims=True, initial=-np.inf), 0)
+    e = np.exp(s - row_max)
+    return e / np.maximum(e.sum(-1, keepdims=True), 1e-300) @ v
 
 
 @given(lengths=st.lists(st.integers(-1, 4), min_size=0, max_size=4), extra_rows=st.sampled_from([0, 0, 1]),
@@ -272,10 +276,8 @@ def test_ragged_self_attention(lengths, extra_rows, H, Dh, width_off, keys, is_c
             allowed = np.ones((L, L), dtype=bool) if key_mask is None else np.tile(key_mask[start:start + L], (L, 1))
             if is_causal:
                 allowed &= np.tri(L, dtype=bool)
-            s = np.where(allowed, q @ k.swapaxes(-1, -2) / np.sqrt(Dh), -np.inf)
-            e = np.exp(s - np.where(allowed.any(-1, keepdims=True), s.max(-1, keepdims=True, initial=-np.inf), 0))
-            p = e / np.maximum(e.sum(-1, keepdims=True), 1e-300)
-            out[start:start + L] = (p @ v).transpose(1, 0, 2).reshape(L, H * Dh)
+            heads = masked_attention(q @ k.swapaxes(-1, -2) / np.sqrt(Dh), allowed, v)
+            out[start:start + L] = heads.transpose(1, 0, 2).reshape(L, H * Dh)
             start += L
         return out.astype(dtype)
     run_case(lambda: F.ragged_self_attention(tx, np.array(lengths, dtype=np.int64), H, key_mask=key_mask,

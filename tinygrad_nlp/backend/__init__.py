@@ -35,7 +35,7 @@ from .collectives import nccl_all_reduce, nccl_broadcast, nccl_communicator, ncc
 from .kernels import FUSED_KERNEL_NAMES, fused_kernels_from
 from .memory import host_memory_kept, keep_host_memory, out_of_memory, release_cached_gpu_memory
 from .random import get_rng_state, keep_mask, manual_seed, philox_stream, rng, set_rng_state, thread_generator
-from .threads import default_threads, in_parts, one_blas_thread, require_threadpoolctl
+from .threads import default_threads, one_blas_thread, require_threadpoolctl
 
 __all__ = [
     "arrays", "random", "memory", "threads", "kernels", "collectives",
@@ -46,5 +46,5 @@ __all__ = [
     "FUSED_KERNEL_NAMES", "fused_kernels_from",
     "host_memory_kept", "keep_host_memory", "out_of_memory", "release_cached_gpu_memory",
     "get_rng_state", "keep_mask", "manual_seed", "philox_stream", "rng", "set_rng_state", "thread_generator",
-    "default_threads", "in_parts", "one_blas_thread", "require_threadpoolctl",
+    "default_threads", "one_blas_thread", "require_threadpoolctl",
 ]

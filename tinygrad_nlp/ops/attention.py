@@ -19,6 +19,11 @@ from .softmax import exp_rows, softmax_backward, softmax_rows
 KEEP_PROBABILITIES_UP_TO = 32 << 20
 
 
+def recomputes(probability_bytes: int) -> bool:
+    """Whether P of this many bytes is made again in the backward instead of kept."""
+    return probability_bytes > KEEP_PROBABILITIES_UP_TO
+
+
 def expand_mask(mask, q_shape, k_shape):
     """A mask as an array broadcastable to (B, H, Tq, Tk).
 
@@ -100,8 +105,8 @@ class ScaledDotProductAttention(Function):
         self.score_mask = None if mask is None else mask.reshape((1,) * (4 - mask.ndim) + tuple(mask.shape))
         self.future = future_keys(xp, Tq, Tk) if self.is_causal else None
         self.shape, self.itemsize = (B, H, Tq, Tk), q.dtype.itemsize
-        self.recompute = (B * H * Tq * Tk * q.dtype.itemsize > KEEP_PROBABILITIES_UP_TO
-                          if self.forced_recompute is None else bool(self.forced_recompute))
+        self.recompute = (recomputes(B * H * Tq * Tk * q.dtype.itemsize) if self.forced_recompute is None
+                          else bool(self.forced_recompute))
         keep = None
         if self.training and self.dropout_p > 0:
             keep = draw_dropout_mask(q, self.dropout_p, (B, H, Tq, Tk))
@@ -269,8 +274,7 @@ class RaggedSelfAttention(Function):
         heads = qkv.reshape(N, 3, H, width // (3 * H))
         ends = [int(e) for e in self.lengths.cumsum()]
         spans = [(start, stop) for start, stop in zip([0] + ends[:-1], ends) if stop > start]
-        recompute = sum((stop - start) ** 2 for start, stop in spans) * H * qkv.dtype.itemsize \
-            > KEEP_PROBABILITIES_UP_TO
+        recompute = recomputes(sum((stop - start) ** 2 for start, stop in spans) * H * qkv.dtype.itemsize)
         out = xp.empty((N, H, heads.shape[-1]), dtype=qkv.dtype)
         keys, self.segments = self.key_mask, []
         for start, stop in spans:
