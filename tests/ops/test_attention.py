@@ -5,7 +5,7 @@ from hypothesis import strategies as st
 
 import tinygrad_nlp.functional as F
 from tests.helpers import assert_close, check_both_modes, needs_torch, tensor, to_torch, torch
-from tinygrad_nlp import ShapeError, Tensor, backend, manual_seed
+from tinygrad_nlp import ArgumentError, ShapeError, Tensor, backend, manual_seed
 
 
 def qkv(rng, B=2, H=3, T=4, D=5):
@@ -283,3 +283,6 @@ def test_ragged_self_attention_errors():
     with pytest.raises(ShapeError, match=r"ragged_self_attention: key_mask bool \(4,\) must be boolean with one "
                                          r"entry per input row \(5,\)"):
         F.ragged_self_attention(x, [5], 2, key_mask=np.ones(4, dtype=bool))
+    with pytest.raises(ArgumentError, match=r"ragged_self_attention dropout: probability p must be in \[0, 1\], "
+                                            r"got 1.5"):
+        F.ragged_self_attention(x, [5], 2, dropout_p=1.5)
