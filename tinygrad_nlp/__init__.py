@@ -1,6 +1,7 @@
 """tinygrad_nlp: a from-scratch tensor/autograd engine for NLP on NumPy and CuPy."""
 from . import functional  # attaches Tensor's operators and methods (a + b, x.sum(), x[i])
 from .backend import cuda_available, get_array_module, manual_seed
+from .backend.kernels import reference_ops
 from .errors import (
                      AnomalyError,
                      ArgumentError,
@@ -20,6 +21,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "functional", "Tensor", "no_grad", "is_grad_enabled", "detect_anomaly", "manual_seed", "get_array_module", "cuda_available",
+    "reference_ops",
     "TinygradNLPError", "ArgumentError", "ShapeError", "TokenIdError", "DeviceError", "GraphError", "AnomalyError",
     "CheckpointError", "DataError", "GradcheckError", "MissingDependencyError",
 ]

@@ -1,11 +1,13 @@
 """The public face of the ops: ``import tinygrad_nlp.functional as F``.
 
 Each function lives beside its ``Function`` class in ``ops/<family>.py``; this module
-gathers them, and attaches Tensor's operators and methods (``a + b``, ``x.sum()``,
+gathers them, registers the faster implementations of ``kernels/`` for the one dispatch
+(by importing that package), and attaches Tensor's operators and methods (``a + b``, ``x.sum()``,
 ``x[i]``) once, so ``tensor.py`` never imports the ops above it.
 """
 from __future__ import annotations
 
+from . import kernels  # noqa: F401  (registers every fast path with backend.kernels)
 from .ops.attention import ragged_self_attention, scaled_dot_product_attention, self_attention
 from .ops.dropout import dropout
 from .ops.elementwise import add, div, exp, gelu, log, mul, neg, pow, relu, sub, tanh

@@ -66,6 +66,9 @@ class Function:
     differentiated (an axis, ids, a mask) go to ``__init__``. Its life has three steps:
 
     - ``check(*arrays)`` validates the inputs, before any math (shapes, ids, axes);
+      then the one dispatch (``backend.kernels``) may make the node an instance of a
+      faster subclass registered for these arrays (``kernels/``): the same math, the
+      same settings, another way to compute it;
     - ``forward`` keeps what its backward needs with ``self.save(name=array)``;
     - after the last backward through the node, the graph walk calls ``release()``,
       which drops the saved arrays and the links to its parents. During that last backward
@@ -88,6 +91,12 @@ class Function:
 
     def check(self, *arrays) -> None:
         """Raise a documented error if the inputs do not fit this op (default: accept)."""
+
+    def suits(self, *arrays) -> bool:
+        """For a faster implementation registered in ``kernels/``: whether it computes
+        the op on these (checked) inputs (default: yes). ``backend.kernels.implementation``
+        asks it before the node runs on that implementation."""
+        return True
 
     def forward(self, *arrays):  # pragma: no cover - abstract
         raise NotImplementedError
@@ -123,6 +132,8 @@ class Function:
         backend.get_array_module(*arrays)  # mixed NumPy/CuPy fails here, naming both
         arrays = _promote_integers(arrays, self.floating)
         self.check(*arrays)
+        # the one dispatch: this op's textbook class, or a faster one registered for it
+        self.__class__ = backend.kernels.implementation(self, arrays)
         self.needs_input_grad = tuple(_grad_enabled and t is not None and t.requires_grad for t in tensors)
         try:
             out = Tensor(self.forward(*arrays))

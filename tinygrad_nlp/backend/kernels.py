@@ -1,23 +1,33 @@
-"""The fused CUDA kernels: the switch, the one dispatch, loading and launching.
+"""The one dispatch: which implementation of an op runs on a call.
 
-An op with a fused kernel declares both of its paths once, outside its math:
+Every op is a ``Function`` class in ``ops/`` whose own ``forward`` and ``backward`` are
+the textbook math. A faster way to compute the same op is a subclass of that class in
+``kernels/`` (``kernels/cpu``: array tricks on NumPy; ``kernels/cuda``: CUDA kernels),
+registered for it:
 
-    layer_norm_rows = kernels.dispatch("layer_norm", generic=_rows_generic, kernel=_rows_kernel)
+    @kernels.register(LayerNorm, device="cpu")
+    class BlasLayerNorm(LayerNorm): ...
 
-and calls the result as it would either path. ``dispatch`` runs the kernel path when the
-kernel is switched on and the call's arrays suit it (CuPy arrays, one float dtype, and
-the op's own condition, ``applies``), and the generic array code otherwise. No op body
-asks which path it is on (Chainer's ``forward_cpu`` / ``forward_gpu``, Thinc's
-``CupyOps`` overriding ``Ops``).
+When an op is called, ``Function.__call__`` asks ``implementation(node, arrays)`` and the
+node becomes an instance of the class it names: the first registered path for the
+arrays' device that is switched on and whose ``suits(*arrays)`` holds, else the op's own
+class. So ``check``, the op's settings and its saved names stay one, and no op body asks
+which path it is on (Chainer's ``forward_cpu`` / ``forward_gpu``, Thinc's ``CupyOps``
+overriding ``Ops``, PyTorch's references beside its kernels).
 
-A kernel runs only when switched on by name: each is written and compiled in CI
+``reference_ops()`` (or ``TINYGRAD_NLP_REFERENCE=1``) runs every op on its textbook
+class alone, as PyTorch's ``TorchRefsMode`` runs a program on ``torch/_refs``.
+
+A CUDA kernel runs only when switched on by name: each is written and compiled in CI
 (tests/test_kernels.py) but becomes a default only after the ``gpu`` tests have run it
-against CuPy's generic array code on a real GPU. None has been yet, so the set starts
-empty; ``TINYGRAD_NLP_FUSED_KERNELS=layer_norm,dropout`` (names, comma-separated, or
-``all``) switches kernels on, as benchmarks/gpu_report.py does to test and time them.
+against the textbook op on a real GPU. None has been yet, so the set starts empty;
+``TINYGRAD_NLP_FUSED_KERNELS=layer_norm,dropout`` (names, comma-separated, or ``all``)
+switches kernels on, as benchmarks/gpu_report.py does to test and time them. The CPU
+paths are on by default: each is tested equal to its op on every test run.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import os
@@ -80,6 +90,80 @@ def dispatch(name: str, generic, kernel, applies=None):
     return run
 
 
+# -- the registry of faster implementations ----------------------------------------------
+_faster: dict = {}  # op class -> the classes registered for it, in the order registered
+_reference_mode = os.environ.get("TINYGRAD_NLP_REFERENCE", "") not in ("", "0")
+
+
+def register(op, device: str, kernel: str | None = None):
+    """A class decorator: the decorated subclass of ``op`` computes the same function
+    faster on ``device`` ("cpu" or "cuda"). ``kernel``: the name of the CUDA kernel it
+    launches, which ``TINYGRAD_NLP_FUSED_KERNELS`` must switch on."""
+    if device not in arrays.DEVICES:
+        raise ValueError(f"kernels.register: unknown device {device!r}, known: {list(arrays.DEVICES)}")
+    if kernel is not None and kernel not in FUSED_KERNEL_NAMES:
+        raise ValueError(f"kernels.register: unknown kernel {kernel!r}, known: {list(FUSED_KERNEL_NAMES)}")
+
+    def add(fast):
+        if not issubclass(fast, op):
+            raise TypeError(f"kernels.register: {fast.__name__} must be a subclass of {op.__name__}")
+        fast.speeds_up, fast.device, fast.kernel_name = op, device, kernel
+        _faster.setdefault(op, []).append(fast)
+        return fast
+    return add
+
+
+def registered(op=None) -> list:
+    """The faster classes registered for ``op`` (for every op when None), in order."""
+    return list(_faster.get(op, ())) if op is not None else [fast for paths in _faster.values() for fast in paths]
+
+
+def is_switched_on(fast) -> bool:
+    """Whether a registered class may run: not in reference mode, and its kernel (if it
+    launches one) switched on."""
+    return not _reference_mode and (fast.kernel_name is None or fast.kernel_name in fused_kernels)
+
+
+def implementation(node, arrays_in) -> type:
+    """The class whose forward and backward should run ``node`` (a Function, checked)
+    on these input arrays: the first registered faster class of ``type(node)`` for their
+    device that is switched on and ``suits`` them, else ``type(node)`` itself."""
+    paths = _faster.get(type(node))
+    if not paths or _reference_mode:
+        return type(node)
+    device = "cuda" if any(arrays.is_cupy_array(a) for a in arrays_in) else "cpu"
+    for fast in paths:
+        if fast.device == device and is_switched_on(fast) and fast.suits(node, *arrays_in):
+            return fast
+    return type(node)
+
+
+def in_reference_mode() -> bool:
+    return _reference_mode
+
+
+@contextlib.contextmanager
+def reference_ops(enabled: bool = True):
+    """Within this block every op runs its textbook ``forward`` and ``backward`` alone
+    (no registered CPU path, no CUDA kernel): ``with tinygrad_nlp.reference_ops(): ...``."""
+    global _reference_mode
+    previous, _reference_mode = _reference_mode, bool(enabled)
+    try:
+        yield
+    finally:
+        _reference_mode = previous
+
+
+def suits_kernel(*arrays_in) -> bool:
+    """What every CUDA kernel needs of its arrays: all CuPy, the floating ones of one
+    dtype, float32 or float64, and not empty."""
+    found = [a for a in arrays_in if _is_array(a)]
+    if not found or not all(arrays.is_cupy_array(a) for a in found):
+        return False
+    floats = {a.dtype for a in found if a.dtype.kind == "f"}
+    return len(floats) == 1 and floats <= {np.dtype(np.float32), np.dtype(np.float64)} and found[0].size > 0
+
+
 @functools.cache
 def load_kernel(source_path, name: str):
     """The CUDA function ``name`` (an ``extern "C" __global__`` function) of the source
@@ -131,5 +215,6 @@ def launch_grid(source_path, name: str, dtype, blocks: int, threads: int, args) 
     kernel_for(source_path, name, dtype)((max(1, int(blocks)),), (int(threads),), args)
 
 
-__all__ = ["FUSED_KERNEL_NAMES", "fused_kernels_from", "fused_kernels", "kernel_suits", "dispatch", "load_kernel",
+__all__ = ["FUSED_KERNEL_NAMES", "fused_kernels_from", "fused_kernels", "kernel_suits", "dispatch", "register",
+           "registered", "is_switched_on", "implementation", "in_reference_mode", "reference_ops", "suits_kernel", "load_kernel",
            "kernel_code", "kernel_for", "launch_flat", "launch_per_row", "launch_grid"]

@@ -17,7 +17,7 @@ from ..backend import get_array_module, keep_mask, kernels, philox_stream
 from ..tensor import Function, as_tensors
 from .checks import check_probability
 
-KERNEL_SOURCE = pathlib.Path(__file__).with_name("dropout.cu")
+KERNEL_SOURCE = pathlib.Path(__file__).parents[1] / "kernels" / "cuda" / "dropout.cu"
 
 
 def _scale_of(p: float) -> float:

@@ -44,7 +44,7 @@ def _scatter_add_rows_atomic(indices, values, num_rows: int):
     return out
 
 
-_SEGMENT_SUM_SOURCE = pathlib.Path(__file__).with_name("embedding_backward.cu")
+_SEGMENT_SUM_SOURCE = pathlib.Path(__file__).parents[1] / "kernels" / "cuda" / "embedding_backward.cu"
 _SEGMENT_SUM_THREADS = 256
 
 

@@ -14,7 +14,7 @@ from ..errors import ShapeError
 from ..tensor import Function
 from .checks import broadcast_shape
 from .elementwise import ACTIVATIONS, activation_backward, check_activation, save_activation, unbroadcast
-from .rowwise import leading_sum
+from ..kernels.cpu.rowwise import leading_sum
 
 
 def _as_rows(x):
@@ -122,7 +122,7 @@ def _bias_activation_backward_generic(node, g):
     return activation_backward(node, node.activation, g)
 
 
-KERNEL_SOURCE = pathlib.Path(__file__).with_name("bias_activation.cu")
+KERNEL_SOURCE = pathlib.Path(__file__).parents[1] / "kernels" / "cuda" / "bias_activation.cu"
 
 
 def _bias_activation_kernel(node, z, bias):

@@ -19,7 +19,7 @@ from ..backend import get_array_module, kernels, per_device, rows_per_block
 from ..errors import ShapeError
 from ..tensor import Function, array_of
 from .checks import check_ids
-from .rowwise import row_max, row_sum
+from ..kernels.cpu.rowwise import row_max, row_sum
 
 IGNORE_INDEX = -100  # a target that scores nothing (PyTorch's default ignore_index)
 
@@ -316,7 +316,7 @@ def add_transposed_product(out, a, b, first=False):
             out[span] += product
 
 
-KERNEL_SOURCE = pathlib.Path(__file__).with_name("softmax.cu")
+KERNEL_SOURCE = pathlib.Path(__file__).parents[1] / "kernels" / "cuda" / "softmax.cu"
 LOGITS_BLOCK_BYTES = 1 << 24
 PRODUCT_BLOCK_BYTES = 1 << 20
 

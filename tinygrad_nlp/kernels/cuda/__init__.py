@@ -1,0 +1,6 @@
+"""CUDA kernels (``.cu`` files, compiled by CuPy when first launched) and the classes
+that launch them, each registered for the op it equals and switched on by name with
+``TINYGRAD_NLP_FUSED_KERNELS``."""
+from . import layernorm
+
+__all__ = ["layernorm"]
