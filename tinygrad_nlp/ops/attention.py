@@ -10,7 +10,22 @@ from ..backend import get_array_module, rows_per_block
 from ..errors import ShapeError
 from ..tensor import Function, array_of
 from .checks import broadcast_shape, check_probability
-from .dropout import draw_dropout_mask
+from .dropout import keep_scale
+from ..backend import keep_mask
+
+
+class _KeptMaskShim:  # TEMPORARY until attention is rewritten
+    def __init__(self, like, p, shape):
+        self.keep = keep_mask(get_array_module(like), shape, p)
+        self.scale, self.shape, self.dtype, self.nbytes = keep_scale(p), self.keep.shape, self.keep.dtype, self.keep.nbytes
+
+    def apply(self, x, rows=None, out=None):
+        y = get_array_module(x).multiply(x, x.dtype.type(self.scale), out=out)
+        y *= self.keep if rows is None else self.keep[rows]
+        return y
+
+
+draw_dropout_mask = _KeptMaskShim
 from .softmax import exp_rows, softmax_backward, softmax_rows
 
 # Above this many bytes of probabilities (B H Tq Tk) an attention call keeps each row's

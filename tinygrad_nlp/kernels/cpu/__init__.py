@@ -1,4 +1,4 @@
 """Fast CPU paths: each module registers its classes for the op it equals."""
-from . import layernorm
+from . import dropout, layernorm
 
-__all__ = ["layernorm"]
+__all__ = ["dropout", "layernorm"]
