@@ -33,7 +33,7 @@ SHAPES = {"bert-base": dict(hidden_size=768, num_hidden_layers=12, num_attention
 def floor_runs(model, tokens):
     """Every layer's four products on ``tokens`` rows (QKV, attention output, the two
     feed-forward ones), and the same with the exact GELU, as our forward runs them."""
-    from tinygrad_nlp.ops.elementwise import ACTIVATIONS
+    from tinygrad_nlp.ops.activations import ACTIVATIONS
     gelu = ACTIVATIONS["gelu"].forward
     rng = np.random.default_rng(0)
     layers = model.bert.layers

@@ -12,7 +12,7 @@ import numpy as np
 
 from tests.helpers import philox_draws
 from tinygrad_nlp.backend import kernels
-from tinygrad_nlp.ops.elementwise import ACTIVATIONS
+from tinygrad_nlp.ops.activations import ACTIVATIONS
 
 
 def dropout(x, n, threshold, scale, k0, k1, offset, y):  # ops/dropout.cu

@@ -10,7 +10,7 @@ import pytest
 
 from tests.helpers import philox4x32_10, philox_keep_mask
 from tinygrad_nlp import backend
-from tinygrad_nlp.ops.elementwise import ACTIVATIONS
+from tinygrad_nlp.ops.activations import ACTIVATIONS
 
 KERNELS = sorted((pathlib.Path(__file__).resolve().parents[1] / "tinygrad_nlp").rglob("*.cu"))
 

@@ -10,7 +10,8 @@ from __future__ import annotations
 from . import kernels  # noqa: F401  (registers every fast path with backend.kernels)
 from .ops.attention import ragged_self_attention, scaled_dot_product_attention, self_attention
 from .ops.dropout import dropout
-from .ops.elementwise import add, div, exp, gelu, log, mul, neg, pow, relu, sub, tanh
+from .ops.activations import gelu, relu
+from .ops.elementwise import add, div, exp, log, mul, neg, pow, sub, tanh
 from .ops.embedding import embedding
 from .ops.layernorm import layer_norm
 from .ops.linear import linear, matmul

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 import tinygrad_nlp.functional as F
 from tests.helpers import assert_close, check_both_modes, needs_torch, tensor, to_torch, torch
 from tinygrad_nlp import ArgumentError, ShapeError, Tensor, backend
-from tinygrad_nlp.ops.elementwise import ACTIVATIONS
+from tinygrad_nlp.ops.activations import ACTIVATIONS
 
 BINARY = {"add": F.add, "sub": F.sub, "mul": F.mul, "div": F.div}
 UNARY = {"neg": F.neg, "exp": F.exp, "relu": F.relu, "gelu_tanh": lambda x: F.gelu(x, approximate="tanh"), "tanh": F.tanh}

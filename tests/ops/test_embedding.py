@@ -6,7 +6,7 @@ from hypothesis import strategies as st
 import tinygrad_nlp.functional as F
 from tests.helpers import assert_close, check_both_modes, needs_torch, tensor, to_torch, torch
 from tinygrad_nlp import Tensor, TokenIdError
-from tinygrad_nlp.ops.embedding import scatter_add_rows
+from tinygrad_nlp.kernels.cpu.segment_sum import scatter_add_rows
 
 
 @pytest.mark.parametrize("ids", [np.array([[1, 2, 1], [0, 1, 4]]), np.array([3]), np.array([[[2, 2, 2]]]),

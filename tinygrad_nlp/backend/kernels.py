@@ -131,11 +131,16 @@ def implementation(node, arrays_in) -> type:
     paths = _faster.get(type(node))
     if not paths or _reference_mode:
         return type(node)
-    device = "cuda" if any(arrays.is_cupy_array(a) for a in arrays_in) else "cpu"
+    device = device_of_call(arrays_in)
     for fast in paths:
         if fast.device == device and is_switched_on(fast) and fast.suits(node, *arrays_in):
             return fast
     return type(node)
+
+
+def device_of_call(arrays_in) -> str:
+    """"cuda" when the call's arrays are CuPy arrays, else "cpu"."""
+    return "cuda" if any(arrays.is_cupy_array(a) for a in arrays_in) else "cpu"
 
 
 def in_reference_mode() -> bool:

@@ -7,7 +7,7 @@ import numpy as np
 
 from .. import functional as F
 from ..errors import ShapeError
-from ..ops.elementwise import check_activation
+from ..ops.activations import check_activation
 from .layers import Dropout, LayerNorm, Linear, uniform_init
 from .module import Module, ModuleList, Parameter
 
@@ -41,7 +41,7 @@ class MultiHeadAttention(Module):
 
 class FeedForward(Module):
     """linear2(dropout(activation(linear1(x)))), as PyTorch's encoder layer; ``activation``
-    a name of ``ops.elementwise.ACTIVATIONS`` ("relu", "gelu" (exact, as PyTorch's),
+    a name of ``ops.activations.ACTIVATIONS`` ("relu", "gelu" (exact, as PyTorch's),
     "gelu_tanh")."""
 
     def __init__(self, d_model: int, d_ff: int, dropout: float = 0.0, activation: str = "relu"):

@@ -6,11 +6,7 @@ so its gradient is the upstream gradient summed over the broadcast axes
 """
 from __future__ import annotations
 
-import math
-from collections.abc import Callable
-from typing import NamedTuple
-
-from ..backend import get_array_module, normal_cdf
+from ..backend import get_array_module
 from ..errors import ArgumentError
 from ..tensor import Function
 from .checks import broadcast_shape
@@ -167,150 +163,6 @@ class Log(Function):
         return g / self.x
 
 
-# -- activations ------------------------------------------------------------------------
-# Each activation's math is a pair of array functions, shared by its own op (relu, gelu)
-# and by ``linear(..., activation=)``, which applies it to its output inside one node.
-# ``ACTIVATIONS`` below is the one table of activation names: linear, FeedForward, BERT's
-# config, the bias + activation kernel and the tests all read it.
-class Activation(NamedTuple):
-    forward: Callable  # (x, keep) -> (y, the arrays its backward needs in the order of ``saved``, or () when not keep)
-    backward: Callable  # (g, *saved arrays) -> dL/dx
-    saved: tuple  # the names those arrays are kept under
-    kernel_kind: int  # its number in ops/bias_activation.cu's activation() and slope()
-
-
-def _relu_forward(x, keep=True):
-    return get_array_module(x).maximum(x, 0), ((x > 0,) if keep else ())
-
-
-def _relu_backward(g, positive):
-    return g * positive
-
-
-_GELU_C = math.sqrt(2.0 / math.pi)
-
-
-def _gelu_tanh_forward(x, keep=True):
-    xp = get_array_module(x)
-    u = xp.multiply(x, x, out=xp.empty_like(x))  # (an array even for 0-d x); x ** 3 would take
-    # NumPy's general power loop, forty times slower
-    u *= x.dtype.type(0.044715)
-    u += 1
-    u *= x
-    u *= x.dtype.type(_GELU_C)
-    t = xp.tanh(u, out=u)
-    y = t + 1
-    y *= x
-    y *= x.dtype.type(0.5)
-    return y, ((x, t) if keep else ())
-
-
-def _gelu_tanh_backward(g, x, t):
-    # dy/dx = (1 + t)/2 + x/2 (1 - t^2) c (1 + 3 * 0.044715 x^2)
-    x_du = x * x  # x du/dx
-    x_du *= x.dtype.type(3 * 0.044715 * _GELU_C)
-    x_du += x.dtype.type(_GELU_C)
-    x_du *= x
-    xp = get_array_module(g)
-    grad = xp.multiply(t, t, out=xp.empty_like(t))
-    xp.subtract(1, grad, out=grad)
-    grad *= x_du
-    grad += t
-    grad += 1
-    grad *= x.dtype.type(0.5)
-    grad *= g
-    return grad
-
-
-def _gelu_exact_forward(x, keep=True):
-    cdf, density = normal_cdf(x, density=keep)
-    if not keep:
-        cdf *= x  # y, into Phi's array: nothing else reads it
-        return cdf, ()
-    y = x * cdf
-    density *= x  # dy/dx = Phi(x) + x phi(x), kept instead of x and Phi(x)
-    density += cdf
-    return y, (density,)
-
-
-def _gelu_exact_backward(g, slope):
-    return g * slope
-
-
-ACTIVATIONS = {  # "gelu" is the exact form everywhere (PyTorch's default, BERT's); "gelu_tanh" GPT-2's
-    "relu": Activation(_relu_forward, _relu_backward, ("positive",), 1),
-    "gelu": Activation(_gelu_exact_forward, _gelu_exact_backward, ("gelu_slope",), 2),
-    "gelu_tanh": Activation(_gelu_tanh_forward, _gelu_tanh_backward, ("gelu_input", "tanh_u"), 3),
-}
-
-
-def check_activation(name, where: str, optional: bool = False) -> str | None:
-    """``name`` if it is a key of ``ACTIVATIONS`` (or None, when ``optional``), else an
-    ArgumentError naming ``where`` and the names it takes."""
-    if (name is None and optional) or name in ACTIVATIONS:
-        return name
-    allowed = ("None or one of " if optional else "one of ") + str(sorted(ACTIVATIONS))
-    raise ArgumentError(f"{where}: activation must be {allowed}, got {name!r}")
-
-
-def save_activation(node: Function, name: str, x):
-    """``ACTIVATIONS[name]`` of x; what its backward needs is saved on ``node`` when
-    ``node`` will have a backward."""
-    activation = ACTIVATIONS[name]
-    y, saved = activation.forward(x, any(node.needs_input_grad))
-    node.save(**dict(zip(activation.saved, saved)))
-    return y
-
-
-def activation_backward(node: Function, name: str, g):
-    """dL/dx of the activation ``save_activation`` applied on ``node``."""
-    activation = ACTIVATIONS[name]
-    return activation.backward(g, *(getattr(node, saved) for saved in activation.saved))
-
-
-class _ActivationOp(Function):
-    activation = ""  # a key of ACTIVATIONS
-
-    def forward(self, x):
-        return save_activation(self, self.activation, x)
-
-    def backward(self, g):
-        return activation_backward(self, self.activation, g)
-
-
-class ReLU(_ActivationOp):
-    """y = max(x, 0).  dL/dx = g where x > 0, else 0 (the subgradient 0 at x = 0).
-
-    Keeps the one-byte mask x > 0, not y: in a feed-forward block y goes on to dropout,
-    which makes a new array, so y itself is freed as soon as dropout has read it."""
-
-    activation = "relu"
-
-
-class GELUTanh(_ActivationOp):
-    """GELU, tanh form ("gelu_tanh", GPT-2's): y = x/2 * (1 + tanh(u)), u = c (x + 0.044715 x^3), c = sqrt(2/pi).
-
-    dy/dx = (1 + t)/2 + x/2 * (1 - t^2) * c (1 + 3 * 0.044715 x^2), with t = tanh(u).
-    The forward saves x and t.
-    """
-
-    floating = True
-    activation = "gelu_tanh"
-
-
-class GELU(_ActivationOp):
-    """GELU as PyTorch and BERT define it ("gelu"): y = x Phi(x), Phi the standard normal CDF,
-    Phi(x) = (1 + erf(x / sqrt 2)) / 2.
-
-    dy/dx = Phi(x) + x phi(x), with phi(x) = exp(-x^2 / 2) / sqrt(2 pi) the density
-    (the product rule, Phi' = phi). The forward has phi(x) on the way to Phi(x)
-    (``backend.normal_cdf``) and saves dy/dx itself, one array; the backward is g dy/dx.
-    """
-
-    floating = True
-    activation = "gelu"
-
-
 class Tanh(Function):
     """y = tanh(x).  dy/dx = 1 - y^2 (reuses the output)."""
 
@@ -362,21 +214,6 @@ def exp(x):
 
 def log(x):
     return Log()(x)
-
-
-def relu(x):
-    return ReLU()(x)
-
-
-def gelu(x, approximate="none"):
-    """GELU, as PyTorch's: ``approximate="none"`` (the default) the exact x Phi(x) with
-    the normal CDF through erf (BERT's "gelu"); ``approximate="tanh"`` the tanh form
-    x/2 (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))) (GPT-2's, "gelu_tanh")."""
-    if approximate == "tanh":
-        return GELUTanh()(x)
-    if approximate == "none":
-        return GELU()(x)
-    raise ArgumentError(f"gelu: approximate must be 'tanh' or 'none', got {approximate!r}")
 
 
 def tanh(x):

@@ -5,19 +5,15 @@ Guide: docs/backward.md#linear
 from __future__ import annotations
 
 import math
-import pathlib
 
-import numpy as np
-
-from ..backend import get_array_module, kernels
 from ..errors import ShapeError
 from ..tensor import Function
 from .checks import broadcast_shape
-from .elementwise import ACTIVATIONS, activation_backward, check_activation, save_activation, unbroadcast
-from ..kernels.cpu.rowwise import leading_sum
+from .activations import ACTIVATIONS, activation_backward, check_activation, save_activation
+from .elementwise import unbroadcast
 
 
-def _as_rows(x):
+def as_rows(x):
     """x (..., n) as a matrix (rows, n); the row count is explicit, as -1 is ambiguous
     for empty arrays."""
     return x.reshape(math.prod(x.shape[:-1]), x.shape[-1])
@@ -67,15 +63,17 @@ class MatMul(Function):
 
 class Linear(Function):
     """y = x W^T + b, with x (..., in), W (out, in), b (out,); with an activation,
-    y = act(x W^T + b).
+    y = act(z), z = x W^T + b.
 
     With the leading axes flattened into rows (X is (N, in), G is (N, out)):
     dL/dX = G W, dL/dW = G^T X, dL/db = sum of G over rows.
-    With an activation, Z = X W^T + b and G_Z = G * act'(Z) takes G's place in all three
-    (each activation's act' as its own op has it). One node instead of two, and on the GPU
-    the bias and the activation are one kernel each way (ops/bias_activation.cu), which
-    keeps Z instead of what the activation op would keep.
+    With an activation, G_z = G * act'(z) takes G's place in all three (each
+    activation's act' as its own op has it, ops/activations.py). One node instead of two.
+
+    Saves: x and W; with an activation, what the activation saves (ops/activations.py).
     """
+
+    table = ACTIVATIONS  # each activation's math (a faster path may hold faster forms of the same)
 
     def __init__(self, activation=None):
         self.activation = check_activation(activation, "linear", optional=True)
@@ -92,65 +90,22 @@ class Linear(Function):
     def forward(self, x, weight, bias=None):
         self.has_bias = bias is not None
         self.save(x=x, weight=weight)
-        y = _as_rows(x) @ weight.T
-        if self.activation is not None and bias is not None:
-            y = bias_activation(self, y, bias)
-        elif bias is not None:
-            y += bias
-        elif self.activation is not None:
-            y = save_activation(self, self.activation, y)
-        return y.reshape(x.shape[:-1] + (weight.shape[0],))
+        z = as_rows(x) @ weight.T                                   # (N, out)
+        if bias is not None:
+            z = z + bias
+        if self.activation is not None:
+            z = save_activation(self, self.table[self.activation], z)  # y = act(z)
+        return z.reshape(x.shape[:-1] + (weight.shape[0],))          # (..., out)
 
     def backward(self, g):
-        x, g2 = _as_rows(self.x), _as_rows(g)
+        g = as_rows(g)                                              # G (N, out)
         if self.activation is not None:
-            g2 = bias_activation_backward(self, g2)
-        grad_x = (g2 @ self.weight).reshape(self.x.shape)
-        grad_weight = g2.T @ x
+            g = activation_backward(self, self.table[self.activation], g)  # G_z = G * act'(z)
+        grad_x = (g @ self.weight).reshape(self.x.shape)            # dL/dX = G W
+        grad_weight = g.T @ as_rows(self.x)                         # dL/dW = G^T X  (out, in)
         if self.has_bias:
-            return grad_x, grad_weight, leading_sum(g2)
+            return grad_x, grad_weight, g.sum(axis=0)               # dL/db = sum of G over rows
         return grad_x, grad_weight
-
-
-# -- the bias and the activation: array code, or one kernel each way --------------------
-def _bias_activation_generic(node, y, bias):
-    y += bias
-    return save_activation(node, node.activation, y)
-
-
-def _bias_activation_backward_generic(node, g):
-    return activation_backward(node, node.activation, g)
-
-
-KERNEL_SOURCE = pathlib.Path(__file__).parents[1] / "kernels" / "cuda" / "bias_activation.cu"
-
-
-def _bias_activation_kernel(node, z, bias):
-    """act(z + bias) in one launch (ops/bias_activation.cu), which leaves z + bias in z:
-    the node saves it as ``pre_activation``."""
-    xp = get_array_module(z)
-    y, bias = xp.empty_like(z), xp.ascontiguousarray(bias)
-    node.save(pre_activation=z)
-    kind = np.int32(ACTIVATIONS[node.activation].kernel_kind)
-    kernels.launch_flat(KERNEL_SOURCE, "bias_activation", y, (z, bias, np.int64(y.size), np.int64(y.shape[1]), kind, y))
-    return y
-
-
-def _bias_activation_backward_kernel(node, g):
-    """g * act'(z) in one launch; over the saved z when no second backward will read it."""
-    xp, z = get_array_module(g), node.pre_activation
-    g = xp.ascontiguousarray(g)
-    grad_z = z if node.may_overwrite_saved else xp.empty_like(z)  # the kernel reads z[i], then writes it
-    kind = np.int32(ACTIVATIONS[node.activation].kernel_kind)
-    kernels.launch_flat(KERNEL_SOURCE, "activation_backward", z, (g, z, np.int64(z.size), kind, grad_z))
-    return grad_z
-
-
-bias_activation = kernels.dispatch("bias_activation", generic=_bias_activation_generic, kernel=_bias_activation_kernel)
-# the backward takes the path the forward took: the kernel's saved pre_activation, or the activation's own arrays
-bias_activation_backward = kernels.dispatch(
-    "bias_activation", generic=_bias_activation_backward_generic, kernel=_bias_activation_backward_kernel,
-    applies=lambda node, g: "pre_activation" in node.saved_names)
 
 
 # -- the public functions ------------------------------------------------------------

@@ -8,7 +8,6 @@ from ..backend import get_array_module, scatter_add
 from ..errors import ShapeError, TokenIdError
 from ..tensor import Function, array_of
 from .checks import check_ids, normalize_axes
-from .embedding import scatter_add_rows
 
 
 class Reshape(Function):
@@ -91,11 +90,6 @@ class GetItem(Function):
             gx = xp.zeros(self.x_shape, dtype=g.dtype)
             gx[self.index] = g
             return gx
-        if len(parts) == 1 and arrays[0].ndim == 1 and arrays[0].dtype != bool:
-            # rows picked by one integer array: the sorted segment sum of the embedding
-            rows = scatter_add_rows(self.x_shape[0], arrays[0] % max(self.x_shape[0], 1),
-                                    g.reshape(g.shape[0], -1))
-            return rows.reshape(self.x_shape)
         gx = xp.zeros(self.x_shape, dtype=g.dtype)
         scatter_add(gx, self.index, g)
         return gx
@@ -106,8 +100,6 @@ class ScatterRows(Function):
     (repeated indices add up), the reverse of picking rows with ``x[index]``.
 
     Each y row is a sum of x rows, so dL/dx[i] = g[index[i]]: the backward picks rows.
-    (The forward copies increasing indices straight in, and sums any others with the
-    embedding backward's sorted segment sum.)
     """
 
     def __init__(self, index, num_rows: int):
@@ -121,12 +113,9 @@ class ScatterRows(Function):
         check_ids(index, self.num_rows, "scatter_rows", noun="row index", of="{n} rows")
 
     def forward(self, x):
-        xp, index = get_array_module(x), self.index
-        if index.size < 2 or bool((index[1:] > index[:-1]).all()):  # increasing, so distinct: one copy
-            y = xp.zeros((self.num_rows,) + x.shape[1:], dtype=x.dtype)
-            y[index] = x
-            return y
-        return scatter_add_rows(self.num_rows, index, x).reshape((self.num_rows,) + x.shape[1:])
+        y = get_array_module(x).zeros((self.num_rows,) + x.shape[1:], dtype=x.dtype)  # (num_rows, ...)
+        scatter_add(y, self.index, x)  # y[index[i]] += x[i]
+        return y
 
     def backward(self, g):
         return g[self.index]
