@@ -1,7 +1,7 @@
-"""NumPy stand-ins for the CUDA kernels beside the ops, each written from its .cu source:
+"""NumPy stand-ins for the CUDA kernels of kernels/cuda, each written from its .cu source:
 the same arguments in the same order, the same formula, the same indexing (flat for the
 element-wise kernels ``launch_flat`` runs, one row per thread block for those
-``launch_per_row`` runs). With ``kernels_on_the_cpu`` an op's fused-kernel path runs on
+``launch_per_row`` runs). With ``kernels_on_the_cpu`` an op's CUDA class runs on
 NumPy arrays, so the tests check on any machine what that path does around its kernel
 (the arguments it passes, what it keeps between forward and backward, which arrays it
 overwrites). The kernels' own arithmetic is checked on the host where it compiles for
@@ -15,7 +15,7 @@ from tinygrad_nlp.backend import kernels
 from tinygrad_nlp.ops.activations import ACTIVATIONS
 
 
-def dropout(x, n, threshold, scale, k0, k1, offset, y):  # ops/dropout.cu
+def dropout(x, n, threshold, scale, k0, k1, offset, y):  # kernels/cuda/dropout.cu
     keep = philox_draws(int(n), int(k0), int(k1), int(offset)) >= threshold
     y.reshape(-1)[:] = np.where(keep, x.reshape(-1) * scale, 0)
 
@@ -34,13 +34,13 @@ def adam(p, g, m, v, n, b1, one_minus_b1, b2, one_minus_b2, step_size, eps, wd_l
 _ACTIVATION_OF_KIND = {activation.kernel_kind: name for name, activation in ACTIVATIONS.items()}  # the .cu's `kind`
 
 
-def bias_activation(z, bias, n, width, kind, y):  # ops/bias_activation.cu, forward
+def bias_activation(z, bias, n, width, kind, y):  # kernels/cuda/bias_activation.cu, forward
     flat_z = z.reshape(-1)
     flat_z += bias[np.arange(int(n)) % int(width)]
     y.reshape(-1)[:] = ACTIVATIONS[_ACTIVATION_OF_KIND[int(kind)]].forward(flat_z)[0]
 
 
-def activation_backward(g, z, n, kind, grad_z):  # ops/bias_activation.cu, backward
+def activation_backward(g, z, n, kind, grad_z):  # kernels/cuda/bias_activation.cu, backward
     activation = ACTIVATIONS[_ACTIVATION_OF_KIND[int(kind)]]
     flat_z = z.reshape(-1).copy()
     slope = activation.backward(np.ones(int(n), z.dtype), *activation.forward(flat_z)[1])
@@ -51,7 +51,7 @@ def _rows(width, *arrays):
     return [a.reshape(-1, int(width)) for a in arrays]
 
 
-def exp_rows(x, width, masked_rows, out, shift, total):  # ops/softmax.cu
+def exp_rows(x, width, masked_rows, out, shift, total):  # kernels/cuda/softmax.cu
     x, out = _rows(width, x, out)
     m = np.where(np.isnan(x).any(axis=1), np.nan, x.max(axis=1, initial=-np.inf))  # nan_max
     if masked_rows:
@@ -60,12 +60,12 @@ def exp_rows(x, width, masked_rows, out, shift, total):  # ops/softmax.cu
     shift.reshape(-1)[:], total.reshape(-1)[:] = m, out.sum(axis=1)
 
 
-def softmax_backward(y, g, width, grad):  # ops/softmax.cu
+def softmax_backward(y, g, width, grad):  # kernels/cuda/softmax.cu
     y, g, grad = _rows(width, y, g, grad)
     grad[:] = y * (g - (g * y).sum(axis=1, keepdims=True))
 
 
-def layer_norm_forward(x, weight, bias, width, eps, y, mean, rstd):  # ops/layernorm.cu
+def layer_norm_forward(x, weight, bias, width, eps, y, mean, rstd):  # kernels/cuda/layernorm.cu
     x, y = _rows(width, x, y)
     mu = x.mean(axis=1, keepdims=True)
     r = 1 / np.sqrt(((x - mu) ** 2).mean(axis=1, keepdims=True) + eps)
@@ -73,14 +73,14 @@ def layer_norm_forward(x, weight, bias, width, eps, y, mean, rstd):  # ops/layer
     mean.reshape(-1)[:], rstd.reshape(-1)[:] = mu[:, 0], r[:, 0]
 
 
-def layer_norm_backward(g, x, weight, mean, rstd, width, grad_x):  # ops/layernorm.cu
+def layer_norm_backward(g, x, weight, mean, rstd, width, grad_x):  # kernels/cuda/layernorm.cu
     g, x, grad_x = _rows(width, g, x, grad_x)
     mu, r = mean.reshape(-1, 1), rstd.reshape(-1, 1)
     dxhat, xhat = g * weight, (x - mu) * r
     grad_x[:] = r * (dxhat - dxhat.mean(axis=1, keepdims=True) - xhat * (dxhat * xhat).mean(axis=1, keepdims=True))
 
 
-def segment_sum(values, order, starts, ends, n_segments, width, sums):  # ops/embedding_backward.cu
+def segment_sum(values, order, starts, ends, n_segments, width, sums):  # kernels/cuda/embedding_backward.cu
     values, sums = _rows(width, values, sums)
     assert len(starts) == len(ends) == int(n_segments)
     for segment, (start, end) in enumerate(zip(starts, ends)):
@@ -97,10 +97,16 @@ STANDINS = {"dropout": dropout, "adam": adam, "bias_activation": bias_activation
 
 
 def kernels_on_the_cpu(monkeypatch, names):
-    """Switch the fused kernels ``names`` on for NumPy arrays, each launch run by its
-    stand-in: the one dispatch (``backend.kernels``) then takes each op's kernel path.
-    Returns a Counter of the kernels launched, by name."""
+    """Switch the fused kernels ``names`` on and take NumPy arrays for CuPy ones, each
+    launch run by its stand-in: the one dispatch (``backend.kernels``) then picks the
+    classes registered for "cuda" (kernels/cuda) as it would on a GPU, and the
+    optimizer's ``kernels.dispatch`` its kernel path. Returns a Counter of the kernels
+    launched, by name."""
     launched = collections.Counter()
+
+    def suits_kernel(*args):
+        found = [a for a in args if isinstance(a, np.ndarray)]
+        return bool(found) and len({a.dtype for a in found if a.dtype.kind == "f"}) == 1 and found[0].size > 0
 
     def kernel_suits(name, *args):
         found = [a for a in args if isinstance(a, np.ndarray)]
@@ -112,6 +118,9 @@ def kernels_on_the_cpu(monkeypatch, names):
             STANDINS[name.rsplit("_", 1)[0]](*args)
         return kernel
 
+    monkeypatch.setattr(kernels, "fused_kernels", set(names))
+    monkeypatch.setattr(kernels, "device_of_call", lambda arrays: "cuda")
+    monkeypatch.setattr(kernels, "suits_kernel", suits_kernel)
     monkeypatch.setattr(kernels, "kernel_suits", kernel_suits)
     monkeypatch.setattr(kernels, "load_kernel", load_kernel)  # what every launcher asks for the kernel
     return launched

@@ -11,7 +11,8 @@ from tinygrad_nlp import Tensor, backend, manual_seed
 from tinygrad_nlp.models import MaskedLanguageModel
 from tinygrad_nlp.ops import attention
 from tinygrad_nlp.ops import dropout as dropout_op
-from tinygrad_nlp.ops import embedding as embedding_op
+from tinygrad_nlp.kernels.cpu import segment_sum as cpu_segment_sum
+from tinygrad_nlp.kernels.cuda import segment_sum as cuda_segment_sum
 from tinygrad_nlp.optim import create_optimizer
 
 
@@ -196,15 +197,20 @@ def test_the_layer_norm_kernel_path_matches_the_generic_path(shape, monkeypatch)
 
 @pytest.mark.parametrize("ids", [[3, 1, 3, 0, 3, 1], [2], list(range(8)), []])
 def test_the_embedding_backwards_cuda_path_sums_each_ids_rows_in_order(ids, monkeypatch):
-    """The segment bookkeeping around ops/embedding_backward.cu (sorting, segment starts
+    """The segment bookkeeping around kernels/cuda/embedding_backward.cu (sorting, segment starts
     and ends, where the sums go), against the CPU's scatter-add."""
     launched = kernels_on_the_cpu(monkeypatch, {"embedding_backward"})
     rng = np.random.default_rng(0)
     indices = np.array(ids, dtype=np.int64)
     values = rng.standard_normal((indices.size, 5))
-    np.testing.assert_allclose(embedding_op._scatter_add_rows(indices, values, 9),  # through the dispatch
-                               embedding_op._scatter_add_rows_cpu(indices, values, 9), rtol=1e-14, atol=1e-15)
+    np.testing.assert_allclose(cuda_segment_sum.scatter_add_rows(9, indices, values),
+                               cpu_segment_sum.scatter_add_rows(9, indices, values), rtol=1e-14, atol=1e-15)
     assert launched == ({"segment_sum": 1} if ids else {})
+    weight = Tensor(rng.standard_normal((9, 5)), requires_grad=True)
+    out = F.embedding(indices, weight)  # through the dispatch
+    assert type(out.creator) is cuda_segment_sum.EmbeddingSegmentSumKernel
+    out.backward(values)
+    np.testing.assert_allclose(weight.grad, cpu_segment_sum.scatter_add_rows(9, indices, values), rtol=1e-14, atol=1e-15)
 
 
 @pytest.mark.parametrize("model_name", ["mlm", "classifier"])

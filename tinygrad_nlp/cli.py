@@ -24,8 +24,8 @@ def run(job) -> int:
     started = time.time()
     backend.keep_host_memory()  # one step's freed activations serve the next (backend/memory.py)
     try:
-        with _quiet_unless_first_process():
-            job()
+        with _quiet_unless_first_process(), backend.kernels.reference_ops(backend.kernels.in_reference_mode()):
+            job()  # (--reference switches the mode while the job runs; it is restored after)
     except (TinygradNLPError, OSError) as error:
         comm = distributed.current()
         if comm.world_size > 1:
@@ -54,10 +54,20 @@ TRAINING_OPTIONS = [  # what every training example takes, after its own options
                              "machine's other MPI processes: never slower, and the losses depend on the core count; "
                              "--threads 1 gives the same losses on every machine)"),
     ("--seed", 0, "seed for the data split, batches, initialisation and dropout"),
+    ("--reference", False, "run every op on its textbook code alone (the ops/ files; no fast path of kernels/): "
+                           "slower, the same losses to float32 rounding; TINYGRAD_NLP_REFERENCE=1 does the same"),
     ("--no-progress", False, "log lines instead of a progress bar"),
     ("--graph", None, "draw the backward graph of one training step of a one-layer model to this .svg, .png or "
                       ".dot file, print what it saves, and exit"),
 ]
+
+
+class _ReferenceOps(argparse.Action):
+    """``--reference``: every op runs its textbook code from here on (``run`` restores the mode)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        setattr(namespace, self.dest, True)
+        backend.kernels.set_reference_mode(True)
 
 
 def parser(description: str, options) -> argparse.ArgumentParser:
@@ -71,7 +81,9 @@ def parser(description: str, options) -> argparse.ArgumentParser:
         kind = None if default is None else type(default)
         if isinstance(choices, type):
             kind, choices = choices, None
-        if default is False:
+        if flag == "--reference":
+            p.add_argument(flag, action=_ReferenceOps, nargs=0, default=False, help=text)
+        elif default is False:
             p.add_argument(flag, action="store_true", help=text)
         elif default is True:
             p.add_argument(flag, action=argparse.BooleanOptionalAction, default=True, help=text + " (default on)")

@@ -53,6 +53,24 @@ def test_same_seed_same_losses_and_resume_is_exact(tmp_path, threads):
     assert json.loads((d / "metrics.json").read_text())["train_loss"] != straight
 
 
+def test_reference_mode_trains_on_the_textbook_ops_to_the_same_losses(tmp_path, monkeypatch):
+    """--reference: every op on its textbook code (the same dropout masks, the same
+    batches), the losses of the default run to float32 rounding; the mode ends with the run."""
+    chosen = []
+    implementation = backend.kernels.implementation
+    monkeypatch.setattr(backend.kernels, "implementation", lambda node, arrays: chosen.append(
+        cls := implementation(node, arrays)) or cls)
+    runs = {}
+    for name, extra in (("default", []), ("reference", ["--reference"])):
+        chosen.clear()
+        assert mlm.main(TINY + ["--threads", "1", "--out", str(tmp_path / name)] + extra) == 0
+        runs[name] = json.loads((tmp_path / name / "metrics.json").read_text())["train_loss"]
+        fast = {cls.__name__ for cls in chosen if getattr(cls, "speeds_up", None)}
+        assert bool(fast) is (name == "default"), fast
+        assert not backend.kernels.in_reference_mode()
+    np.testing.assert_allclose(runs["reference"], runs["default"], rtol=2e-5)
+
+
 def test_training_improves_loss_and_purity(tmp_path):
     """A short run (seconds) on the built-in corpus: held-out loss falls and neighbour
     purity rises above its value at initialisation."""

@@ -147,16 +147,22 @@ def in_reference_mode() -> bool:
     return _reference_mode
 
 
+def set_reference_mode(enabled: bool) -> bool:
+    """Switch the reference mode on or off from here on; returns what it was."""
+    global _reference_mode
+    previous, _reference_mode = _reference_mode, bool(enabled)
+    return previous
+
+
 @contextlib.contextmanager
 def reference_ops(enabled: bool = True):
     """Within this block every op runs its textbook ``forward`` and ``backward`` alone
     (no registered CPU path, no CUDA kernel): ``with tinygrad_nlp.reference_ops(): ...``."""
-    global _reference_mode
-    previous, _reference_mode = _reference_mode, bool(enabled)
+    previous = set_reference_mode(enabled)
     try:
         yield
     finally:
-        _reference_mode = previous
+        set_reference_mode(previous)
 
 
 def suits_kernel(*arrays_in) -> bool:
@@ -221,5 +227,6 @@ def launch_grid(source_path, name: str, dtype, blocks: int, threads: int, args) 
 
 
 __all__ = ["FUSED_KERNEL_NAMES", "fused_kernels_from", "fused_kernels", "kernel_suits", "dispatch", "register",
-           "registered", "is_switched_on", "implementation", "in_reference_mode", "reference_ops", "suits_kernel", "load_kernel",
+           "registered", "is_switched_on", "implementation", "in_reference_mode", "reference_ops",
+           "set_reference_mode", "device_of_call", "suits_kernel", "load_kernel",
            "kernel_code", "kernel_for", "launch_flat", "launch_per_row", "launch_grid"]
