@@ -12,10 +12,15 @@ from hypothesis import strategies as st
 
 import tinygrad_nlp.functional as F
 from tests.helpers import check_both_modes
-from tinygrad_nlp import Tensor, backend, manual_seed, reference_ops
+from tinygrad_nlp import Tensor, backend, reference_ops
+from tinygrad_nlp.kernels.cpu import attention as cpu_attention
 from tinygrad_nlp.testing import CASES, small_inputs
 
 CPU_PATHS = [fast for fast in backend.kernels.registered() if fast.device == "cpu"]
+# The CPU attention paths make P again from its log-sum-exp only above a size of P
+# (KEEP_PROBABILITIES_UP_TO) that no small case reaches: the attention cases run once more
+# with that size set to 0, as at long sequences.
+LONG_SEQUENCE_CASES = sorted(name for name in CASES if "attention" in name)
 
 
 @pytest.fixture
@@ -80,10 +85,28 @@ def test_textbook_op_matches_finite_differences(name):
         check_both_modes(lambda *x: CASES[name].ours(constants, *x), inputs)
 
 
-def test_every_registered_cpu_path_is_reached_by_a_case(chosen):
+@pytest.mark.parametrize("name", LONG_SEQUENCE_CASES)
+def test_default_path_at_long_sequences_equals_textbook_op(name, monkeypatch):
+    monkeypatch.setattr(cpu_attention, "KEEP_PROBABILITIES_UP_TO", 0)
+    _, constants = small_inputs(name)
+    compare_paths(lambda *x: CASES[name].ours(constants, *x), case_inputs(name), f"{name} (P made again)")
+    inputs, _ = small_inputs(name)
+    saved = CASES[name].ours(constants, *inputs).creator.saved_arrays()
+    assert any(key.startswith("lse") for key in saved), f"{name}: P was kept, not made again ({list(saved)})"
+
+
+def run_case(name):
+    """The case at its small shapes, forward and backward, on the paths switched on."""
+    inputs, constants = small_inputs(name)
+    return run(lambda *x: CASES[name].ours(constants, *x), inputs)
+
+
+def test_every_registered_cpu_path_is_reached_by_a_case(chosen, monkeypatch):
     for name in CASES:
-        inputs, constants = small_inputs(name)
-        run(lambda *x: CASES[name].ours(constants, *x), inputs)
+        run_case(name)
+    monkeypatch.setattr(cpu_attention, "KEEP_PROBABILITIES_UP_TO", 0)  # as at long sequences
+    for name in LONG_SEQUENCE_CASES:
+        run_case(name)
     missed = [fast.__name__ for fast in CPU_PATHS if not chosen[fast]]
     assert not missed, f"registered CPU paths no case of tinygrad_nlp.testing.CASES runs: {missed}"
 
@@ -91,8 +114,7 @@ def test_every_registered_cpu_path_is_reached_by_a_case(chosen):
 def test_reference_mode_runs_only_textbook_classes(chosen):
     with reference_ops():
         for name in CASES:
-            inputs, constants = small_inputs(name)
-            run(lambda *x: CASES[name].ours(constants, *x), inputs)
+            run_case(name)
     assert not [cls.__name__ for cls in chosen if getattr(cls, "speeds_up", None) is not None]
 
 

@@ -7,12 +7,12 @@ import pytest
 import tinygrad_nlp.functional as F
 from tests.helpers import check_both_modes, philox_keep_mask
 from tests.kernel_standins import kernels_on_the_cpu
-from tinygrad_nlp import Tensor, backend, manual_seed
+from tinygrad_nlp import Tensor, backend, manual_seed, reference_ops
+from tinygrad_nlp.kernels.cpu import segment_sum as cpu_segment_sum
+from tinygrad_nlp.kernels.cuda import attention as cuda_attention
+from tinygrad_nlp.kernels.cuda import segment_sum as cuda_segment_sum
 from tinygrad_nlp.models import MaskedLanguageModel
 from tinygrad_nlp.ops import attention
-from tinygrad_nlp.ops import dropout as dropout_op
-from tinygrad_nlp.kernels.cpu import segment_sum as cpu_segment_sum
-from tinygrad_nlp.kernels.cuda import segment_sum as cuda_segment_sum
 from tinygrad_nlp.optim import create_optimizer
 
 
@@ -37,8 +37,11 @@ def test_dropout_draws_its_mask_from_its_philox_stream_and_draws_it_again_backwa
     assert launched == {"dropout": 4}
 
 
-def test_attention_with_the_kernels_dropout_matches_the_generic_path_with_the_same_mask(monkeypatch):
-    def reference_mask(xp, shape, p):
+def test_attention_with_the_kernels_dropout_matches_the_textbook_op_with_the_same_mask(monkeypatch):
+    """With the softmax and dropout kernels on, packed attention keeps no mask (Philox
+    streams only) and gives the textbook op's output and gradients when the textbook
+    draws the same Philox mask."""
+    def philox_mask(xp, shape, p):
         n = int(np.prod(shape))
         return philox_keep_mask(n, p, *backend.philox_stream(n)).reshape(shape)
 
@@ -48,41 +51,27 @@ def test_attention_with_the_kernels_dropout_matches_the_generic_path_with_the_sa
     results, launched = [], {}
     for fused in (False, True):
         if fused:
-            launched = kernels_on_the_cpu(monkeypatch, {"dropout"})
-        monkeypatch.setattr(dropout_op, "keep_mask", reference_mask)
+            launched = kernels_on_the_cpu(monkeypatch, {"softmax", "dropout"})
+        monkeypatch.setattr(attention, "keep_mask", philox_mask)
         manual_seed(5)
         x = Tensor(qkv, requires_grad=True)
-        out = F.self_attention(x, 4, mask=mask, dropout_p=0.25)
+        with reference_ops(not fused):
+            out = F.self_attention(x, 4, mask=mask, dropout_p=0.25)
+        assert type(out.creator) is (cuda_attention.PackedSelfAttentionDropoutKernel if fused else
+                                     attention.PackedSelfAttention)
         assert ("keep" in out.creator.saved_arrays()) is not fused
         out.backward(g)
         results.append([out.numpy(), x.grad])
-    assert launched == {"dropout": 3}  # one batch block: P' forward; P' for dV and the mask on dP' backward
-    for generic, with_kernel in zip(*results):
-        np.testing.assert_allclose(with_kernel, generic, rtol=1e-12, atol=1e-14)
-
-
-def test_attention_redraws_each_batch_blocks_mask_from_its_own_stream(monkeypatch):
-    """One example per batch block, each block's mask from a stream of its own: float64
-    finite differences of the forward (reseeded each time, so every run draws the same
-    masks) agree with a backward that draws each block's mask again."""
-    kernels_on_the_cpu(monkeypatch, {"dropout"})
-    monkeypatch.setattr(attention, "rows_per_block", lambda xp, n_rows, row_bytes, block_bytes=None: 1)
-    rng = np.random.default_rng(1)
-    qkv = Tensor(rng.standard_normal((3, 5, 3 * 4)), requires_grad=True)
-    mask = np.arange(5)[None] < np.array([[5], [3], [1]])
-
-    def attend(x):
-        manual_seed(11)
-        return F.self_attention(x, 2, mask=mask, dropout_p=0.4)
-    assert sorted(attend(qkv).creator.keep.streams) == [0, 1, 2]
-    check_both_modes(attend, [qkv])
+    assert launched["dropout"] == 3  # P' forward; P' for dV and the mask on dP' backward
+    for textbook, with_kernel in zip(*results):
+        np.testing.assert_allclose(with_kernel, textbook, rtol=1e-12, atol=1e-14)
 
 
 def test_ragged_attention_with_the_dropout_kernel_draws_each_sequences_mask_again(monkeypatch):
     """The fused dropout path through ragged_self_attention keeps no mask: each sequence's
     is drawn again in the backward from its own stream, and float64 finite differences
     (every forward reseeded) agree with that backward."""
-    launched = kernels_on_the_cpu(monkeypatch, {"dropout"})
+    launched = kernels_on_the_cpu(monkeypatch, {"softmax", "dropout"})
     rng = np.random.default_rng(2)
     qkv = Tensor(rng.standard_normal((9, 12)), requires_grad=True)
     lengths = np.array([5, 0, 3, 1])
@@ -91,6 +80,7 @@ def test_ragged_attention_with_the_dropout_kernel_draws_each_sequences_mask_agai
         manual_seed(7)
         return F.ragged_self_attention(x, lengths, 2, dropout_p=0.4)
     out = attend(qkv)
+    assert type(out.creator) is cuda_attention.RaggedSelfAttentionDropoutKernel
     assert set(out.creator.saved_arrays()) == {"probs[0]", "probs[1]", "probs[2]"} and launched["dropout"] == 3
     check_both_modes(attend, [qkv])
 

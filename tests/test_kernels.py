@@ -1,4 +1,4 @@
-"""Every CUDA kernel source beside an op compiles with nvcc (to PTX), so a typo fails
+"""Every CUDA kernel source (kernels/cuda) compiles with nvcc (to PTX), so a typo fails
 here rather than on a lent GPU. Skipped with one line where nvcc is not installed."""
 import pathlib
 import re
@@ -16,7 +16,7 @@ KERNELS = sorted((pathlib.Path(__file__).resolve().parents[1] / "tinygrad_nlp").
 
 
 def test_there_are_kernel_sources():
-    assert KERNELS, "no .cu files found beside the ops"
+    assert KERNELS, "no .cu files found in kernels/cuda"
 
 
 @pytest.mark.parametrize("source", KERNELS, ids=lambda p: p.name)
@@ -61,7 +61,7 @@ def test_philox_keep_mask_drops_at_the_rate_asked():
 
 
 def test_the_kernels_philox_header_runs_on_the_host_and_matches_the_reference(tmp_path):
-    """ops/philox.cuh compiled by nvcc into a host program: the known answers, and the
+    """kernels/cuda/philox.cuh compiled by nvcc into a host program: the known answers, and the
     words of 64 counters near a 32-bit carry, against the NumPy reference."""
     counters = [c for c, _, _ in KNOWN_ANSWERS] + [((2 ** 32 - 32 + i) & 0xFFFFFFFF, (2 ** 32 - 32 + i) >> 32, 7, 0)
                                                     for i in range(64)]
@@ -80,14 +80,14 @@ def test_the_kernels_philox_header_runs_on_the_host_and_matches_the_reference(tm
 
 
 def build_host_program(tmp_path, name, text):
-    """``text`` compiled by nvcc into a host program (the ops folder on the include
+    """``text`` compiled by nvcc into a host program (the kernels/cuda folder on the include
     path) and its path; skipped with one line without nvcc or a host C++ compiler."""
     nvcc = shutil.which("nvcc") or shutil.which("/usr/local/cuda/bin/nvcc")
     if not nvcc or not (shutil.which("g++") or shutil.which("c++")):
         pytest.skip(f"nvcc or a host C++ compiler is not installed: {name} not run on the host")
     program = tmp_path / f"{name}.cu"
     program.write_text(text)
-    ops = pathlib.Path(__file__).resolve().parents[1] / "tinygrad_nlp" / "ops"
+    ops = pathlib.Path(__file__).resolve().parents[1] / "tinygrad_nlp" / "kernels" / "cuda"
     built = subprocess.run([nvcc, "-I", str(ops), "-o", str(tmp_path / name), str(program)],
                            capture_output=True, text=True)
     assert built.returncode == 0, built.stderr
@@ -95,7 +95,7 @@ def build_host_program(tmp_path, name, text):
 
 
 def test_the_bias_activation_kernels_math_runs_on_the_host_and_matches_the_numpy_path(tmp_path):
-    """activation() and slope() of ops/bias_activation.cu, compiled for the host, in
+    """activation() and slope() of kernels/cuda/bias_activation.cu, compiled for the host, in
     float64 and float32, against ACTIVATIONS' forward and backward (g = 1)."""
     xs = np.concatenate([np.linspace(-6, 6, 49), [0.0, 1e-3, -1e-3, 9.0, -9.0]])
     values = ", ".join(repr(float(x)) for x in xs)

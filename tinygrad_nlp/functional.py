@@ -8,16 +8,17 @@ gathers them, registers the faster implementations of ``kernels/`` for the one d
 from __future__ import annotations
 
 from . import kernels  # noqa: F401  (registers every fast path with backend.kernels)
-from .ops.attention import ragged_self_attention, scaled_dot_product_attention, self_attention
-from .ops.dropout import dropout
 from .ops.activations import gelu, relu
+from .ops.attention import ragged_self_attention, scaled_dot_product_attention, self_attention
+from .ops.cross_entropy import IGNORE_INDEX as IGNORE_INDEX  # a target that scores nothing: F.IGNORE_INDEX
+from .ops.cross_entropy import cross_entropy, linear_cross_entropy
+from .ops.dropout import dropout
 from .ops.elementwise import add, div, exp, log, mul, neg, pow, sub, tanh
 from .ops.embedding import embedding
 from .ops.layernorm import layer_norm
 from .ops.linear import linear, matmul
 from .ops.shape import concatenate, getitem, mean, permute, reshape, scatter_rows, sum, transpose
-from .ops.softmax import IGNORE_INDEX as IGNORE_INDEX  # a target that scores nothing: F.IGNORE_INDEX
-from .ops.softmax import cross_entropy, linear_cross_entropy, log_softmax, softmax
+from .ops.softmax import log_softmax, softmax
 from .tensor import Tensor
 
 __all__ = [

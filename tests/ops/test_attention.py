@@ -1,11 +1,17 @@
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import assume, given
 from hypothesis import strategies as st
 
 import tinygrad_nlp.functional as F
-from tests.helpers import assert_close, check_both_modes, needs_torch, tensor, to_torch, torch
-from tinygrad_nlp import ArgumentError, ShapeError, Tensor, backend, manual_seed
+from tests.helpers import assert_close, check_both_modes, needs_torch, philox_keep_mask, tensor, to_torch, torch
+from tests.kernel_standins import kernels_on_the_cpu
+from tests.test_fast_paths import compare_paths
+from tinygrad_nlp import ArgumentError, ShapeError, Tensor, backend, manual_seed, reference_ops
+from tinygrad_nlp.kernels.cpu import attention as cpu_attention
+from tinygrad_nlp.kernels.cuda import attention as cuda_attention
+from tinygrad_nlp.ops import attention as attention_op
+from tinygrad_nlp.ops.attention import PackedSelfAttention, RaggedSelfAttention, ScaledDotProductAttention
 
 
 def qkv(rng, B=2, H=3, T=4, D=5):
@@ -186,12 +192,11 @@ def test_blocks_of_the_batch_give_the_same_result(mask_kind, rng, monkeypatch):
 
 @pytest.mark.parametrize("case", ["padding", "causal", "causal_cached", "fully_masked_row", "float_mask", "dropout"])
 def test_long_sequence_attention_that_makes_its_probabilities_again_equals_the_kept_ones(case, monkeypatch):
-    """Above KEEP_PROBABILITIES_UP_TO the op keeps each row's log-sum-exp, not P, and makes
-    P again in the backward: the same outputs and gradients as keeping P (which the PyTorch
-    cases check), float64 finite differences, and no (B, H, Tq, Tk) array saved."""
-    from tinygrad_nlp import manual_seed
+    """Above KEEP_PROBABILITIES_UP_TO (kernels/cpu/attention.py) the CPU path keeps each
+    row's log-sum-exp, not P, and makes P again in the backward: the same outputs and
+    gradients as keeping P (which the PyTorch cases check), float64 finite differences,
+    and no (B, H, Tq, Tk) array saved."""
     from tinygrad_nlp.gradcheck import gradcheck
-    from tinygrad_nlp.ops import attention as attention_op
     rng = np.random.default_rng(4)
     Tq = 2 if case == "causal_cached" else 5
     arrays = rng.standard_normal((2, 2, Tq, 3)), rng.standard_normal((2, 2, 5, 3)), rng.standard_normal((2, 2, 5, 4))
@@ -206,15 +211,189 @@ def test_long_sequence_attention_that_makes_its_probabilities_again_equals_the_k
     g = rng.standard_normal((2, 2, Tq, 4))
     results = []
     for limit in (1 << 40, 0):
-        monkeypatch.setattr(attention_op, "KEEP_PROBABILITIES_UP_TO", limit)
+        monkeypatch.setattr(cpu_attention, "KEEP_PROBABILITIES_UP_TO", limit)
         tensors = [Tensor(a, requires_grad=True) for a in arrays]
         out = attend(*tensors)
         assert ("probs" in out.creator.saved_arrays()) is (limit > 0)
+        assert ("lse" in out.creator.saved_arrays()) is (limit == 0)
+        assert type(out.creator) is (cpu_attention.BlockedAttention if limit else cpu_attention.RecomputedAttention)
         out.backward(g)
         results.append([out.numpy()] + [t.grad for t in tensors])
     for kept, made_again in zip(*results):
         np.testing.assert_allclose(made_again, kept, rtol=1e-12, atol=1e-13)
     assert gradcheck(attend, [Tensor(a, requires_grad=True) for a in arrays], mode="full")
+
+
+
+# -- the fast paths (kernels/cpu/attention.py, kernels/cuda/attention.py) against the textbook op --
+MASKINGS = ["none", "padding", "causal", "causal_padding", "all_masked", "float"]
+
+
+def masking_of(kind, rng, B, Tq, Tk):
+    """(mask, is_causal) of a kind of masking; "all_masked": padding with every key of
+    example 0 masked. The last example's first two keys are never masked: a gradient of q
+    or k that is zero only up to rounding (every row with one visible key has P = 1,
+    exactly so in the textbook, to rounding on a path that shares a block's maximum) has
+    no scale to hold rounding to."""
+    mask = None
+    if kind in ("padding", "causal_padding", "all_masked"):
+        mask = rng.random((B, Tk)) < 0.6
+        mask[-1, :2] = True
+        mask[0] = mask[0] & (kind != "all_masked")
+    elif kind == "float":
+        mask = rng.standard_normal((B, 1, Tq, Tk))
+    return mask, kind.startswith("causal")
+
+
+def assert_path_equals_textbook(fn, arrays, path, what, recompute=False, one_example_per_block=False):
+    """``compare_paths`` (tests/test_fast_paths.py) of ``fn`` on Tensors of ``arrays``, the
+    default run taking the registered class ``path``: with ``recompute`` the size of P kept
+    set to 0 (as at long sequences), with ``one_example_per_block`` batch blocks of one example."""
+    taken = []
+
+    def recorded(*tensors):
+        out = fn(*tensors)
+        taken.append(type(out.creator))
+        return out
+    with pytest.MonkeyPatch.context() as patch:
+        if recompute:
+            patch.setattr(cpu_attention, "KEEP_PROBABILITIES_UP_TO", 0)
+        if one_example_per_block:
+            patch.setattr(backend.arrays, "CACHE_BLOCK_BYTES", 1)
+        compare_paths(recorded, lambda dtype: [Tensor(a.astype(dtype), requires_grad=True) for a in arrays], what)
+    assert taken[1] is taken[3] is path, f"{what}: the default run took {taken[1].__name__}, not {path.__name__}"
+    assert taken[0] is taken[2] is path.speeds_up
+
+
+@given(B=st.integers(1, 3), H=st.integers(1, 3), Tq=st.integers(1, 5), cached=st.integers(0, 3), D=st.integers(1, 4),
+       masking=st.sampled_from(MASKINGS), p=st.sampled_from([0.0, 0.3]), recompute=st.booleans(),
+       one_example_per_block=st.booleans(), seed=st.integers(0, 2**16))
+def test_cpu_attention_paths_equal_the_textbook_op(B, H, Tq, cached, D, masking, p, recompute, one_example_per_block,
+                                                   seed):
+    """P kept (BlockedAttention) or made again from the log-sum-exp (RecomputedAttention),
+    in one block or one example per block: the textbook op's values and float64 gradients.
+    With dropout, one seed gives both the same mask: each draws one mask of the full
+    (B, H, Tq, Tk) shape."""
+    Tk = Tq + cached  # the queries are the last Tq of the keys (a decoding step when cached > 0)
+    assume(Tk >= 2)  # one key: P = 1 and the gradients of q and k are 0 up to rounding (masking_of)
+    rng = np.random.default_rng(seed)
+    arrays = [rng.standard_normal((B, H, Tq, D)), rng.standard_normal((B, H, Tk, D)),
+              rng.standard_normal((B, H, Tk, D + 1))]
+    mask, causal = masking_of(masking, rng, B, Tq, Tk)
+
+    def attend(q, k, v):
+        manual_seed(seed)
+        return F.scaled_dot_product_attention(q, k, v, mask=mask, dropout_p=p, is_causal=causal)
+    path = cpu_attention.RecomputedAttention if recompute else cpu_attention.BlockedAttention
+    assert_path_equals_textbook(attend, arrays, path, f"attention ({masking}, p={p})", recompute, one_example_per_block)
+
+
+@given(B=st.integers(1, 3), T=st.integers(2, 5), H=st.integers(1, 3), Dh=st.integers(1, 3),
+       masking=st.sampled_from(MASKINGS), p=st.sampled_from([0.0, 0.3]), recompute=st.booleans(),
+       one_example_per_block=st.booleans(), seed=st.integers(0, 2**16))
+def test_cpu_self_attention_paths_equal_the_textbook_op(B, T, H, Dh, masking, p, recompute, one_example_per_block,
+                                                        seed):
+    """The packed paths: PackedSelfAttention's head split and merge around the blocked or
+    the recomputing attention."""
+    rng = np.random.default_rng(seed)
+    mask, causal = masking_of(masking, rng, B, T, T)
+
+    def attend(qkv):
+        manual_seed(seed)
+        return F.self_attention(qkv, H, mask=mask, dropout_p=p, is_causal=causal)
+    path = cpu_attention.RecomputedPackedSelfAttention if recompute else cpu_attention.BlockedPackedSelfAttention
+    assert_path_equals_textbook(attend, [rng.standard_normal((B, T, 3 * H * Dh))], path,
+                                f"self_attention ({masking}, p={p})", recompute, one_example_per_block)
+
+
+@given(lengths=st.lists(st.integers(0, 5), min_size=1, max_size=4).filter(lambda lengths: max(lengths) >= 2),
+       H=st.integers(1, 3), Dh=st.integers(1, 3),
+       query_only_rows=st.booleans(), causal=st.booleans(), p=st.sampled_from([0.0, 0.3]), recompute=st.booleans(),
+       seed=st.integers(0, 2**16))
+def test_cpu_ragged_self_attention_paths_equal_the_textbook_op(lengths, H, Dh, query_only_rows, causal, p, recompute,
+                                                               seed):
+    """Every sequence on the blocked or the recomputing attention, chosen once for all of
+    them; empty sequences, rows that are queries only (a sequence of only such rows
+    attends to nothing)."""
+    rng = np.random.default_rng(seed)
+    lengths = np.array(lengths)
+    N = int(lengths.sum())
+    keys = rng.random(N) < 0.6 if query_only_rows else None
+    if keys is not None:  # one sequence with two keys at least, as masking_of keeps
+        longest = int(lengths[:lengths.argmax()].sum())
+        keys[longest:longest + 2] = True
+
+    def attend(qkv):
+        manual_seed(seed)
+        return F.ragged_self_attention(qkv, lengths, H, key_mask=keys, dropout_p=p, is_causal=causal)
+    path = cpu_attention.RecomputedRaggedSelfAttention if recompute and N else cpu_attention.BlockedRaggedSelfAttention
+    assert_path_equals_textbook(attend, [rng.standard_normal((N, 3 * H * Dh))], path,
+                                f"ragged_self_attention (lengths {lengths.tolist()}, p={p})", recompute)
+
+
+def test_ragged_fast_path_decides_once_for_every_sequence(monkeypatch):
+    """Each sequence's node is of the one class the ragged path chose."""
+    rng = np.random.default_rng(0)
+    x, lengths = Tensor(rng.standard_normal((9, 18)), requires_grad=True), np.array([5, 0, 4])
+    for limit, inner in ((0, cpu_attention.RecomputedAttention), (1 << 20, cpu_attention.BlockedAttention)):
+        monkeypatch.setattr(cpu_attention, "KEEP_PROBABILITIES_UP_TO", limit)
+        out = F.ragged_self_attention(x, lengths, 2)
+        assert [type(attention) for _, _, attention in out.creator.segments] == [inner, inner]
+
+
+def test_textbook_attention_saves_q_k_v_the_probabilities_and_the_boolean_mask(rng):
+    q, k, v = qkv(rng)
+    mask = np.array([[True, True, False, False], [True, True, True, True]])
+    with reference_ops():
+        manual_seed(0)
+        out = F.scaled_dot_product_attention(q, k, v, mask=mask, dropout_p=0.3)
+    saved = out.creator.saved_arrays()
+    assert type(out.creator) is ScaledDotProductAttention and list(saved) == ["q", "k", "v", "probs", "keep"]
+    assert saved["probs"].shape == saved["keep"].shape == (2, 3, 4, 4) and saved["keep"].dtype == bool
+    np.testing.assert_allclose(saved["probs"].sum(-1), 1)
+    assert np.all(saved["probs"][0, ..., 2:] == 0)
+
+
+@pytest.mark.parametrize("dropout_kernel", [False, True])
+@pytest.mark.parametrize("op", [ScaledDotProductAttention, PackedSelfAttention, RaggedSelfAttention])
+def test_cuda_attention_classes_on_the_kernels_stand_ins_equal_the_textbook_op(op, dropout_kernel, monkeypatch):
+    """kernels/cuda/attention.py with the softmax kernels' NumPy stand-ins
+    (tests/kernel_standins.py): the textbook op's values and float64 gradients, fully
+    masked rows included. With the dropout kernel too, the mask comes from a Philox
+    stream, is not saved and is drawn again in the backward; the textbook op is given
+    that stream's mask."""
+    names = {"softmax", "dropout"} if dropout_kernel else {"softmax"}
+    launched = kernels_on_the_cpu(monkeypatch, names)
+    if dropout_kernel:
+        def philox_mask(xp, shape, p):
+            n = int(np.prod(shape))
+            return philox_keep_mask(n, p, *backend.philox_stream(n)).reshape(shape)
+        monkeypatch.setattr(attention_op, "keep_mask", philox_mask)
+    rng = np.random.default_rng(3)
+    padding = np.array([[True, True, False, False, False], [False] * 5, [True] * 5])
+    lengths, keys = np.array([3, 0, 4, 1]), np.array([True, True, False, False, True, True, True, False])
+    calls = {ScaledDotProductAttention: ([(3, 2, 5, 4), (3, 2, 5, 4), (3, 2, 5, 3)],
+                                         lambda q, k, v: F.scaled_dot_product_attention(q, k, v, mask=padding,
+                                                                                        dropout_p=0.3, is_causal=True)),
+             PackedSelfAttention: ([(3, 5, 24)], lambda x: F.self_attention(x, 2, mask=padding, dropout_p=0.3)),
+             RaggedSelfAttention: ([(8, 24)], lambda x: F.ragged_self_attention(x, lengths, 2, key_mask=keys,
+                                                                                 dropout_p=0.3))}
+    shapes, call = calls[op]
+    saved = []
+
+    def attend(*tensors):
+        manual_seed(4)
+        out = call(*tensors)
+        saved.append(set(out.creator.saved_arrays()))
+        return out
+    kind = "DropoutKernel" if dropout_kernel else "Kernel"
+    path = {ScaledDotProductAttention: getattr(cuda_attention, f"Attention{kind}"),
+            PackedSelfAttention: getattr(cuda_attention, f"PackedSelfAttention{kind}"),
+            RaggedSelfAttention: getattr(cuda_attention, f"RaggedSelfAttention{kind}")}[op]
+    assert_path_equals_textbook(attend, [rng.standard_normal(shape) for shape in shapes], path, path.__name__)
+    assert launched["exp_rows"] and launched["softmax_backward"]
+    assert bool(launched["dropout"]) is dropout_kernel
+    assert all(any(name.startswith("keep") for name in names) is not dropout_kernel for names in saved[1::2])
 
 
 # -- ragged_self_attention: sequences stored one after another, no padding ----------------
@@ -255,12 +434,11 @@ def test_ragged_self_attention_query_only_rows_and_dropout_gradients(rng):
 def test_ragged_self_attention_makes_its_probabilities_again_above_the_limit(monkeypatch):
     """Over the limit, counted over every sequence's P together, each sequence keeps its
     log-sum-exp instead: the same outputs and gradients."""
-    from tinygrad_nlp.ops import attention as attention_op
     rng = np.random.default_rng(2)
     x, g, lengths = rng.standard_normal((9, 18)), rng.standard_normal((9, 6)), np.array([5, 4])
     results = []
     for limit, saved in ((2 * 41 * 8 - 1, {"lse[0]", "lse[1]"}), (2 * 41 * 8, {"probs[0]", "probs[1]"})):
-        monkeypatch.setattr(attention_op, "KEEP_PROBABILITIES_UP_TO", limit)  # 2 heads, 5^2 + 4^2 = 41, float64
+        monkeypatch.setattr(cpu_attention, "KEEP_PROBABILITIES_UP_TO", limit)  # 2 heads, 5^2 + 4^2 = 41, float64
         t = Tensor(x, requires_grad=True)
         out = F.ragged_self_attention(t, lengths, 2, is_causal=True)
         assert set(out.creator.saved_arrays()) == saved

@@ -1,12 +1,13 @@
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import assume, given
 from hypothesis import strategies as st
 
 import tinygrad_nlp.functional as F
 from tests.helpers import assert_close, check_both_modes, needs_torch, tensor, to_torch, torch
+from tests.test_fast_paths import compare_paths
 from tinygrad_nlp import ShapeError, Tensor, TokenIdError, backend, no_grad
-from tinygrad_nlp.ops import softmax as softmax_ops
+from tinygrad_nlp.kernels.cpu import lm_head, row_softmax
 
 
 @pytest.mark.parametrize("shape,axis", [((3, 5), -1), ((2, 3, 4), 1), ((1, 1), -1), ((4,), 0)])
@@ -110,14 +111,14 @@ def test_linear_cross_entropy_equals_linear_then_cross_entropy(n, d, c, bias, se
     rng = np.random.default_rng(seed)
     x, w, b = tensor(rng, n, d), tensor(rng, c, d), tensor(rng, c)
     t = np.where(rng.random(n) < 0.3, -100, rng.integers(0, c, n))
-    setting = softmax_ops.LOGITS_BLOCK_BYTES
+    setting = lm_head.LOGITS_BLOCK_BYTES
     if block_rows:  # blocks of (at most) that many scored rows
-        softmax_ops.LOGITS_BLOCK_BYTES = block_rows * c * 8
+        lm_head.LOGITS_BLOCK_BYTES = block_rows * c * 8
     try:
         fused = F.linear_cross_entropy(x, w, t, bias=b if bias else None)
         fused.backward(np.array(0.7))
     finally:
-        softmax_ops.LOGITS_BLOCK_BYTES = setting
+        lm_head.LOGITS_BLOCK_BYTES = setting
     grads = [p.grad for p in (x, w, b)]
     for p in (x, w, b):
         p.grad = None
@@ -143,8 +144,8 @@ def test_linear_cross_entropy_in_many_row_blocks(with_bias, rng, monkeypatch):
     expected = [p.grad for p in args]
     for p in args:
         p.grad = None
-    monkeypatch.setattr(softmax_ops, "LOGITS_BLOCK_BYTES", 7 * 8)  # one row of 7 float64 logits
-    assert len(softmax_ops.logit_row_blocks(np, 4, 7, 8)) == 4
+    monkeypatch.setattr(lm_head, "LOGITS_BLOCK_BYTES", 7 * 8)  # one row of 7 float64 logits
+    assert len(lm_head.logit_row_blocks(np, 4, 7, 8)) == 4
     chunked = loss(*args)
     chunked.backward()
     assert_close(chunked, whole)
@@ -227,10 +228,93 @@ def test_rows_far_below_their_block_keep_full_precision(dtype, in_place, rng):
         expected /= expected.sum(-1, keepdims=True)
     expected[3] = 0
     before = x.copy()
-    got = softmax_ops.softmax_rows(x, out=x if in_place else None, masked_rows=True)
+    got = row_softmax.softmax_rows(x, out=x if in_place else None, masked_rows=True)
     assert (got is x) == in_place and (in_place or np.array_equal(x, before, equal_nan=True))
     np.testing.assert_allclose(got, expected, rtol=8 * np.finfo(dtype).eps * 20, atol=0)
-    e, shift, total = softmax_ops.exp_rows(before[[0, 1]])
+    e, shift, total = row_softmax.exp_rows(before[[0, 1]])
     assert shift[0, 0] == before[0].max() and shift[1, 0] == before[1].max()  # 1000 below: its own
-    e, shift, total = softmax_ops.exp_rows(before[:8][[0, 2, 4, 6]])
+    e, shift, total = row_softmax.exp_rows(before[:8][[0, 2, 4, 6]])
     assert np.all(shift == before[:8][[0, 4]].max())  # 10 below: shared
+
+
+# -- each fast path (kernels/cpu) equals its textbook op (ops/): values to float32 rounding,
+# float64 gradients to 1e-10 relative (tests/test_fast_paths.py's compare_paths) ---------------
+def _inputs(*arrays):
+    return lambda dtype: [Tensor(a.astype(dtype), requires_grad=True) for a in arrays]
+
+
+def _float32_rtol(offset):
+    """float32 rounding, and that of a shift of ``offset``'s size (a shared block maximum)."""
+    return 2e-5 + 4 * offset * np.finfo(np.float32).eps
+
+
+def _logits(rng, shape, offset, holes, finite=None):
+    """Standard normal logits (..., C) whose rows lie up to ``offset`` apart (so a row may
+    fall far below its block's shared maximum), with about a fifth of the entries -inf
+    when ``holes``, but never where ``finite`` (a boolean mask; default: the last column)."""
+    x = rng.standard_normal(shape) + offset * rng.random(shape[:-1] + (1,))
+    if finite is None:
+        finite = np.arange(shape[-1]) == shape[-1] - 1
+    return np.where(holes & (rng.random(shape) < 0.2) & ~finite, -np.inf, x)
+
+
+def _with_block_bytes(block_bytes, fn):
+    """fn with the row-softmax engine's blocks of ``block_bytes`` (a few rows; None: the default)."""
+    def run(*args):
+        with pytest.MonkeyPatch.context() as patch:
+            if block_bytes:
+                patch.setattr(backend.arrays, "CACHE_BLOCK_BYTES", block_bytes)
+            return fn(*args)
+    return run
+
+
+@given(rows=st.lists(st.integers(1, 6), min_size=0, max_size=2), width=st.integers(1, 40), axis=st.integers(-3, 2),
+       offset=st.sampled_from([0.0, 1e3]), holes=st.booleans(), block=st.sampled_from([None, 256]),
+       seed=st.integers(0, 2**16))
+def test_softmax_fast_path_equals_the_textbook_op(rows, width, axis, offset, holes, block, seed):
+    axis = axis % (len(rows) + 1)
+    x = np.moveaxis(_logits(np.random.default_rng(seed), (*rows, width), offset, holes), -1, axis)  # rows along axis
+    compare_paths(_with_block_bytes(block, lambda t: F.softmax(t, axis=axis)), _inputs(x), "softmax",
+                  float32_rtol=_float32_rtol(offset))
+
+
+@given(rows=st.lists(st.integers(1, 6), min_size=1, max_size=2), width=st.integers(1, 40), axis=st.integers(-3, 2),
+       offset=st.sampled_from([0.0, 1e3]), block=st.sampled_from([None, 256]), seed=st.integers(0, 2**16))
+def test_log_softmax_fast_path_equals_the_textbook_op(rows, width, axis, offset, block, seed):
+    axis = axis % (len(rows) + 1)
+    assume(width > 1)  # one class: log-softmax is 0, the fast path's rounding of x - x is not
+    x = np.moveaxis(_logits(np.random.default_rng(seed), (*rows, width), offset, holes=False), -1, axis)
+    compare_paths(_with_block_bytes(block, lambda t: F.log_softmax(t, axis=axis)), _inputs(x), "log_softmax",
+                  float32_rtol=_float32_rtol(offset))
+
+
+@given(rows=st.lists(st.integers(1, 6), min_size=1, max_size=2), classes=st.integers(2, 40),
+       ignored=st.sampled_from([0.0, 0.3, 1.0]), offset=st.sampled_from([0.0, 1e3]), holes=st.booleans(),
+       block=st.sampled_from([None, 256]), seed=st.integers(0, 2**16))
+def test_cross_entropy_fast_path_equals_the_textbook_op(rows, classes, ignored, offset, holes, block, seed):
+    """Ignored targets (some, or all), -inf logits (never a target's), rows far apart."""
+    rng = np.random.default_rng(seed)
+    targets = rng.integers(0, classes, rows)
+    x = _logits(rng, (*rows, classes), offset, holes, finite=np.arange(classes) == targets[..., None])
+    targets[rng.random(targets.shape) < ignored] = -100
+    compare_paths(_with_block_bytes(block, lambda t: F.cross_entropy(t, targets)), _inputs(x), "cross_entropy",
+                  float32_rtol=_float32_rtol(offset))
+
+
+@given(n=st.integers(1, 12), d=st.integers(1, 6), classes=st.integers(2, 30), bias=st.booleans(),
+       ignored=st.sampled_from([0.0, 0.3, 1.0]), offset=st.sampled_from([0.0, 1e3]), block_rows=st.sampled_from([1, 3, None]),
+       seed=st.integers(0, 2**16))
+def test_linear_cross_entropy_fast_path_equals_the_textbook_op(n, d, classes, bias, ignored, offset, block_rows, seed):
+    """Several row blocks of logits (``block_rows`` float64 rows each; twice as many in
+    float32), ignored rows between them, logits offset by a large bias."""
+    rng = np.random.default_rng(seed)
+    x, w, b = rng.standard_normal((n, d)), rng.standard_normal((classes, d)), rng.standard_normal(classes) + offset
+    targets = np.where(rng.random(n) < ignored, -100, rng.integers(0, classes, n))
+    arrays = (x, w, b) if bias else (x, w)
+
+    def loss(x, w, b=None):
+        with pytest.MonkeyPatch.context() as patch:
+            if block_rows:
+                patch.setattr(lm_head, "LOGITS_BLOCK_BYTES", block_rows * classes * 8)
+            return F.linear_cross_entropy(x, w, targets, bias=b)
+    compare_paths(loss, _inputs(*arrays), "linear_cross_entropy", float32_rtol=_float32_rtol(offset))

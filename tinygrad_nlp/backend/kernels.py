@@ -95,19 +95,21 @@ _faster: dict = {}  # op class -> the classes registered for it, in the order re
 _reference_mode = os.environ.get("TINYGRAD_NLP_REFERENCE", "") not in ("", "0")
 
 
-def register(op, device: str, kernel: str | None = None):
+def register(op, device: str, kernel: str | tuple = ()):
     """A class decorator: the decorated subclass of ``op`` computes the same function
-    faster on ``device`` ("cpu" or "cuda"). ``kernel``: the name of the CUDA kernel it
-    launches, which ``TINYGRAD_NLP_FUSED_KERNELS`` must switch on."""
+    faster on ``device`` ("cpu" or "cuda"). ``kernel``: the name (or names) of the CUDA
+    kernels it launches, which ``TINYGRAD_NLP_FUSED_KERNELS`` must all switch on. The
+    dispatch tries an op's classes in the order they were registered."""
     if device not in arrays.DEVICES:
         raise ValueError(f"kernels.register: unknown device {device!r}, known: {list(arrays.DEVICES)}")
-    if kernel is not None and kernel not in FUSED_KERNEL_NAMES:
+    names = (kernel,) if isinstance(kernel, str) else tuple(kernel)
+    if set(names) - set(FUSED_KERNEL_NAMES):
         raise ValueError(f"kernels.register: unknown kernel {kernel!r}, known: {list(FUSED_KERNEL_NAMES)}")
 
     def add(fast):
         if not issubclass(fast, op):
             raise TypeError(f"kernels.register: {fast.__name__} must be a subclass of {op.__name__}")
-        fast.speeds_up, fast.device, fast.kernel_name = op, device, kernel
+        fast.speeds_up, fast.device, fast.kernel_names = op, device, names
         _faster.setdefault(op, []).append(fast)
         return fast
     return add
@@ -119,9 +121,9 @@ def registered(op=None) -> list:
 
 
 def is_switched_on(fast) -> bool:
-    """Whether a registered class may run: not in reference mode, and its kernel (if it
-    launches one) switched on."""
-    return not _reference_mode and (fast.kernel_name is None or fast.kernel_name in fused_kernels)
+    """Whether a registered class may run: not in reference mode, and the kernels it
+    launches (if any) switched on."""
+    return not _reference_mode and set(fast.kernel_names) <= fused_kernels
 
 
 def implementation(node, arrays_in) -> type:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import DataError
-from ..ops.softmax import IGNORE_INDEX
+from ..ops.cross_entropy import IGNORE_INDEX
 from .tokenizer import N_SPECIALS, SPECIALS, Vocab, tokenize
 
 

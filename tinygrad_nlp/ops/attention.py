@@ -6,37 +6,12 @@ from __future__ import annotations
 import functools
 import math
 
-from ..backend import get_array_module, rows_per_block
+from ..backend import get_array_module, keep_mask
 from ..errors import ShapeError
 from ..tensor import Function, array_of
 from .checks import broadcast_shape, check_probability
 from .dropout import keep_scale
-from ..backend import keep_mask
-
-
-class _KeptMaskShim:  # TEMPORARY until attention is rewritten
-    def __init__(self, like, p, shape):
-        self.keep = keep_mask(get_array_module(like), shape, p)
-        self.scale, self.shape, self.dtype, self.nbytes = keep_scale(p), self.keep.shape, self.keep.dtype, self.keep.nbytes
-
-    def apply(self, x, rows=None, out=None):
-        y = get_array_module(x).multiply(x, x.dtype.type(self.scale), out=out)
-        y *= self.keep if rows is None else self.keep[rows]
-        return y
-
-
-draw_dropout_mask = _KeptMaskShim
-from .softmax import exp_rows, softmax_backward, softmax_rows
-
-# Above this many bytes of probabilities (B H Tq Tk) an attention call keeps each row's
-# log-sum-exp instead and makes P again, a batch block at a time, in the backward: one more
-# Q K^T product for the memory of the whole P (the flash-attention idea, in NumPy).
-KEEP_PROBABILITIES_UP_TO = 32 << 20
-
-
-def recomputes(probability_bytes: int) -> bool:
-    """Whether P of this many bytes is made again in the backward instead of kept."""
-    return probability_bytes > KEEP_PROBABILITIES_UP_TO
+from .softmax import softmax_of
 
 
 def expand_mask(mask, q_shape, k_shape):
@@ -72,31 +47,33 @@ def future_keys(xp, Tq: int, Tk: int):
 
 
 class ScaledDotProductAttention(Function):
-    """out = P' V with P = softmax(Q K^T / sqrt(Dh) + masking), P' = dropout(P).
+    """out = P' V with S = Q K^T / sqrt(Dh) + masking, P = softmax(S) over the keys and
+    P' = dropout(P).
 
-    Backward (g = dL/dout, s = 1/sqrt(Dh)):
-        dV = P'^T g;  dP' = g V^T;  dP = dP' * m / (1 - p)  (the dropout mask);
+    Backward (g = dL/dout, s = 1/sqrt(Dh), m the dropout mask):
+        dV = P'^T g;  dP' = g V^T;  dP = dP' * m / (1 - p)  (dropout's backward);
         dS = P * (dP - sum_k(dP * P))  (softmax's backward, row-wise);
         dQ = s dS K;  dK = s dS^T Q.
-    Masked keys have P = 0, so their dS is 0 and they pass no gradient to Q or K; the
-    causal triangle (``is_causal``) is such a mask, so it adds no term to the backward.
-    A query row whose keys are *all* masked attends to nothing: its P row is all zeros,
-    so its output is 0 and every gradient through it is 0 (finite, never NaN).
-    The forward saves P (and the dropout draw, ops/dropout.py), never the raw scores,
-    and P' is recomputed from them; above ``KEEP_PROBABILITIES_UP_TO`` bytes of P (long
-    sequences) it saves each row's log-sum-exp instead, and the backward makes P again,
-    P = exp(S - lse), one batch block at a time. Both passes go through the batch in blocks whose
-    scores fit in the cache. With the fused dropout kernel on the GPU (ops/dropout.cu)
-    the draw keeps no mask: each block's is drawn again from its Philox stream.
+    A masked key has S = -inf, so P = 0 and dS = 0 there: it passes no gradient to Q or
+    K. The causal triangle (``is_causal``) is such a mask, so it adds no term to the
+    backward. A query row whose keys are *all* masked attends to nothing: its P row is
+    all zeros (not 0/0), so its output is 0 and every gradient through it is 0.
+
+    Saves: q, k, v, P (``probs``, B H Tq Tk numbers) and the boolean dropout mask m
+    (``keep``), never S; P' is made again from P and m. The CPU paths
+    (kernels/cpu/attention.py) save the same but fill them a cache-sized block of the
+    batch at a time; at long sequences they save each row's log-sum-exp (``lse``)
+    instead of P and make P = exp(S - lse) again in the backward. The CUDA path with the
+    dropout kernel (kernels/cuda/attention.py) keeps the Philox key and counter instead
+    of m and draws m again in the backward.
     """
 
     floating = True
 
-    def __init__(self, mask=None, dropout_p=0.0, training=True, is_causal=False, *, recompute=None):
+    def __init__(self, mask=None, dropout_p=0.0, training=True, is_causal=False):
         self.mask, self.is_causal = mask, bool(is_causal)
         self.dropout_p = check_probability(dropout_p, "scaled_dot_product_attention dropout")
         self.training = training
-        self.forced_recompute = recompute  # None: decided by the size of P
 
     def check(self, q, k, v):
         get_array_module(q, k, v, self.mask)
@@ -113,90 +90,42 @@ class ScaledDotProductAttention(Function):
 
     def forward(self, q, k, v):
         xp = get_array_module(q, k, v)
-        B, H, Tq, _ = q.shape
-        Tk = k.shape[2]
-        self.scale = q.dtype.type(1.0 / math.sqrt(q.shape[-1]))
-        mask = None if self.mask is None else expand_mask(self.mask, q.shape, k.shape)
-        self.score_mask = None if mask is None else mask.reshape((1,) * (4 - mask.ndim) + tuple(mask.shape))
-        self.future = future_keys(xp, Tq, Tk) if self.is_causal else None
-        self.shape, self.itemsize = (B, H, Tq, Tk), q.dtype.itemsize
-        self.recompute = (recomputes(B * H * Tq * Tk * q.dtype.itemsize) if self.forced_recompute is None
-                          else bool(self.forced_recompute))
-        keep = None
-        if self.training and self.dropout_p > 0:
-            keep = draw_dropout_mask(q, self.dropout_p, (B, H, Tq, Tk))
-        probs, lse = None, None
-        if self.recompute:  # long sequences: keep each row's log-sum-exp; P is made again backward
-            lse = xp.empty((B, H, Tq, 1), dtype=q.dtype)
-        else:
-            probs = xp.empty((B, H, Tq, Tk), dtype=q.dtype)
-        self.save(q=q, k=k, v=v, probs=probs, lse=lse, keep=keep)
-        out = xp.empty((B, H, Tq, v.shape[3]), dtype=q.dtype)
-        masked_rows = self.score_mask is not None or self.future is not None
-        for b in self.batch_blocks(xp):
-            p = self.scores(xp, b, out=None if self.recompute else probs[b])
-            if self.recompute:
-                _, shift, total = exp_rows(p, out=p, masked_rows=masked_rows)
-                lse[b] = xp.where(total > 0, shift + xp.log(xp.maximum(total, total.dtype.type(1e-38))), xp.inf)
-                total[total == 0] = 1
-                p /= total
-            else:
-                softmax_rows(p, out=p, masked_rows=masked_rows)  # P; all-masked rows stay all-zero
-            xp.matmul(self.dropped(p, b), v[b], out=out[b])  # out = P' V
-        return out
-
-    def scores(self, xp, b, out=None):
-        """S = s Q K^T of the batch slice ``b`` with the masks written in as -inf (or the
-        float mask added), into ``out`` or a new array."""
-        q, k = self.q[b], self.k[b]
-        p = xp.matmul(q, k.swapaxes(-1, -2), out=out)
-        p *= self.scale
-        mask = self.score_mask
-        if mask is not None:
-            block_mask = mask[b] if mask.shape[0] > 1 else mask
-            if block_mask.dtype == bool:
-                xp.copyto(p, -xp.inf, where=~block_mask)
-            else:
-                p += block_mask.astype(q.dtype, copy=False)
-        if self.future is not None:
-            xp.copyto(p, -xp.inf, where=self.future)
-        return p
-
-    def probabilities(self, xp, b):
-        """P of the batch slice ``b``: saved, or made again from Q, K and each row's
-        log-sum-exp, P = exp(S - lse) (exactly 0 where S is -inf, all-masked rows too)."""
-        if not self.recompute:
-            return self.probs[b]
-        p = self.scores(xp, b)
-        p -= self.lse[b]
-        return xp.exp(p, out=p)
-
-    def batch_blocks(self, xp):
-        """Slices of the batch axis whose (H, Tq, Tk) score blocks fit the cache: every
-        elementwise pass over the scores then runs there (one block on the GPU)."""
-        B, H, Tq, Tk = self.shape
-        step = rows_per_block(xp, B, H * Tq * Tk * self.itemsize)
-        return [slice(start, start + step) for start in range(0, B, step)]
-
-    def dropped(self, probs, b):
-        """P' = dropout(P) for the batch slice ``b`` (a new array), or P itself."""
-        return probs if self.keep is None else self.keep.apply(probs, b)
+        self.scale = q.dtype.type(1 / math.sqrt(q.shape[-1]))      # s
+        s = self.scores(xp, q, k)                                  # S (B, H, Tq, Tk), -inf where masked
+        p = softmax_of(s)                                          # P (B, H, Tq, Tk); an all-masked row: 0
+        dropping = self.training and self.dropout_p > 0
+        keep = keep_mask(xp, p.shape, self.dropout_p) if dropping else None  # m (B, H, Tq, Tk) bool
+        self.save(q=q, k=k, v=v, probs=p, keep=keep)
+        return self.dropped(p) @ v                                 # P' V (B, H, Tq, Dv)
 
     def backward(self, g):
-        xp = get_array_module(g)
-        q, k, v = self.q, self.k, self.v
-        grad_q, grad_k, grad_v = (xp.empty(a.shape, dtype=g.dtype) for a in (q, k, v))
-        for b in self.batch_blocks(xp):
-            p = self.probabilities(xp, b)
-            xp.matmul(self.dropped(p, b).swapaxes(-1, -2), g[b], out=grad_v[b])
-            ds = g[b] @ v[b].swapaxes(-1, -2)  # dL/dP'
-            if self.keep is not None:
-                self.keep.apply(ds, b, out=ds)
-            softmax_backward(p, ds, out=ds)  # dS
-            ds *= self.scale
-            xp.matmul(ds, k[b], out=grad_q[b])
-            xp.matmul(ds.swapaxes(-1, -2), q[b], out=grad_k[b])
+        p = self.probs                                             # P (B, H, Tq, Tk)
+        grad_v = self.dropped(p).swapaxes(-1, -2) @ g              # dV = P'^T g (B, H, Tk, Dv)
+        grad_dropped = g @ self.v.swapaxes(-1, -2)                 # dP' = g V^T (B, H, Tq, Tk)
+        grad_p = self.dropped(grad_dropped)                        # dP = dP' m / (1 - p)
+        grad_s = p * (grad_p - (grad_p * p).sum(axis=-1, keepdims=True))  # dS = P (dP - sum_k dP P)
+        grad_q = self.scale * (grad_s @ self.k)                    # dQ = s dS K (B, H, Tq, Dh)
+        grad_k = self.scale * (grad_s.swapaxes(-1, -2) @ self.q)   # dK = s dS^T Q (B, H, Tk, Dh)
         return grad_q, grad_k, grad_v
+
+    def scores(self, xp, q, k):
+        """S = s Q K^T (B, H, Tq, Tk) with the masks written in: -inf where a boolean mask
+        is False or the causal triangle hides a key, a float mask added."""
+        s = q @ k.swapaxes(-1, -2) * self.scale                    # (B, H, Tq, Tk)
+        hidden = s.dtype.type(-math.inf)
+        mask = None if self.mask is None else expand_mask(self.mask, q.shape, k.shape)
+        if mask is not None and mask.dtype == bool:
+            s = xp.where(mask, s, hidden)
+        elif mask is not None:
+            s = s + mask.astype(s.dtype, copy=False)
+        if self.is_causal:
+            s = xp.where(future_keys(xp, q.shape[2], k.shape[2]), hidden, s)
+        return s
+
+    def dropped(self, x):
+        """x * m / (1 - p): P' from P in the forward, dP from dP' in the backward (x itself
+        without dropout)."""
+        return x if self.keep is None else x * self.keep * keep_scale(self.dropout_p)
 
 
 class PackedSelfAttention(ScaledDotProductAttention):
@@ -205,8 +134,8 @@ class PackedSelfAttention(ScaledDotProductAttention):
     Input (B, T, 3 * D) with D = H * Dh, laid out as (B, T, [q|k|v], H, Dh) (PyTorch's
     ``in_proj`` order); output (B, T, D), the heads side by side. The same function as
     splitting the input into q, k, v of shape (B, H, T, Dh), ``scaled_dot_product_attention``
-    and merging the heads, whose backward this reuses: the input gradient is the three
-    head gradients written into one (B, T, 3, H, Dh) buffer. Splitting with three
+    and merging the heads, whose forward and backward this reuses: the input gradient is
+    the three head gradients written into one (B, T, 3, H, Dh) array. Splitting with three
     ``getitem`` ops instead would give each a zero-filled (B, T, 3 * D) gradient to add
     up, four times the memory traffic.
     """
@@ -231,17 +160,16 @@ class PackedSelfAttention(ScaledDotProductAttention):
 
     def forward(self, qkv):
         B, T, width = qkv.shape
-        out = super().forward(*self.split_heads(qkv))  # (B, H, T, Dh)
-        return out.transpose(0, 2, 1, 3).reshape(B, T, width // 3)
+        out = super().forward(*self.split_heads(qkv))             # (B, H, T, Dh)
+        return out.transpose(0, 2, 1, 3).reshape(B, T, width // 3)  # (B, T, D), heads side by side
 
     def backward(self, g):
         xp = get_array_module(g)
         B, T, D = g.shape
-        H = self.n_heads
-        heads_grad = g.reshape(B, T, H, D // H).transpose(0, 2, 1, 3)
-        grad = xp.empty((B, T, 3, H, D // H), dtype=g.dtype)
-        for i, gi in enumerate(super().backward(heads_grad)):
-            grad[:, :, i] = gi.transpose(0, 2, 1, 3)
+        heads_grad = g.reshape(B, T, self.n_heads, D // self.n_heads).transpose(0, 2, 1, 3)  # (B, H, T, Dh)
+        grad = xp.empty((B, T, 3, self.n_heads, D // self.n_heads), dtype=g.dtype)  # (B, T, [q|k|v], H, Dh)
+        for i, gi in enumerate(super().backward(heads_grad)):     # dq, dk, dv (B, H, T, Dh)
+            grad[:, :, i] = gi.transpose(0, 2, 1, 3)               # (B, T, H, Dh)
         return grad.reshape(B, T, 3 * D)
 
 
@@ -254,15 +182,19 @@ class RaggedSelfAttention(Function):
     and needs no padding mask (the idea of flash-attention's variable-length form).
 
     Per sequence it is ``scaled_dot_product_attention`` of that sequence's q, k, v (as
-    views of the input rows), with its forward and backward: the gradient is the three
-    head gradients written into one (N, 3, H, Dh) buffer. ``key_mask`` (N,), True where
-    a row may be attended to, hides rows as keys that are there only as queries (a row
-    whose keys are all hidden outputs zeros); ``is_causal`` orders each sequence's rows
-    as positions. Whether P is kept or made again in the backward is decided once, by
-    the bytes of every sequence's P together.
+    views of the input rows), with its forward and backward (``sequence_op``, one node
+    per sequence): the gradient is the three head gradients written into one
+    (N, 3, H, Dh) array. ``key_mask`` (N,), True where a row may be attended to, hides
+    rows as keys that are there only as queries (a row whose keys are all hidden outputs
+    zeros); ``is_causal`` orders each sequence's rows as positions.
+
+    Saves: each sequence's P and dropout mask, as ``probs[s]`` and ``keep[s]``. The CPU
+    paths (kernels/cpu/attention.py) decide once, by the bytes of every sequence's P
+    together, whether each sequence keeps P or its log-sum-exp (``lse[s]``).
     """
 
     floating = True
+    sequence_op = ScaledDotProductAttention  # the attention each sequence runs
 
     def __init__(self, n_heads, lengths, key_mask=None, dropout_p=0.0, training=True, is_causal=False):
         self.n_heads, self.lengths, self.key_mask = int(n_heads), lengths, key_mask
@@ -285,19 +217,13 @@ class RaggedSelfAttention(Function):
     def forward(self, qkv):
         xp = get_array_module(qkv)
         N, width = qkv.shape
-        H = self.n_heads
-        heads = qkv.reshape(N, 3, H, width // (3 * H))
-        ends = [int(e) for e in self.lengths.cumsum()]
-        spans = [(start, stop) for start, stop in zip([0] + ends[:-1], ends) if stop > start]
-        recompute = recomputes(sum((stop - start) ** 2 for start, stop in spans) * H * qkv.dtype.itemsize)
-        out = xp.empty((N, H, heads.shape[-1]), dtype=qkv.dtype)
-        keys, self.segments = self.key_mask, []
-        for start, stop in spans:
+        heads = qkv.reshape(N, 3, self.n_heads, width // (3 * self.n_heads))  # (N, [q|k|v], H, Dh)
+        out = xp.empty((N, self.n_heads, heads.shape[-1]), dtype=qkv.dtype)  # (N, H, Dh)
+        self.segments = []
+        for start, stop in self.spans():
             q, k, v = heads[start:stop].transpose(1, 2, 0, 3)[:, None]  # each (1, H, L, Dh)
-            mask = None if keys is None or bool(keys[start:stop].all()) else keys[start:stop][None]
-            attention = ScaledDotProductAttention(mask, self.dropout_p, self.training, self.is_causal,
-                                                  recompute=recompute)
-            out[start:stop] = attention.forward(q, k, v)[0].transpose(1, 0, 2)
+            attention = self.sequence_attention(start, stop)
+            out[start:stop] = attention.forward(q, k, v)[0].transpose(1, 0, 2)  # (L, H, Dh)
             if any(self.needs_input_grad):
                 self.segments.append((start, stop, attention))
         return out.reshape(N, width // 3)
@@ -305,16 +231,27 @@ class RaggedSelfAttention(Function):
     def backward(self, g):
         xp = get_array_module(g)
         N, D = g.shape
-        H = self.n_heads
-        heads_grad = g.reshape(N, H, D // H)
-        grad = xp.empty((N, 3, H, D // H), dtype=g.dtype)
+        heads_grad = g.reshape(N, self.n_heads, D // self.n_heads)  # (N, H, Dh)
+        grad = xp.empty((N, 3, self.n_heads, D // self.n_heads), dtype=g.dtype)  # (N, [q|k|v], H, Dh)
         for start, stop, attention in self.segments:
             for i, gi in enumerate(attention.backward(heads_grad[start:stop].transpose(1, 0, 2)[None])):
-                grad[start:stop, i] = gi[0].transpose(1, 0, 2)
+                grad[start:stop, i] = gi[0].transpose(1, 0, 2)       # (L, H, Dh)
         return grad.reshape(N, 3 * D)
 
+    def spans(self):
+        """(start, stop) of each non-empty sequence's rows."""
+        ends = [int(e) for e in self.lengths.cumsum()]
+        return [(start, stop) for start, stop in zip([0] + ends[:-1], ends) if stop > start]
+
+    def sequence_attention(self, start, stop):
+        """The attention node of the sequence in rows start:stop, its keys masked by
+        ``key_mask`` as a (1, L) key-padding mask (none when every row is a key)."""
+        keys = None if self.key_mask is None else self.key_mask[start:stop]
+        mask = None if keys is None or bool(keys.all()) else keys[None]
+        return self.sequence_op(mask, self.dropout_p, self.training, self.is_causal)
+
     def saved_arrays(self) -> dict:
-        """Each sequence's P (or log-sum-exp) and dropout draw, as ``probs[s]`` and so on;
+        """Each sequence's P (or log-sum-exp) and dropout mask, as ``probs[s]`` and so on;
         its q, k and v are views of the input."""
         return {f"{name}[{s}]": array for s, (_, _, attention) in enumerate(getattr(self, "segments", ()))
                 for name, array in attention.saved_arrays().items() if name not in ("q", "k", "v")}

@@ -8,8 +8,8 @@ import math
 
 from ..errors import ShapeError
 from ..tensor import Function
-from .checks import broadcast_shape
 from .activations import ACTIVATIONS, activation_backward, check_activation, save_activation
+from .checks import broadcast_shape
 from .elementwise import unbroadcast
 
 

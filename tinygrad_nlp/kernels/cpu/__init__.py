@@ -1,4 +1,4 @@
 """Fast CPU paths: each module registers its classes for the op it equals."""
-from . import dropout, layernorm, linear, segment_sum
+from . import attention, dropout, layernorm, linear, lm_head, segment_sum, softmax
 
-__all__ = ["dropout", "layernorm", "linear", "segment_sum"]
+__all__ = ["attention", "dropout", "layernorm", "linear", "lm_head", "segment_sum", "softmax"]

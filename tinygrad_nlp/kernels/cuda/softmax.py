@@ -1,16 +1,28 @@
 """Row softmax as CUDA kernels (softmax.cu): one thread block per row finds its
 maximum, writes exp(x - max) and sums it in one launch, and the backward's
-y * (g - sum(g * y)) is one launch too. The launchers below equal
-``kernels.cpu.row_softmax``'s functions of the same names; the classes that use them
-(registered for softmax, cross-entropy and attention) are beside their CPU paths."""
+y * (g - sum(g * y)) is one launch too, where the textbook's array code takes a launch
+and a round trip to memory for each of max, subtract, exp, sum and divide. The launchers
+below equal ``kernels.cpu.row_softmax``'s functions of the same names.
+
+The classes at the end run ``ops.softmax.Softmax``, ``ops.softmax.LogSoftmax``,
+``ops.cross_entropy.CrossEntropy`` and ``ops.cross_entropy.LinearCrossEntropy`` on these
+kernels: each is the CPU path's class (kernels/cpu/softmax.py, kernels/cpu/lm_head.py),
+whose array code runs on CuPy as it does on NumPy, with these launchers as its engine in
+place of the CPU's row-softmax engine, and the NumPy-only BLAS row sums replaced.
+"""
 from __future__ import annotations
 
 import math
 import pathlib
+import types
 
 import numpy as np
 
 from ...backend import get_array_module, kernels
+from ...ops.cross_entropy import CrossEntropy, LinearCrossEntropy
+from ...ops.softmax import LogSoftmax, Softmax
+from ..cpu.lm_head import LinearCrossEntropyInBlocks
+from ..cpu.softmax import CrossEntropyRows, LogSoftmaxRows, SoftmaxRows
 
 SOURCE = pathlib.Path(__file__).with_name("softmax.cu")
 
@@ -49,3 +61,34 @@ def softmax_backward_rows(y, g, out=None):
         out[...] = grad
         return out
     return grad
+
+
+class OnTheSoftmaxKernel:
+    """What the classes below add to their CPU path: these launchers as the engine, in
+    place of ``kernels.cpu.row_softmax``, and the kernel's needs of the arrays."""
+
+    engine = types.SimpleNamespace(exp_rows=exp_rows, softmax_rows=softmax_rows,
+                                   softmax_backward_rows=softmax_backward_rows)
+
+    def suits(self, *arrays):
+        return kernels.suits_kernel(*arrays)
+
+
+@kernels.register(Softmax, device="cuda", kernel="softmax")
+class SoftmaxKernel(OnTheSoftmaxKernel, SoftmaxRows):
+    pass
+
+
+@kernels.register(LogSoftmax, device="cuda", kernel="softmax")
+class LogSoftmaxKernel(OnTheSoftmaxKernel, LogSoftmaxRows):
+    backward = LogSoftmax.backward  # g - exp(y) * sum(g): no kernel, and no NumPy BLAS row sums
+
+
+@kernels.register(CrossEntropy, device="cuda", kernel="softmax")
+class CrossEntropyKernel(OnTheSoftmaxKernel, CrossEntropyRows):
+    pass
+
+
+@kernels.register(LinearCrossEntropy, device="cuda", kernel="softmax")
+class LinearCrossEntropyKernel(OnTheSoftmaxKernel, LinearCrossEntropyInBlocks):
+    column_sums = staticmethod(lambda a: a.sum(axis=0))  # not the CPU's NumPy BLAS product

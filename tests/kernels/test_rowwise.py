@@ -1,10 +1,10 @@
-"""The last-axis reductions behind softmax, layer norm and attention agree with NumPy's."""
+"""The CPU paths' last-axis reductions (BLAS products, column-by-column maxima) equal NumPy's."""
 import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tinygrad_nlp.ops.rowwise import leading_sum, row_max, row_mean, row_sum
+from tinygrad_nlp.kernels.cpu.rowwise import leading_sum, row_max, row_mean, row_sum
 
 
 @given(shape=st.lists(st.integers(1, 40), min_size=1, max_size=3), dtype=st.sampled_from([np.float32, np.float64]),
