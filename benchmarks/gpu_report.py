@@ -7,7 +7,8 @@ Runs, each with its own time limit and its output kept: the `gpu`-marked tests (
 forward and gradients against NumPy in float32 and float64, both models against the CPU,
 an MLM run reaching the CPU's loss, checkpoints GPU -> CPU -> GPU), both examples with
 --device cuda, benchmarks/ops.py and benchmarks/train_step.py --device cuda --torch --memory
-for both tutorial models, and (when Nsight Systems' nsys is there) the CUDA kernel launches
+for both tutorial models, the MLM step with every kernel on and on the textbook ops alone
+(reference mode), and (when Nsight Systems' nsys is there) the CUDA kernel launches
 of one training step. Writes DIR/report.json and DIR/report.md (a section ready for
 benchmarks/RESULTS.md) with the device, driver, CUDA, CuPy and PyTorch versions.
 --dry-run prints the commands without running them.
@@ -41,12 +42,15 @@ def steps(out):
                       "--memory", "--repeats", "20"], 60),
         ("classifier step", [py, os.path.join(HERE, "train_step.py"), "--config", "classifier", "--device", "cuda",
                              "--torch", "--memory", "--repeats", "20"], 60),
-        # the fused kernels, switched on (the gpu tests above check them against the generic path)
+        # the fused kernels, switched on (the gpu tests above check them against the textbook ops)
         ("ops with fused kernels", ["env", "TINYGRAD_NLP_FUSED_KERNELS=all", py, os.path.join(HERE, "ops.py"),
                                     "--device", "cuda", "--only", "layer_norm", "--repeats", "10"], 20),
         ("mlm step with fused kernels", ["env", "TINYGRAD_NLP_FUSED_KERNELS=all", py,
                                          os.path.join(HERE, "train_step.py"), "--config", "mlm", "--device", "cuda",
                                          "--repeats", "20"], 40),
+        # the textbook ops alone on CuPy (tinygrad_nlp.reference_ops)
+        ("mlm step, reference mode", ["env", "TINYGRAD_NLP_REFERENCE=1", py, os.path.join(HERE, "train_step.py"),
+                                      "--config", "mlm", "--device", "cuda", "--repeats", "20"], 40),
     ]
 
 

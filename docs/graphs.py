@@ -17,7 +17,7 @@ import sys
 
 import numpy as np
 
-from tinygrad_nlp import Tensor, graph, manual_seed
+from tinygrad_nlp import Tensor, graph, manual_seed, reference_ops
 from tinygrad_nlp.nn import TransformerEncoderLayer
 from tinygrad_nlp.testing import CASES, small_inputs
 
@@ -40,13 +40,13 @@ WHY = {  # op class -> why its backward needs what it saves
     "Tanh": "the output: 1 - y^2",
     "Softmax": "the output y: y (g - sum g y)",
     "LogSoftmax": "the output: softmax = exp(y)",
-    "CrossEntropy": "exp(x - max), 1 / row sums, the scored rows and targets: softmax - onehot",
-    "LinearCrossEntropy": "the gradients for g = 1, made in the forward (the loss is a scalar): the backward scales them",
+    "CrossEntropy": "log-probabilities, the scored rows and targets: softmax - onehot",
+    "LinearCrossEntropy": "the scored rows of x, W and the probabilities P: dX = (P - onehot) g / n",
     "LayerNorm": "x, weight, mean and 1/std per row: x-hat is recomputed",
     "Dropout": "the boolean mask (1 byte per element)",
-    "ScaledDotProductAttention": "q, k, v and the probabilities (and the dropout mask)",
-    "PackedSelfAttention": "q, k, v (views of the input) and the probabilities (and the dropout mask)",
-    "RaggedSelfAttention": "per sequence, the probabilities or log-sum-exp (and the dropout mask); q, k, v are views",
+    "ScaledDotProductAttention": "q, k, v and the probabilities (and the boolean dropout mask)",
+    "PackedSelfAttention": "q, k, v (views of the input) and the probabilities (and the boolean dropout mask)",
+    "RaggedSelfAttention": "per sequence, the probabilities (and the dropout mask); q, k, v are views",
     "Linear": "x and W: dL/dx = G W, dL/dW = G^T x; with an activation, what it keeps (relu: the mask)",
     "MatMul": "both inputs: dL/da = G b^T, dL/db = a^T G",
     "Embedding": "nothing as an array: the ids are a setting of the node",
@@ -72,19 +72,27 @@ def encoder_layer_dot(norm_first: bool) -> str:
     return graph.to_dot(loss, dict(layer.named_parameters(), input=x))
 
 
-def saved_table() -> str:
-    """Markdown: each op of the case table, what its forward saved (names), and why."""
-    rows, seen = [], set()
+def saved_by_op() -> dict:
+    """{op name: the names of what its forward saved} over the case table's calls."""
+    saved = {}
     for name, case in CASES.items():
         tensors, constants = small_inputs(name)
         out = case.ours(constants, *tensors)
         for fn in graph._functions(out)[1]:
-            if fn.name in seen:
-                continue
-            seen.add(fn.name)
-            saved = ", ".join(fn.saved_arrays()) or "—"
-            rows.append(f"| `{fn.name}` | {saved} | {WHY.get(fn.name, '')} |")
-    return "\n".join([BEGIN, "| op (Function) | saves | why |", "|---|---|---|"] + sorted(rows) + [END])
+            saved.setdefault(fn.name, ", ".join(fn.saved_arrays()) or "—")
+    return saved
+
+
+def saved_table() -> str:
+    """Markdown: each op of the case table, what its textbook forward saves (names) and
+    why, and what the default CPU path saves where that differs."""
+    with reference_ops():
+        textbook = saved_by_op()
+    default = saved_by_op()
+    rows = [f"| `{op}` | {saves} | {WHY.get(op, '')} | {default[op] if default[op] != saves else ''} |"
+            for op, saves in textbook.items()]
+    return "\n".join([BEGIN, "| op (Function) | saves | why | the CPU path saves instead |", "|---|---|---|---|"]
+                     + sorted(rows) + [END])
 
 
 def outputs() -> dict:

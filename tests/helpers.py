@@ -51,7 +51,7 @@ def load_example(name):
 
 
 def philox4x32_10(counters, key):
-    """NumPy reference of ops/philox.cuh, vectorised over ``counters`` (an (n, 4) uint32
+    """NumPy reference of kernels/cuda/philox.cuh, vectorised over ``counters`` (an (n, 4) uint32
     array) with one ``key`` (two uint32): the (n, 4) random words. The tests check it
     against Random123's known answers, then the GPU kernels against it, bit for bit."""
     c = [np.asarray(counters, dtype=np.uint64)[:, i].copy() for i in range(4)]
@@ -65,7 +65,7 @@ def philox4x32_10(counters, key):
 
 
 def philox_draws(n, key0, key1, offset):
-    """The ``n`` random words ops/dropout.cu draws from stream (key0, key1, offset):
+    """The ``n`` random words kernels/cuda/dropout.cu draws from stream (key0, key1, offset):
     element i gets word i % 4 of counter offset + i // 4."""
     groups = -(-n // 4)
     counter = np.uint64(offset) + np.arange(groups, dtype=np.uint64)
@@ -75,7 +75,7 @@ def philox_draws(n, key0, key1, offset):
 
 
 def philox_keep_mask(n, p, key0, key1, offset):
-    """The keep mask ops/dropout.cu draws for ``n`` elements from stream (key0, key1, offset)."""
+    """The keep mask kernels/cuda/dropout.cu draws for ``n`` elements from stream (key0, key1, offset)."""
     return philox_draws(n, key0, key1, offset) >= np.uint32(min(round(p * 2 ** 32), 2 ** 32 - 1))
 
 
@@ -88,12 +88,13 @@ def cuda_leaves(*arrays):
 
 
 def assert_kernel_matches_generic(monkeypatch, kernel, run, dtype, tol=None):
-    """``run(fused)`` (-> arrays) once on CuPy's generic path and once with the fused CUDA
-    ``kernel`` switched on: the same results within float rounding (``tol`` or a default
-    per dtype)."""
+    """``run(fused)`` (-> arrays) once on the textbook ops on CuPy and once with the CUDA
+    ``kernel`` (a name, or a set of names) switched on: the same results within float
+    rounding (``tol`` or a default per dtype)."""
     results = {}
+    names = {kernel} if isinstance(kernel, str) else set(kernel)
     for fused in (False, True):
-        monkeypatch.setattr(backend.kernels, "fused_kernels", {kernel} if fused else set())
+        monkeypatch.setattr(backend.kernels, "fused_kernels", names if fused else set())
         results[fused] = [backend.asnumpy(a) for a in run(fused)]
     tol = tol or (dict(rtol=1e-4, atol=1e-5) if dtype == np.float32 else dict(rtol=1e-10, atol=1e-12))
     for generic, with_kernel in zip(results[False], results[True], strict=True):

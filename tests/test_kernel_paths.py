@@ -241,7 +241,7 @@ def test_a_training_step_with_every_kernel_path_matches_the_generic_step(model_n
 
 
 def test_causal_attention_through_the_softmax_kernel_matches_the_generic_path(monkeypatch):
-    """The triangle is written into the scores before ops/softmax.cu's exp_rows sees them:
+    """The triangle is written into the scores before kernels/cuda/softmax.cu's exp_rows sees them:
     with the kernel's stand-in the causal (and cached-step) attention gives the generic
     path's output and gradients."""
     rng = np.random.default_rng(2)

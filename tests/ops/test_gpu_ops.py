@@ -1,11 +1,12 @@
-"""Every op of the shared case table on CuPy against the same op on NumPy, in float32 and
-float64 (skipped without a GPU)."""
+"""Every op of the shared case table on CuPy against the same op on NumPy, and with every
+CUDA kernel on against the textbook ops on CuPy, in float32 and float64 (skipped without
+a GPU)."""
 import numpy as np
 import pytest
 
 import tinygrad_nlp.functional as F
 from tests.helpers import assert_kernel_matches_generic, cuda_leaves, philox_keep_mask
-from tinygrad_nlp import Tensor, backend, manual_seed
+from tinygrad_nlp import Tensor, backend, manual_seed, reference_ops
 from tinygrad_nlp.testing import CASES, small_inputs
 
 pytestmark = pytest.mark.gpu
@@ -28,6 +29,24 @@ def test_op_matches_numpy(name, dtype):
         np.testing.assert_allclose(backend.asnumpy(d.grad), c.grad, **tol)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("name", sorted(n for n, case in CASES.items() if case.same_on_every_device))
+def test_every_cuda_kernel_equals_the_textbook_op(name, dtype, monkeypatch):
+    """Each CUDA class registered in kernels/cuda (all switched on) against the op's own
+    forward and backward on CuPy (``reference_ops``): values and gradients."""
+    monkeypatch.setattr(backend.kernels, "fused_kernels", set(backend.FUSED_KERNEL_NAMES))
+    case, results = CASES[name], []
+    for reference in (True, False):
+        inputs, constants = small_inputs(name, dtype, "cuda")
+        with reference_ops(reference):
+            out = case.ours(constants, *inputs)
+        out.backward(backend.to_device(np.random.default_rng(1).standard_normal(out.shape).astype(dtype), "cuda"))
+        results.append([out.numpy()] + [backend.asnumpy(t.grad) for t in inputs])
+    tol = dict(rtol=1e-4, atol=1e-5) if dtype == np.float32 else dict(rtol=1e-10, atol=1e-12)
+    for textbook, fast in zip(*results, strict=True):
+        np.testing.assert_allclose(fast, textbook, **tol)
+
+
 def test_dropout_on_gpu():
     manual_seed(0)
     x = Tensor(np.ones(1_000_000, dtype=np.float32)).to("cuda")
@@ -42,7 +61,7 @@ def test_dropout_on_gpu():
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("shape", [(1,), (5, 3), (7, 129), (3, 1000, 37)])
 def test_fused_dropout_kernel_draws_the_reference_mask_and_draws_it_again_in_the_backward(shape, dtype, monkeypatch):
-    """ops/dropout.cu: the kept elements are exactly those of the NumPy Philox reference
+    """kernels/cuda/dropout.cu: the kept elements are exactly those of the NumPy Philox reference
     (tests/helpers.py), scaled by 1/(1-p); the backward draws the same mask (sizes not a
     multiple of four, one and several launches' worth)."""
     monkeypatch.setattr(backend.kernels, "fused_kernels", {"dropout"})
@@ -77,10 +96,10 @@ def test_fused_dropout_is_seeded_drops_at_rate_p_and_takes_any_layout(monkeypatc
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_attention_with_the_fused_dropout_kernel_matches_the_generic_path_with_the_same_mask(dtype, monkeypatch):
-    """Attention's dropout on the probabilities through ops/dropout.cu (mask not saved,
-    drawn again in the backward) against the generic path given the Philox mask itself."""
-    import tinygrad_nlp.ops.dropout as dropout_op
+def test_attention_with_the_fused_dropout_kernel_matches_the_textbook_op_with_the_same_mask(dtype, monkeypatch):
+    """Attention's dropout on the probabilities through kernels/cuda/dropout.cu (mask not
+    saved, drawn again in the backward) against the textbook op given the Philox mask itself."""
+    import tinygrad_nlp.ops.attention as attention_op
 
     def reference_mask(xp, shape, p):
         n = int(np.prod(shape))
@@ -91,7 +110,7 @@ def test_attention_with_the_fused_dropout_kernel_matches_the_generic_path_with_t
     mask = backend.to_device(np.arange(7)[None] < np.array([[7], [4], [1]]), "cuda")
 
     def run(fused):
-        monkeypatch.setattr(dropout_op, "keep_mask", reference_mask)
+        monkeypatch.setattr(attention_op, "keep_mask", reference_mask)
         manual_seed(5)
         x, = cuda_leaves(qkv)
         out = F.self_attention(x, 4, mask=mask, dropout_p=0.25)
@@ -99,7 +118,7 @@ def test_attention_with_the_fused_dropout_kernel_matches_the_generic_path_with_t
             assert "keep" not in out.creator.saved_arrays()
         out.backward(backend.to_device(g, "cuda"))
         return [out.data, x.grad]
-    assert_kernel_matches_generic(monkeypatch, "dropout", run, dtype)
+    assert_kernel_matches_generic(monkeypatch, {"softmax", "dropout"}, run, dtype)
 
 
 def test_tensor_moves_between_devices():
@@ -112,7 +131,7 @@ def test_tensor_moves_between_devices():
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("shape", [(3, 1), (4, 7, 33), (5, 128), (2, 3000)])
 def test_fused_layer_norm_kernel_matches_the_generic_gpu_path(shape, dtype, monkeypatch):
-    """ops/layernorm.cu against CuPy's generic array code: output and all three gradients
+    """kernels/cuda/layernorm.cu against the textbook op on CuPy: output and all three gradients
     (widths below, at and above one thread per column; several leading axes)."""
     rng = np.random.default_rng(0)
     x = rng.standard_normal(shape).astype(dtype) * 3 + 1
@@ -131,7 +150,7 @@ def test_fused_layer_norm_kernel_matches_the_generic_gpu_path(shape, dtype, monk
 @pytest.mark.parametrize("activation", ["relu", "gelu", "gelu_tanh"])
 @pytest.mark.parametrize("x_shape", [(7, 5), (2, 33, 64), (300, 128)])
 def test_fused_bias_activation_kernel_matches_the_generic_gpu_path(x_shape, activation, dtype, monkeypatch):
-    """ops/bias_activation.cu against CuPy's generic array code: linear(..., activation=)'s
+    """kernels/cuda/bias_activation.cu against the textbook op on CuPy: linear(..., activation=)'s
     output and the gradients of x, W and b, on the last backward (the kernel writes dL/dz
     over the saved z) and on one that keeps the graph (a second backward accumulates)."""
     rng = np.random.default_rng(0)
@@ -164,7 +183,7 @@ def _softmax_family(x, targets, mask):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("width", [12, 60, 1200])
 def test_fused_softmax_kernel_matches_the_generic_gpu_path(width, dtype, monkeypatch):
-    """ops/softmax.cu against CuPy's generic array code: softmax, log-softmax,
+    """kernels/cuda/softmax.cu against the textbook ops on CuPy: softmax, log-softmax,
     cross-entropy with ignored targets and masked self-attention with fully masked
     query rows — values and gradients, widths below, near and above one thread per column."""
     rng = np.random.default_rng(0)

@@ -50,7 +50,7 @@ def split_gpu_streams(rank: int) -> None:
 
 def philox_stream(n: int) -> tuple:
     """(key word 0, key word 1, first counter) for a kernel that draws ``n`` numbers
-    from the counter-based generator of ops/philox.cuh, four per counter: the key comes
+    from the counter-based generator of kernels/cuda/philox.cuh, four per counter: the key comes
     from the seed, and the counters each call gets are new ones, so every call draws
     fresh numbers, the same on every run from one seed, with no device round trip."""
     global _philox_offset
