@@ -3,6 +3,7 @@
     python benchmarks/ops.py                      # cpu (and cuda when CuPy sees a GPU)
     python benchmarks/ops.py --torch --json ops.json
     python benchmarks/ops.py --device cpu --shapes mlm --only attention,cross_entropy
+    python benchmarks/ops.py --reference          # each op's textbook class beside its fast path
 
 Shapes: "mlm" is the MLM tutorial (batch 128, sequence 20, width 128, 8 heads,
 feed-forward 512, vocabulary 40,000, 15% of positions scored); "classifier" is the IMDB
@@ -23,7 +24,7 @@ import sys
 import numpy as np
 from common import run_cli, time_alternating
 
-from tinygrad_nlp import Tensor, backend, manual_seed
+from tinygrad_nlp import Tensor, backend, manual_seed, reference_ops
 from tinygrad_nlp.testing import CASES, TUTORIAL_SHAPES, on_device
 
 OPS = [name for name, case in CASES.items() if case.at_scale is not None]
@@ -55,15 +56,21 @@ def timers(fn, inputs, sync, upstream_like, forward_context):
     return forward, forward_backward
 
 
-def ours(op, arrays, constants, device):
+def ours(op, arrays, constants, device, textbook=False):
+    """Our op's runs: by default on the path the dispatch picks; ``textbook``: on the op's
+    own class alone (``reference_ops``)."""
     inputs = [Tensor(backend.to_device(a, device), requires_grad=True) for a in arrays]
     constants = on_device(constants, device)
 
     def sync():
         if device == "cuda":
             backend.xp_for(device).cuda.Device().synchronize()
-    return timers(lambda *x: CASES[op].ours(constants, *x), inputs, sync,
-                  lambda shape: backend.to_device(upstream_gradient(shape), device), contextlib.nullcontext)
+
+    def call(*x):
+        with reference_ops(textbook):
+            return CASES[op].ours(constants, *x)
+    return timers(call, inputs, sync, lambda shape: backend.to_device(upstream_gradient(shape), device),
+                  contextlib.nullcontext)
 
 
 def theirs(op, arrays, constants, device):
@@ -109,6 +116,8 @@ def main(argv=None):
                    help="which tutorial's shapes (all)")
     p.add_argument("--only", default="", help=f"comma-separated subset of: {', '.join(OPS)}")
     p.add_argument("--torch", action="store_true", help="also time PyTorch on the same inputs, alternating")
+    p.add_argument("--reference", action="store_true",
+                   help="also time each op on its textbook class alone (reference_ops), alternating")
     p.add_argument("--repeats", type=int, default=20, help="timed runs per contender (20)")
     p.add_argument("--warmup", type=int, default=3, help="untimed runs first (3)")
     p.add_argument("--json", metavar="PATH", help="also write the results as JSON")
@@ -131,6 +140,8 @@ def main(argv=None):
     header = f"{'op':21} {'shapes':8} {'device':6} {'fwd ms':>8} {'fwd+bwd ms':>10}"
     if args.torch:
         header += f" {'torch fwd':>9} {'torch f+b':>9} {'ratio f+b':>9}"
+    if args.reference:
+        header += f" {'textbook f+b':>12} {'ratio':>6}"
     print(header + "   inputs")
     for device in devices:
         for shape_name in shape_sets:
@@ -142,6 +153,8 @@ def main(argv=None):
                 if args.torch:
                     t_fwd, t_fwd_bwd = theirs(op, arrays, extra, device)
                     contenders.update(torch_fwd=t_fwd, torch_fwd_bwd=t_fwd_bwd)
+                if args.reference:
+                    contenders["textbook_fwd_bwd"] = ours(op, arrays, extra, device, textbook=True)[1]
                 median = {k: float(np.median(v))
                           for k, v in time_alternating(contenders, args.repeats, args.warmup).items()}
                 row = dict(op=op, shapes=shape_name, device=device, inputs=described,
@@ -150,10 +163,15 @@ def main(argv=None):
                 if args.torch:
                     row["ratio_fwd_bwd"] = row["fwd_bwd_ms"] / row["torch_fwd_bwd_ms"]
                     line += f" {row['torch_fwd_ms']:9.2f} {row['torch_fwd_bwd_ms']:9.2f} {row['ratio_fwd_bwd']:9.2f}"
+                if args.reference:
+                    row["textbook_ratio"] = row["textbook_fwd_bwd_ms"] / row["fwd_bwd_ms"]
+                    line += f" {row['textbook_fwd_bwd_ms']:12.2f} {row['textbook_ratio']:6.2f}"
                 print(line + "   " + described, flush=True)
                 rows.append(row)
     if args.torch:
         print("ratio f+b: our forward+backward time / PyTorch's (below 1: ours is faster)")
+    if args.reference:
+        print("textbook f+b: the op's own class alone (reference_ops); ratio: textbook / default path")
     if args.json:
         with open(args.json, "w", encoding="utf-8") as f:
             json.dump(dict(machine=info, command=" ".join(sys.argv), repeats=args.repeats, results=rows), f, indent=1)
