@@ -1,4 +1,5 @@
-"""Print the worked examples of docs/backward.md (layer norm, attention and causal attention, sizes 2-4).
+"""Print the worked examples of docs/backward.md (cross-entropy, layer norm, attention and causal
+attention, sizes 2-4).
 
     python docs/worked_numbers.py            # prints the Markdown blocks
     python docs/worked_numbers.py --check    # exits 1 if docs/backward.md differs
@@ -12,13 +13,55 @@ import sys
 import numpy as np
 
 import tinygrad_nlp.functional as F
-from tinygrad_nlp import Tensor
+from tinygrad_nlp import Tensor, manual_seed, nn
+from tinygrad_nlp.tensor import graph_order
 
 GUIDE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "backward.md")
 
 
 def fmt(a):
     return np.array2string(np.asarray(a), precision=4, suppress_small=True, floatmode="fixed")
+
+
+def engine_trace():
+    """One pre-norm encoder layer on a tiny input: every node in the order backward() visits it."""
+    manual_seed(0)
+    layer = nn.TransformerEncoderLayer(4, 2, 8, dropout=0.0, norm_first=True).to(dtype=np.float64)
+    x = Tensor(np.random.default_rng(0).standard_normal((1, 3, 4)), requires_grad=True)
+    loss = layer(x, np.array([[True, True, False]])).mean()
+    names = {id(t): name for name, t in dict(layer.named_parameters(), x=x).items()}
+    order = [node for node in graph_order(loss.creator) if not isinstance(node, Tensor)]
+    number = {id(node): i + 1 for i, node in enumerate(order)}
+    lines = ["batch 1, sequence 3, width 4, 2 heads, feed-forward 8, key 2 padding; loss = mean of the output",
+             "node  op                   output     saves                          its inputs come from"]
+    for node in order:
+        parents = ", ".join("-" if p is None else names[id(p)] if isinstance(p, Tensor) else f"#{number[id(p)]}"
+                            for p in node.parents)
+        saved = ", ".join(node.saved_arrays()) or "-"
+        lines.append(f"#{number[id(node)]:<4} {node.name:20} {str(node.output_shape):10} {saved:30} {parents}")
+    loss.backward()
+    lines.append(f"after backward(): x.grad {x.grad.shape}, every parameter's .grad set, every node released: "
+                 f"{all(node.released for node in order)}")
+    return "\n".join(lines)
+
+
+def cross_entropy_example():
+    x = Tensor(np.array([[1.0, 2.0, 0.5], [0.3, -1.0, 2.0]]), requires_grad=True)
+    targets = np.array([1, -100])
+    loss = F.cross_entropy(x, targets)
+    loss.backward()
+    m = x.data.max(-1, keepdims=True)
+    log_p = x.data - m - np.log(np.exp(x.data - m).sum(-1, keepdims=True))
+    lines = [
+        "N=2 rows, C=3 classes; row 1's target is ignored (-100), so n = 1",
+        f"X       = {fmt(x.data)}", f"t       = {targets}",
+        f"log P   = X - logsumexp(X) = {fmt(log_p)}",
+        f"L       = -log P[0, 1] / n = {float(loss.data):.4f}",
+        f"P       = {fmt(np.exp(log_p))}",
+        f"onehot  = {fmt(np.eye(3)[[1, 0]] * [[1], [0]])}   (row 1 scores nothing)",
+        f"dL/dX   = (P - onehot) * scored / n = {fmt(x.grad)}",
+    ]
+    return "\n".join(lines)
 
 
 def layer_norm_example():
@@ -56,12 +99,20 @@ def attention_example():
     out.backward(g)
     scores = q.data[0, 0] @ k.data[0, 0].T / np.sqrt(2)
     probs = np.exp(scores[:, :2]) / np.exp(scores[:, :2]).sum(-1, keepdims=True)
+    p = np.concatenate([probs, np.zeros((3, 1))], 1)
+    grad_p = g[0, 0] @ v.data[0, 0].T
+    grad_s = p * (grad_p - (grad_p * p).sum(-1, keepdims=True))
     lines = [
-        "B=1, H=1, T=3, Dh=2; key 2 is padding (mask = [True, True, False])",
-        f"scores  = q k^T / sqrt(2) = {fmt(scores)}",
-        f"P       = {fmt(np.concatenate([probs, np.zeros((3, 1))], 1))}",
+        "B=1, H=1, T=3, Dh=2; key 2 is padding (mask = [True, True, False]); no dropout, so P' = P",
+        f"q       = {fmt(q.data[0, 0])}", f"k       = {fmt(k.data[0, 0])}", f"v       = {fmt(v.data[0, 0])}",
+        f"scores  = q k^T / sqrt(2) (key 2 then set to -inf) = {fmt(scores)}",
+        f"P       = {fmt(p)}",
         f"out     = P v = {fmt(out.data[0, 0])}",
-        f"dL/dq   = {fmt(q.grad[0, 0])}", f"dL/dk   = {fmt(k.grad[0, 0])}", f"dL/dv   = {fmt(v.grad[0, 0])}",
+        f"g       = dL/dout = {fmt(g[0, 0])}",
+        f"dP      = g v^T = {fmt(grad_p)}",
+        f"dS      = P * (dP - rowsum(dP * P)) = {fmt(grad_s)}",
+        f"dL/dq   = dS k / sqrt(2) = {fmt(q.grad[0, 0])}", f"dL/dk   = dS^T q / sqrt(2) = {fmt(k.grad[0, 0])}",
+        f"dL/dv   = P^T g = {fmt(v.grad[0, 0])}",
     ]
     return "\n".join(lines)
 
@@ -73,17 +124,21 @@ def causal_attention_example():
     scores = q.data[0, 0] @ k.data[0, 0].T / np.sqrt(2)
     allowed = np.tril(np.ones((3, 3), dtype=bool))
     e = np.where(allowed, np.exp(scores - scores.max(-1, keepdims=True)), 0)
+    p = e / e.sum(-1, keepdims=True)
+    grad_p = np.ones((3, 2)) @ v.data[0, 0].T
     lines = [
         "B=1, H=1, T=3, Dh=2, the same q, k, v, no padding, is_causal=True (query i sees keys 0..i)",
         f"scores  = q k^T / sqrt(2), later keys -inf = {fmt(np.where(allowed, scores, -np.inf))}",
-        f"P       = {fmt(e / e.sum(-1, keepdims=True))}",
+        f"P       = {fmt(p)}",
         f"out     = P v = {fmt(out.data[0, 0])}",
+        f"dS      = P * (dP - rowsum(dP * P)) = {fmt(p * (grad_p - (grad_p * p).sum(-1, keepdims=True)))}"
+        "   (row 0: P = [1 0 0], so dS = dP_00 - dP_00 = 0)",
         f"dL/dq   = {fmt(q.grad[0, 0])}", f"dL/dk   = {fmt(k.grad[0, 0])}", f"dL/dv   = {fmt(v.grad[0, 0])}",
     ]
     return "\n".join(lines)
 
 
-BLOCKS = {"layernorm": layer_norm_example, "attention": attention_example, "causal_attention": causal_attention_example}
+BLOCKS = {"engine_trace": engine_trace, "cross_entropy": cross_entropy_example, "layernorm": layer_norm_example, "attention": attention_example, "causal_attention": causal_attention_example}
 
 
 def render(name):
