@@ -138,7 +138,8 @@ def causal_attention_example():
     return "\n".join(lines)
 
 
-BLOCKS = {"engine_trace": engine_trace, "cross_entropy": cross_entropy_example, "layernorm": layer_norm_example, "attention": attention_example, "causal_attention": causal_attention_example}
+BLOCKS = {"engine_trace": engine_trace, "cross_entropy": cross_entropy_example, "layernorm": layer_norm_example,
+          "attention": attention_example, "causal_attention": causal_attention_example}
 
 
 def render(name):

@@ -12,6 +12,7 @@ import numpy as np
 
 from tests.helpers import philox_draws
 from tinygrad_nlp.backend import kernels
+from tinygrad_nlp.kernels.cuda import bias_activation as bias_activation_kernel
 from tinygrad_nlp.ops.activations import ACTIVATIONS
 
 
@@ -31,7 +32,7 @@ def adam(p, g, m, v, n, b1, one_minus_b1, b2, one_minus_b2, step_size, eps, wd_l
     p[:] = param
 
 
-_ACTIVATION_OF_KIND = {activation.kernel_kind: name for name, activation in ACTIVATIONS.items()}  # the .cu's `kind`
+_ACTIVATION_OF_KIND = {kind: name for name, kind in bias_activation_kernel.KIND.items()}  # the .cu's `kind`
 
 
 def bias_activation(z, bias, n, width, kind, y):  # kernels/cuda/bias_activation.cu, forward

@@ -1,7 +1,7 @@
 """Activations: ReLU, GELU (exact, through the normal CDF) and GELU's tanh form, as ops
 and as the one table of activation names that ``linear(..., activation=)``, the
 transformer blocks, BERT's config and the CUDA kernel read.
-Guide: docs/backward.md#activations
+Guide: docs/backward.md#gelu-exact-and-tanh
 """
 from __future__ import annotations
 
@@ -50,13 +50,12 @@ class Activation(NamedTuple):
     forward: Callable  # (x, keep) -> (y, the arrays its backward needs in the order of ``saved``, or () when not keep)
     backward: Callable  # (g, *saved arrays) -> dL/dx
     saved: tuple  # the names those arrays are kept under
-    kernel_kind: int  # its number in kernels/cuda/bias_activation.cu's activation() and slope()
 
 
 ACTIVATIONS = {  # "gelu" is the exact form everywhere (PyTorch's default, BERT's); "gelu_tanh" GPT-2's
-    "relu": Activation(relu_forward, relu_backward, ("positive",), 1),
-    "gelu": Activation(gelu_forward, gelu_backward, ("gelu_slope",), 2),
-    "gelu_tanh": Activation(gelu_tanh_forward, gelu_tanh_backward, ("gelu_input", "tanh_u"), 3),
+    "relu": Activation(relu_forward, relu_backward, ("positive",)),
+    "gelu": Activation(gelu_forward, gelu_backward, ("gelu_slope",)),
+    "gelu_tanh": Activation(gelu_tanh_forward, gelu_tanh_backward, ("gelu_input", "tanh_u")),
 }
 
 

@@ -11,10 +11,10 @@ import pathlib
 import numpy as np
 
 from ...backend import get_array_module, kernels
-from ...ops.activations import ACTIVATIONS
 from ...ops.linear import Linear, as_rows
 
 SOURCE = pathlib.Path(__file__).with_name("bias_activation.cu")
+KIND = {"relu": 1, "gelu": 2, "gelu_tanh": 3}  # each activation's number in the .cu's activation() and slope()
 
 
 @kernels.register(Linear, device="cuda", kernel="bias_activation")
@@ -28,7 +28,7 @@ class LinearBiasActivationKernel(Linear):
         self.save(x=x, weight=weight)
         z = as_rows(x) @ weight.T
         y = xp.empty_like(z)
-        kind = np.int32(ACTIVATIONS[self.activation].kernel_kind)
+        kind = np.int32(KIND[self.activation])
         kernels.launch_flat(SOURCE, "bias_activation", y,
                             (z, xp.ascontiguousarray(bias), np.int64(y.size), np.int64(y.shape[1]), kind, y))
         self.save(pre_activation=z)  # z + b, written there by the kernel
@@ -38,7 +38,7 @@ class LinearBiasActivationKernel(Linear):
         xp, z = get_array_module(g), self.pre_activation
         g = xp.ascontiguousarray(as_rows(g))
         grad_z = z if self.may_overwrite_saved else xp.empty_like(z)  # the kernel reads z[i], then writes it
-        kind = np.int32(ACTIVATIONS[self.activation].kernel_kind)
+        kind = np.int32(KIND[self.activation])
         kernels.launch_flat(SOURCE, "activation_backward", z, (g, z, np.int64(z.size), kind, grad_z))
         grad_x = (grad_z @ self.weight).reshape(self.x.shape)
         return grad_x, grad_z.T @ as_rows(self.x), grad_z.sum(axis=0)
