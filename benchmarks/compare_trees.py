@@ -13,6 +13,7 @@ and range of the ratios pair by pair.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import pathlib
 import shutil
 import statistics
@@ -21,6 +22,16 @@ import tempfile
 import types
 
 HERE = pathlib.Path(__file__).resolve().parent
+
+
+def import_package(folder: pathlib.Path):
+    """Import the package in ``folder`` under the folder's name (its modules import each
+    other relatively, so they follow)."""
+    spec = importlib.util.spec_from_file_location(folder.name, folder / "__init__.py",
+                                                  submodule_search_locations=[str(folder)])
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[folder.name] = module
+    spec.loader.exec_module(module)
 
 
 def load_step_builder(package: str):
@@ -47,7 +58,8 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory() as scratch:
         for tag, tree in (("a", args.tree_a), ("b", args.tree_b)):
             shutil.copytree(pathlib.Path(tree) / "tinygrad_nlp", pathlib.Path(scratch) / f"tinygrad_nlp_{tag}")
-        sys.path.insert(0, scratch)
+        for tag in "ab":
+            import_package(pathlib.Path(scratch) / f"tinygrad_nlp_{tag}")
         (step_a, common), (step_b, _) = load_step_builder("tinygrad_nlp_a"), load_step_builder("tinygrad_nlp_b")
         print(f"A = {args.tree_a}, B = {args.tree_b}; {args.repeats} pairs per config after {args.warmup} warm-up steps")
         for config in args.config.split(","):

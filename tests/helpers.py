@@ -1,7 +1,9 @@
 """Helpers shared by the tests: random float64 Tensors, both gradcheck modes, PyTorch,
-and the example scripts as modules."""
+and the example and docs/ scripts as modules."""
+import functools
 import importlib.util
 import os
+import sys
 
 import numpy as np
 import pytest
@@ -46,6 +48,24 @@ def load_example(name):
     """examples/<name>.py as a module (the examples are scripts, not a package)."""
     spec = importlib.util.spec_from_file_location(f"example_{name}", os.path.join(EXAMPLES, f"{name}.py"))
     module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+DOCS = os.path.join(os.path.dirname(EXAMPLES), "docs")
+
+
+@functools.cache
+def load_docs_script(name):
+    """docs/<name>.py as a module. docs/ is not a package: run from their folder, its scripts
+    import each other by bare name (check.py imports breaks), so breaks is registered under
+    that name first."""
+    if name != "breaks":
+        load_docs_script("breaks")
+    spec = importlib.util.spec_from_file_location(name if name == "breaks" else f"docs_{name}",
+                                                  os.path.join(DOCS, f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # (a dataclass looks its module up while it is made)
     spec.loader.exec_module(module)
     return module
 

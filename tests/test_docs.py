@@ -5,6 +5,8 @@ import sys
 
 import pytest
 
+from tests.helpers import load_docs_script
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -25,11 +27,11 @@ def test_graph_pictures_and_saved_table_are_current():
 @pytest.mark.parametrize("name", ["embedding", "linear", "linear_gelu", "softmax", "cross_entropy", "gelu",
                                   "linear_cross_entropy", "layer_norm", "dropout", "attention", "attention_causal",
                                   "self_attention", "encoder_pre_norm", "encoder_post_norm"])
-def test_check_commands_print_what_the_guide_says(name):
-    result = subprocess.run([sys.executable, os.path.join(ROOT, "docs", "check.py"), name],
-                            capture_output=True, text=True)
+def test_check_commands_print_what_the_guide_says(name, capsys):
+    status = load_docs_script("check").main([name])  # in-process: a subprocess each would cost an import
+    out = capsys.readouterr().out
     expected = f"{name}: random-direction and element-wise gradchecks passed; max relative error < 1e-6 -> ok"
-    assert result.returncode == 0 and result.stdout.strip() == expected, result.stdout + result.stderr
+    assert status == 0 and out.strip() == expected, out
     guide = open(os.path.join(ROOT, "docs", "backward.md"), encoding="utf-8").read()
     assert f"python docs/check.py {name}" in guide or name.startswith("encoder")
 

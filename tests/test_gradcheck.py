@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from tinygrad_nlp import GradcheckError, Tensor
-from tinygrad_nlp.gradcheck import gradcheck
+from tinygrad_nlp.gradcheck import gradcheck, probes
 from tinygrad_nlp.tensor import Function
 
 
@@ -36,3 +36,22 @@ def test_requires_float64():
 def test_passes_on_a_correct_gradient():
     x = Tensor(np.array([1.0, 2.0, 3.0]), requires_grad=True)
     assert gradcheck(lambda x: x * x * x, [x], mode="full")
+
+
+def test_every_message_names_the_op_and_each_failing_input():
+    a = Tensor(np.array([1.0, 2.0, 3.0]), requires_grad=True)
+    b = Tensor(np.array([1.0, 2.0]), requires_grad=True)
+    with pytest.raises(GradcheckError) as info:
+        gradcheck(lambda a, b: WrongSquare()(a).sum() + WrongSquare()(b).sum(), [a, b], mode="full", name="square")
+    message = str(info.value)
+    assert "gradcheck(square): input 0 (3,): 1 of 3 elements" in message
+    assert "gradcheck(square): input 1 (2,): 1 of 2 elements" in message and "<lambda>" not in message
+    with pytest.raises(ValueError, match=r"gradcheck\(square\): input 0 is float32"):
+        gradcheck(lambda x: x * x, [Tensor(np.ones(2, dtype=np.float32), requires_grad=True)], name="square")
+
+
+def test_probes_compare_each_element():
+    x = Tensor(np.array([1.0, 2.0]), requires_grad=True)
+    found = list(probes(lambda x: (x * x).sum(), [x]))
+    assert [p.where for p in found] == [(0,), (1,)]
+    assert [p.analytic for p in found] == [2.0, 4.0] and all(p.error < 1e-6 for p in found)

@@ -124,3 +124,56 @@ def test_render_without_the_dot_program(tmp_path, monkeypatch):
     with pytest.raises(MissingDependencyError, match="needs the Graphviz program dot"):
         graph.render(out, tmp_path / "g.svg")
     assert not (tmp_path / "g.svg").exists()
+
+
+def micrograd_example():
+    """micrograd's README expression: L = (a * b + c) * f."""
+    a, b, c, f = (Tensor(np.float64(v), requires_grad=True) for v in (2.0, -3.0, 10.0, -2.0))
+    e = a * b
+    d = e + c
+    L = d * f
+    return L, dict(a=a, b=b, c=c, f=f, e=e, d=d, L=L)
+
+
+def test_values_label_every_node_with_its_value_and_the_gradient_flowing_into_it():
+    L, named = micrograd_example()
+    nodes, edges = parse_dot(graph.to_dot(L, named, values=True))
+    by_name = {label.split("\n")[0].split(" -> ")[-1]: label.split("\n") for label in nodes.values()}
+    assert sorted(by_name) == ["L", "a", "b", "c", "d", "e", "f"]
+    shown = {name: (lines[2], lines[3]) for name, lines in by_name.items()}
+    assert shown == {"a": ("value 2", "grad 6"), "b": ("value -3", "grad -4"), "c": ("value 10", "grad -2"),
+                     "f": ("value -2", "grad 4"), "e": ("value -6", "grad -2"), "d": ("value 4", "grad -2"),
+                     "L": ("value -8", "grad 1")}
+    assert by_name["e"][0] == "2. Mul -> e" and len(edges) == 6
+    L.backward()  # the graph was left as it was: backward gives the gradients the picture shows
+    assert [named[n].grad.item() for n in "abcf"] == [6.0, -4.0, -2.0, 4.0]
+
+
+def test_a_shown_gradient_is_the_leafs_grad_and_drawing_leaves_the_backward_unchanged():
+    out, params = small_graph()
+    loss = (out * out).mean()
+    dot = graph.to_dot(loss, params, values=True)
+    walked = graph._gradients(loss)
+    loss.backward()
+    nodes, _ = parse_dot(dot)
+    for name, t in params.items():
+        label = next(label for label in nodes.values() if label.startswith(name + "\n")).split("\n")
+        assert label[2] == "value " + graph._compact(t.data) and label[3] == "grad " + graph._compact(t.grad)
+        assert np.array_equal(walked[id(t)], t.grad), name  # the same walk, bit for bit
+    fresh, fresh_params = small_graph()
+    (fresh * fresh).mean().backward()
+    assert all(np.array_equal(params[n].grad, fresh_params[n].grad) for n in params)
+    unnamed = next(label for label in nodes.values() if label.startswith("2. LayerNorm"))
+    assert "value not kept (name its Tensor in params)" in unnamed and "\ngrad [" in unnamed
+
+
+def test_values_after_a_retained_backward_and_their_errors():
+    L, named = micrograd_example()
+    before = graph.to_dot(L, named, values=True)
+    L.backward(retain_graph=True)
+    assert graph.to_dot(L, named, values=True) == before
+    assert graph._compact(np.arange(8.0) / 3) == "[0 0.3333 0.6667 ... 2 2.333]"
+    out, _ = small_graph()
+    with pytest.raises(GraphError, match=r"one-element tensor, got shape \(3, 5\)"):
+        graph.to_dot(out, values=True)
+    assert "value" not in graph.to_dot(out)

@@ -3,12 +3,18 @@
 ``mode="random"`` compares, for a few random unit directions d per input, the central
 difference (f(x + eps d) - f(x - eps d)) / (2 eps) with the analytic <grad, d>: one pair
 of forward passes per direction, so whole models can be checked. ``mode="full"`` does
-the same for every element (d = a unit basis vector) and pinpoints a wrong entry.
+the same for every element (d = a unit basis vector) and pinpoints the wrong entries.
 
 A non-scalar output is reduced to the scalar sum(out * w) with a fixed random w, so the
 whole Jacobian-vector product is checked, not only its sum.
+
+``gradcheck(fn, inputs, name="layer_norm")`` raises ``GradcheckError`` naming the op, and
+for each input that fails its shape and its worst entries, analytic beside numerical;
+``probes`` yields the same comparisons one by one, to look at a check that passes too.
 """
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import numpy as np
 
@@ -44,10 +50,30 @@ def _scalar_fn(fn, inputs, seed):
     return scalar, analytic
 
 
-def _comparisons(fn, inputs, eps, mode, n_directions, seed):
-    """(input index, where, analytic, numerical, gradient norm) for every probe of every
-    input that requires a gradient: ``n_directions`` random unit directions (mode
-    "random") or each element (mode "full"), by central differences."""
+class Probe(NamedTuple):
+    """One comparison: input ``input`` moved along ``where`` (an element's index, or
+    "random direction n"), the analytic and numerical derivatives of the checked scalar
+    along it, and the norm of that input's whole analytic gradient."""
+    input: int
+    where: tuple | str
+    analytic: float
+    numerical: float
+    grad_norm: float
+
+    @property
+    def error(self) -> float:
+        return abs(self.analytic - self.numerical)
+
+    def __str__(self) -> str:
+        relative = f", relative {self.error / abs(self.numerical):.3g}" if abs(self.numerical) > 1e-12 else ""
+        return (f"at {self.where}: analytic {self.analytic:.6g} vs numerical {self.numerical:.6g} "
+                f"(off by {self.error:.3g}{relative})")
+
+
+def probes(fn, inputs, eps=1e-6, mode="full", n_directions=3, seed=0):
+    """A ``Probe`` for every probe of every input that requires a gradient:
+    ``n_directions`` random unit directions (mode "random") or each element (mode
+    "full"), by central differences."""
     scalar, analytic = _scalar_fn(fn, inputs, seed)
     grads = analytic()
     rng = np.random.default_rng(seed)
@@ -59,13 +85,13 @@ def _comparisons(fn, inputs, eps, mode, n_directions, seed):
         norm = float(xp.sqrt((grad * grad).sum()))
         original = t.data.copy()
         if mode == "random":
-            probes = []
+            directions = []
             for n in range(n_directions):
                 d = rng.standard_normal(t.shape)
-                probes.append((f"random direction {n}", xp.asarray(d / max(np.linalg.norm(d), 1e-300))))
+                directions.append((f"random direction {n}", xp.asarray(d / max(np.linalg.norm(d), 1e-300))))
         else:
-            probes = ((index, None) for index in np.ndindex(*t.shape))
-        for where, direction in probes:
+            directions = ((index, None) for index in np.ndindex(*t.shape))
+        for where, direction in directions:
             if direction is None:  # a unit basis vector: move one element
                 direction = xp.zeros_like(original)
                 direction[where] = 1
@@ -77,38 +103,42 @@ def _comparisons(fn, inputs, eps, mode, n_directions, seed):
             t.data = original - eps * direction
             minus = scalar()
             t.data = original
-            yield i, where, a, (plus - minus) / (2 * eps), norm
+            yield Probe(i, where, a, (plus - minus) / (2 * eps), norm)
 
 
-def gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3, mode="random", n_directions=3, seed=0, name=None):
+def gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3, mode="random", n_directions=3, seed=0, name=None, show=5):
     """Check the gradients of ``fn(*inputs)`` against central differences.
 
     ``inputs``: Tensors; those with ``requires_grad`` are checked and must be float64.
-    Returns True, or raises ``GradcheckError`` naming the input, the worst index (or
-    direction), and the analytic and numerical values.
+    ``name`` (default: ``fn``'s own) starts every message. Returns True, or raises
+    ``GradcheckError`` naming, for each input that fails, its index and shape, how many
+    entries (or directions) are off by more than ``atol + rtol * |numerical|``, and the
+    ``show`` worst of them with the analytic and numerical values.
     """
+    label = name or getattr(fn, "__name__", "fn").replace("<lambda>", "fn")
     if mode not in ("random", "full"):
-        raise ArgumentError(f"gradcheck: mode must be 'random' or 'full', got {mode!r}")
+        raise ArgumentError(f"gradcheck({label}): mode must be 'random' or 'full', got {mode!r}")
     inputs = list(inputs)
     checked = [i for i, t in enumerate(inputs) if isinstance(t, Tensor) and t.requires_grad]
     if not checked:
-        raise ArgumentError("gradcheck: no input requires a gradient")
+        raise ArgumentError(f"gradcheck({label}): no input requires a gradient")
     for i in checked:
         if inputs[i].dtype != np.float64:
-            raise ArgumentError(f"gradcheck: input {i} is {inputs[i].dtype}; finite differences need float64")
-    label = name or getattr(fn, "__name__", "fn")
-    worst = {}
-    for i, where, a, n, _ in _comparisons(fn, inputs, eps, mode, n_directions, seed):
-        excess = abs(a - n) - (atol + rtol * abs(n))
-        if i not in worst or excess > worst[i][0]:
-            worst[i] = (excess, where, a, n)
-    for i, (excess, where, a, n) in worst.items():
-        if excess > 0:
-            rel = abs(a - n) / max(abs(n), 1e-300)
-            raise GradcheckError(
-                f"gradcheck({label}): input {i} {inputs[i].shape}, worst at {where}: analytic {a:.10g} vs numerical "
-                f"{n:.10g} (abs error {abs(a - n):.3g}, rel error {rel:.3g}, atol {atol}, rtol {rtol})"
-            )
+            raise ArgumentError(f"gradcheck({label}): input {i} is {inputs[i].dtype}; finite differences need float64")
+    counts, wrong = dict.fromkeys(checked, 0), {}
+    for probe in probes(fn, inputs, eps, mode, n_directions, seed):
+        counts[probe.input] += 1
+        if probe.error > atol + rtol * abs(probe.numerical):
+            wrong.setdefault(probe.input, []).append(probe)
+    if wrong:
+        what = "elements" if mode == "full" else "random directions"
+        report = []
+        for i, found in wrong.items():
+            found.sort(key=lambda p: p.error, reverse=True)
+            report.append(f"gradcheck({label}): input {i} {tuple(inputs[i].shape)}: {len(found)} of {counts[i]} {what} "
+                          f"off by more than {atol} + {rtol} * |numerical|; the worst {min(show, len(found))}:")
+            report += [f"    {p}" for p in found[:show]]
+        raise GradcheckError("\n".join(report))
     return True
 
 
@@ -117,6 +147,5 @@ def max_relative_error(fn, inputs, eps=1e-6, n_directions=5, seed=0):
     that requires a gradient, relative to the size of that input's gradient (the scale
     of a directional derivative: relative to the derivative itself, a direction nearly
     orthogonal to the gradient would report rounding noise as error)."""
-    return max((abs(a - n) / max(norm, 1e-12)
-                for _, _, a, n, norm in _comparisons(fn, list(inputs), eps, "random", n_directions, seed)),
+    return max((p.error / max(p.grad_norm, 1e-12) for p in probes(fn, list(inputs), eps, "random", n_directions, seed)),
                default=0.0)

@@ -10,12 +10,25 @@ backward visits it, op name, output shape and dtype, and the arrays it saved, wi
 shapes and bytes), one per leaf that wants a gradient (named when ``params`` is given),
 edges in data-flow order. ``render`` turns it into SVG or PNG through the ``graphviz``
 package and its ``dot`` program (the optional extra ``graph``).
+
+With ``values=True`` each node also shows its output's value and the gradient the backward
+sends into it, as micrograd's ``draw_dot`` shows data and grad (for small examples):
+
+    a, b = Tensor(2.0, requires_grad=True), Tensor(-3.0, requires_grad=True)
+    e = a * b; L = e.tanh()
+    print(graph.to_dot(L, dict(a=a, b=b, e=e, L=L), values=True))   # before L.backward()
+
+The graph keeps no intermediate Tensor (only what each backward saves), so an op's value
+is shown when its output Tensor is named in ``params`` (the output of the last op always);
+the gradients are found by walking the kept graph once more, as ``backward()`` does, keeping
+each node's gradient where ``backward()`` keeps only the leaves' (``.grad``).
 """
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
 
+from . import backend
 from .errors import ArgumentError, GraphError, MissingDependencyError
 from .files import atomic_write
 from .tensor import Tensor, graph_order
@@ -90,11 +103,61 @@ def _quote(text: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
 
 
-def to_dot(tensor: Tensor, params=None) -> str:
-    """Graphviz DOT text of the graph behind ``tensor``. ``params``: (name, Parameter)
-    pairs (``model.named_parameters()``) or a dict, to name the leaves."""
+def _compact(array, items: int = 6) -> str:
+    """An array on one line, each number to 4 significant digits: all of it up to
+    ``items`` numbers, else its first three and last two (flattened)."""
+    flat = [f"{float(v):.4g}" for v in backend.asnumpy(array).reshape(-1)]
+    if getattr(array, "ndim", 0) == 0:
+        return flat[0]
+    return "[" + " ".join(flat if len(flat) <= items else flat[:3] + ["..."] + flat[-2:]) + "]"
+
+
+def _gradients(tensor: Tensor) -> dict:
+    """{id(node): the gradient flowing into it} for every Function (w.r.t. its output) and
+    leaf of the graph behind the one-element ``tensor``: the walk of ``Tensor.backward``
+    from a seed of ones, on the kept graph (nothing released, no ``.grad`` touched)."""
+    order, _ = _functions(tensor)
+    if tensor.size != 1:
+        raise GraphError(f"graph: values=True shows the gradients of backward() from a one-element tensor, "
+                         f"got shape {tensor.shape}")
+    grads = {id(tensor.creator): backend.get_array_module(tensor.data).ones_like(tensor.data)}
+    shown = {}
+    for node in order:
+        g = grads.pop(id(node), None)
+        if g is None:
+            continue
+        shown[id(node)] = g.copy()  # the op's backward may reuse g
+        if isinstance(node, Tensor):
+            continue
+        node.may_overwrite_saved = False  # the graph stays usable for backward()
+        input_grads = node.backward(g)
+        for parent, gi in zip(node.parents, input_grads if isinstance(input_grads, tuple) else (input_grads,)):
+            if gi is not None and parent is not None:
+                grads[id(parent)] = gi if id(parent) not in grads else grads[id(parent)] + gi
+    return shown
+
+
+def to_dot(tensor: Tensor, params=None, values: bool = False) -> str:
+    """Graphviz DOT text of the graph behind ``tensor``. ``params``: (name, Tensor) pairs
+    (``model.named_parameters()``) or a dict, to name the leaves, and the ops whose
+    outputs are among them. ``values``: also show each node's value and the gradient
+    flowing into it (the module docstring; ``tensor`` must have one element)."""
     order, functions = _functions(tensor)
-    names = {id(p): name for name, p in (params.items() if isinstance(params, dict) else params or ())}
+    named = list(params.items() if isinstance(params, dict) else params or ())
+    names = {id(t.creator if t.creator is not None else t): name for name, t in named}
+    outputs = {id(t.creator): t.data for _, t in named if t.creator is not None}
+    outputs[id(tensor.creator)] = tensor.data
+    grads = _gradients(tensor) if values else {}
+
+    def shown(node, value):
+        if not values:
+            return ""
+        value = "not kept (name its Tensor in params)" if value is None else _compact(value)
+        g = grads.get(id(node))
+        if g is not None and isinstance(node, Tensor):  # as backward() accumulates it into .grad
+            g = g.astype(node.dtype).reshape(node.shape)
+        return f"\nvalue {value}\ngrad {'-' if g is None else _compact(g)}"
+
     node_of = {}  # id(Function or leaf Tensor) -> DOT node name
     lines = ["digraph backward {", "  rankdir=TB;", '  node [fontname="Helvetica", fontsize=10];']
     for t in order:
@@ -102,13 +165,14 @@ def to_dot(tensor: Tensor, params=None) -> str:
             name = f"leaf{len(node_of)}"
             node_of[id(t)] = name
             label = f"{names[id(t)]}\n" if id(t) in names else "input\n"
-            label += f"{t.shape} {t.dtype.name}"
+            label += f"{t.shape} {t.dtype.name}" + shown(t, t.data)
             lines.append(f"  {name} [shape=box, style=filled, fillcolor=lightblue, label={_quote(label)}];")
     for step, fn in enumerate(functions):
         name = f"op{step}"
         node_of[id(fn)] = name
         saved = [f"{n}: {tuple(a.shape)} {a.dtype.name}, {int(a.nbytes):,} B" for n, a in fn.saved_arrays().items()]
-        label = (f"{step}. {fn.name}\n{fn.output_shape} {fn.output_dtype.name}"
+        label = (f"{step}. {fn.name}" + (f" -> {names[id(fn)]}" if id(fn) in names else "")
+                 + f"\n{fn.output_shape} {fn.output_dtype.name}" + shown(fn, outputs.get(id(fn)))
                  + ("\nsaves " + "\n".join(saved) if saved else ""))
         lines.append(f"  {name} [shape=box, style=rounded, label={_quote(label)}];")
     for fn in functions:
@@ -119,13 +183,13 @@ def to_dot(tensor: Tensor, params=None) -> str:
     return "\n".join(lines) + "\n"
 
 
-def render(tensor: Tensor, path, params=None) -> str:
+def render(tensor: Tensor, path, params=None, values: bool = False) -> str:
     """Draw the graph behind ``tensor`` into ``path`` (.svg or .png) with Graphviz;
-    returns the path."""
+    returns the path. ``params`` and ``values`` as for ``to_dot``."""
     fmt = os.path.splitext(os.fspath(path))[1].lstrip(".").lower()
     if fmt not in ("svg", "png"):
         raise ArgumentError(f"render: cannot draw to {os.fspath(path)!r}; use a .svg or .png path")
-    dot = to_dot(tensor, params)
+    dot = to_dot(tensor, params, values)
     try:
         import graphviz
     except ImportError:
