@@ -113,7 +113,7 @@ def softmax_without_row_sum(self, g):
     return self.y * g  # the mistake: y * (g - (g * y).sum(axis, keepdims=True)) is right
 
 
-@breaks("log_softmax", "sum", LogSoftmax, "Log-softmax and cross-entropy")
+@breaks("log_softmax", "sum", LogSoftmax, "Softmax")
 def log_softmax_without_sum(self, g):
     """softmax(x) not multiplied by the sum of g along the axis: g - softmax(x)."""
     xp = get_array_module(g)

@@ -1,5 +1,6 @@
-"""Make the guide's pictures of one encoder layer's backward graph (pre-norm and post-norm)
-and its table of what each op saves, from the code itself.
+"""Make the guide's pictures of one encoder layer's backward graph (pre-norm and post-norm),
+of a tiny classifier head's graph with values and gradients, and its table of what each op
+saves, from the code itself.
 
     python docs/graphs.py           # rewrite docs/images/encoder_layer_*.{dot,svg} and the table in backward.md
     python docs/graphs.py --check   # exit 1 if any of them is out of date (tests/test_docs.py runs this)
@@ -17,6 +18,7 @@ import sys
 
 import numpy as np
 
+import tinygrad_nlp.functional as F
 from tinygrad_nlp import Tensor, graph, manual_seed, reference_ops
 from tinygrad_nlp.nn import TransformerEncoderLayer
 from tinygrad_nlp.testing import CASES, small_inputs
@@ -72,6 +74,18 @@ def encoder_layer_dot(norm_first: bool) -> str:
     return graph.to_dot(loss, dict(layer.named_parameters(), input=x))
 
 
+def values_and_gradients_dot() -> str:
+    """The DOT of a tiny classifier head's graph with each node's value and the gradient the
+    backward sends into it (micrograd's picture): 2 examples, 3 features, 2 classes."""
+    x = Tensor(np.array([[1.0, -1.0, 0.5], [0.0, 2.0, -1.0]]))
+    weight = Tensor(np.array([[0.5, -0.25, 1.0], [-0.5, 0.75, 0.0]]), requires_grad=True)
+    bias = Tensor(np.array([0.1, -0.1]), requires_grad=True)
+    with reference_ops():  # what the textbook ops save
+        logits = F.linear(x, weight, bias)
+        loss = F.cross_entropy(logits, np.array([0, 1]))
+    return graph.to_dot(loss, dict(x=x, weight=weight, bias=bias, logits=logits, loss=loss), values=True)
+
+
 def saved_by_op() -> dict:
     """{op name: the names of what its forward saved} over the case table's calls."""
     saved = {}
@@ -99,6 +113,7 @@ def outputs() -> dict:
     """{path: text} of every generated file, the guide with its table brought up to date."""
     files = {IMAGES / f"encoder_layer_{kind}.dot": encoder_layer_dot(kind == "pre_norm")
              for kind in ("pre_norm", "post_norm")}
+    files[IMAGES / "values_and_gradients.dot"] = values_and_gradients_dot()
     guide = GUIDE.read_text(encoding="utf-8")
     files[GUIDE] = re.sub(re.escape(BEGIN) + ".*?" + re.escape(END), lambda _: saved_table(), guide, flags=re.S)
     return files

@@ -39,6 +39,14 @@ def test_every_break_has_a_section_of_the_guide():
     assert {b.section for b in breaks.BREAKS} <= set(headings)
 
 
+def test_every_break_is_an_exercise_at_the_end_of_its_section():
+    text = open(os.path.join(DOCS, "backward.md"), encoding="utf-8").read()
+    sections = {part.split("\n", 1)[0].strip(): part for part in text.split("\n## ")[1:]}
+    for b in breaks.BREAKS:
+        exercise = sections[b.section].split("**Exercise: break it, see it, fix it.**")[-1]
+        assert f"python docs/check.py {b.check} --break {b.name}" in exercise, (b.section, b.check, b.name)
+
+
 def test_a_break_is_put_back_when_its_block_fails():
     b = breaks.BREAKS[0]
     right = vars(b.op)["backward"]
