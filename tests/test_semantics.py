@@ -105,3 +105,25 @@ def test_integer_with_float64_gives_float64_and_integer_arithmetic_stays_integer
 def test_integer_to_negative_integer_power_is_an_argument_error():
     with pytest.raises(ArgumentError, match="negative integer powers"):
         F.pow(Tensor(np.array([2, 3])), Tensor(np.array([-1, 2])))
+
+
+@pytest.mark.parametrize("op", [F.softmax, F.log_softmax])
+def test_softmax_over_an_empty_axis_is_refused(op):
+    """Documented in the README's Semantics (PyTorch returns the empty result)."""
+    with pytest.raises(ShapeError, match="empty"):
+        op(Tensor(np.zeros((3, 0))), axis=-1)
+
+
+@needs_torch
+def test_causal_attention_with_fewer_queries_takes_them_as_the_last_positions():
+    """Documented in the README's Semantics: query i sees keys up to i + Tk - Tq (a decoding
+    step after cached keys); PyTorch's is_causal aligns the triangle to the first keys."""
+    rng = np.random.default_rng(0)
+    q, k, v = rng.standard_normal((1, 1, 2, 3)), rng.standard_normal((1, 1, 5, 3)), rng.standard_normal((1, 1, 5, 3))
+    ours = F.scaled_dot_product_attention(Tensor(q), Tensor(k), Tensor(v), is_causal=True).numpy()
+    tq, tk, tv = (torch.tensor(a) for a in (q, k, v))
+    last = torch.nn.functional.scaled_dot_product_attention(
+        tq, tk, tv, attn_mask=torch.ones(2, 5, dtype=torch.bool).tril(diagonal=3)).numpy()
+    first = torch.nn.functional.scaled_dot_product_attention(tq, tk, tv, is_causal=True).numpy()
+    np.testing.assert_allclose(ours, last, rtol=1e-12)
+    assert not np.allclose(ours, first)

@@ -123,3 +123,22 @@ def test_erf_without_scipy_is_the_c_library_erf(monkeypatch):
     without = backend.erf(x)
     assert without.dtype == np.float32
     np.testing.assert_allclose(without, with_scipy, rtol=1e-6, atol=1e-7)
+
+
+@needs_torch
+@pytest.mark.parametrize("fused", [False, True])
+def test_relu_at_nan_passes_the_gradient_as_pytorch(fused):
+    """relu(NaN) is NaN and its gradient the upstream one (PyTorch's threshold_backward: zero
+    only where x <= 0), alone and inside linear(..., activation="relu")."""
+    x = np.array([-1.0, 0.0, np.nan, 2.0])
+    g = np.array([1.0, 2.0, 3.0, 4.0])
+    ours = Tensor(x, requires_grad=True)
+    if fused:
+        out = F.linear(ours[:, None], Tensor(np.ones((1, 1))), activation="relu")[:, 0]
+    else:
+        out = F.relu(ours)
+    out.backward(g)
+    theirs = torch.tensor(x, requires_grad=True)
+    torch.relu(theirs).backward(torch.tensor(g))
+    np.testing.assert_array_equal(out.numpy(), torch.relu(torch.tensor(x)).numpy())
+    np.testing.assert_array_equal(ours.grad, theirs.grad.numpy())

@@ -17,8 +17,9 @@ GELU_C = math.sqrt(2.0 / math.pi)  # the tanh form's constant, c = sqrt(2 / pi)
 
 
 def relu_forward(x, keep=True):
-    """y = max(x, 0); keeps the one-byte mask x > 0."""
-    return get_array_module(x).maximum(x, 0), ((x > 0,) if keep else ())
+    """y = max(x, 0); keeps the one-byte mask x > 0 (True at a NaN input too, whose
+    gradient passes, as PyTorch's)."""
+    return get_array_module(x).maximum(x, 0), ((~(x <= 0),) if keep else ())
 
 
 def relu_backward(g, positive):

@@ -14,7 +14,7 @@
 
 template <typename T>
 __host__ __device__ T activation(T z, int kind) {
-    if (kind == 1) return z > (T)0 ? z : (T)0;
+    if (kind == 1) return z <= (T)0 ? (T)0 : z;  // a NaN stays NaN
     if (kind == 2) return z * (T)0.5 * ((T)1 + erf(z * (T)0.70710678118654752440));
     const T t = tanh((T)0.79788456080286535588 * (z + (T)0.044715 * z * z * z));
     return (T)0.5 * z * ((T)1 + t);
@@ -22,7 +22,7 @@ __host__ __device__ T activation(T z, int kind) {
 
 template <typename T>
 __host__ __device__ T slope(T z, int kind) {  // act'(z)
-    if (kind == 1) return z > (T)0 ? (T)1 : (T)0;
+    if (kind == 1) return z <= (T)0 ? (T)0 : (T)1;  // a NaN passes its gradient, as PyTorch's
     if (kind == 2) {
         const T cdf = (T)0.5 * ((T)1 + erf(z * (T)0.70710678118654752440));
         return cdf + z * (T)0.39894228040143267794 * exp((T)-0.5 * z * z);
