@@ -53,11 +53,6 @@ def test_keep_mask_drops_p_of_the_elements():
     assert not backend.keep_mask(np, (3,), 1.0).any() and backend.keep_mask(np, (3,), 0.0).all()
 
 
-def test_per_device_runs_the_cpu_version_on_numpy_arrays():
-    both = backend.per_device(cpu=lambda x: "cpu", cuda=lambda x: "cuda")
-    assert both(np.zeros(2)) == "cpu"
-
-
 class _FakeCupyArray:
     """Stands in for a CuPy array on machines without CuPy."""
 

@@ -24,7 +24,6 @@ from .arrays import (
     get_array_module,
     is_cupy_array,
     normal_cdf,
-    per_device,
     require_cuda,
     rows_per_block,
     scatter_add,
@@ -40,7 +39,7 @@ from .threads import default_threads, one_blas_thread, require_threadpoolctl
 __all__ = [
     "arrays", "random", "memory", "threads", "kernels", "collectives",
     "CACHE_BLOCK_BYTES", "CUPY_INSTALL_HINT", "DEVICES", "asnumpy", "check_device", "cuda_available",
-    "cuda_unavailable_reason", "device_of", "erf", "get_array_module", "is_cupy_array", "normal_cdf", "per_device",
+    "cuda_unavailable_reason", "device_of", "erf", "get_array_module", "is_cupy_array", "normal_cdf",
     "require_cuda", "rows_per_block", "scatter_add", "to_device", "xp_for",
     "nccl_all_reduce", "nccl_broadcast", "nccl_communicator", "nccl_unique_id", "use_gpu",
     "FUSED_KERNEL_NAMES", "fused_kernels_from",

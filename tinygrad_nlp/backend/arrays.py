@@ -3,13 +3,10 @@
 Everything else in the package asks this module for the array module of its inputs
 (``get_array_module``) and moves arrays between devices (``to_device``). Where CPU and
 GPU need different code for one job, the difference is a named function here:
-``per_device`` (an op's CPU and GPU versions of one function, chosen by its arrays),
 ``scatter_add`` (repeated-index accumulation), ``rows_per_block`` (cache blocking on the
 CPU, one block on the GPU), ``erf`` and ``normal_cdf``.
 """
 from __future__ import annotations
-
-import functools
 
 import numpy as np
 
@@ -109,15 +106,6 @@ def to_device(x, device: str):
 
 def asnumpy(x) -> np.ndarray:
     return to_device(x, "cpu")
-
-
-def per_device(cpu, cuda):
-    """One function from a CPU and a GPU version of it: each call runs the version for
-    the device of its array arguments (the first positional arguments that are arrays)."""
-    @functools.wraps(cpu)
-    def dispatch(*args, **kwargs):
-        return (cuda if get_array_module(*args) is not np else cpu)(*args, **kwargs)
-    return dispatch
 
 
 def scatter_add(target, index, values) -> None:
