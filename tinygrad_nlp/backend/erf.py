@@ -92,7 +92,7 @@ def _normal_cdf_block32(x, cdf, density):
 
     With a = |x| and z = a / sqrt 2: Phi(-a) = erfc(z) / 2, the formula above; Phi(x) is
     1/2 - Phi(-a) with x's sign, plus 1/2. The sign goes on as a bit (np.copysign and
-    masked copies are ten times slower than these passes)."""
+    masked copies are slower than these passes)."""
     a = np.abs(x)
     t = a * np.float32(_AS_P * math.sqrt(0.5))
     t += 1

@@ -121,7 +121,7 @@ def keep_mask(xp, shape, p: float):
 
     On the CPU it compares 16-bit random numbers with round(p * 2^16), so the drop rate
     is p to within 2^-17; the 16-bit numbers are the four quarters of the generator's
-    raw 64-bit outputs (five times faster than drawing floats). On the GPU it compares
+    raw 64-bit outputs (faster than drawing floats). On the GPU it compares
     uniform floats with p."""
     if xp is not np:
         return rng(xp).random_sample(shape, dtype=np.float32) >= p

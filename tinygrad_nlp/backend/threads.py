@@ -23,7 +23,7 @@ from .arrays import CACHE_BLOCK_BYTES, is_cupy_array, rows_per_block
 
 _replicas_running = 0  # > 0 while thread replicas hold every core (one_blas_thread)
 _shared_with = 1  # the processes of the run on this machine (share_cores)
-_PART_ELEMENTS = 1 << 17  # the least per part: 128K elements of an Adam step are ~0.4 ms, a thread's hand-off tens of µs
+_PART_ELEMENTS = 1 << 17  # the least per part: enough work that a thread's hand-off is small beside it
 
 
 def _cores() -> int:
@@ -108,7 +108,7 @@ def in_pieces(arrays, update, whole_scratch, bytes_per_element: int) -> None:
         return
     n = arrays[0].size
     # in parts, pieces four times as long keep the threads from waiting on each other's
-    # NumPy calls (Adam over 23M parameters on 2 cores: 64 -> 36 ms)
+    # NumPy calls (benchmarks/RESULTS.md measures it)
     longer = 4 if pass_threads() > 1 else 1
     step = rows_per_block(np, n, bytes_per_element, CACHE_BLOCK_BYTES * longer)
     flat = [a.reshape(-1) for a in arrays]

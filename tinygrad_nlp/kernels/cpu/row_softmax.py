@@ -6,7 +6,7 @@ Why it is faster:
 - Rows go through in blocks that stay in the CPU's cache while max, subtract, exp and
   sum run over them, so memory is read once instead of four times.
 - Rows that fit a block several times share one shift, the block's maximum: NumPy
-  reduces a block to one number several times faster than each of its rows to one, and
+  reduces a block to one number faster than each of its rows to one, and
   subtracting a scalar is a plainer loop than subtracting a column. Softmax is the same
   for any shift; what changes is only where a row's exponentials stop being normal
   floats, so a row whose exponentials sum to less than ``SMALLEST_SHARED_TOTAL`` (its
