@@ -25,9 +25,21 @@ import sys
 import time
 
 import numpy as np
-from common import STEP_SETTLE_SECONDS, op_timers, run_cli, time_alternating
+from common import (
+    PEAK,
+    STEP_SETTLE_SECONDS,
+    flops_per_step,
+    least_traffic,
+    matmul_probe,
+    memory_bandwidth,
+    op_timers,
+    roofline,
+    run_cli,
+    step_memory,
+    time_alternating,
+)
 
-from tinygrad_nlp import backend, graph, manual_seed
+from tinygrad_nlp import backend, manual_seed
 from tinygrad_nlp.models import GPT, BertConfig, BertForSequenceClassification, GPTConfig, MaskedLanguageModel, TextClassifier
 from tinygrad_nlp.nn import DataParallel
 from tinygrad_nlp.optim import Adam
@@ -60,29 +72,6 @@ def gpt_config(c):
 def gpt_ids(c):
     """The decoder's batch: (batch, seq + 1) ids, each position predicting the next."""
     return np.random.default_rng(0).integers(0, c["vocab"], (c["batch"], c["seq"] + 1))
-
-
-def flops_per_step(c, scored):
-    """Matrix-multiply FLOPs of forward + backward (3x forward)."""
-    n = c["batch"] * c["seq"]
-    per_layer = 2 * n * (c["d"] * 3 * c["d"] + c["d"] * c["d"] + 2 * c["d"] * c["ff"]) + 4 * n * c["seq"] * c["d"]
-    head = 2 * scored * c["d"] * c["classes"]
-    return 3 * (c["layers"] * per_layer + head)
-
-
-PEAK = "(matmul 2048^2, for the peak)"
-
-
-def matmul_probe(xp, device):
-    """A 2048 x 2048 float32 product, timed among the contenders every round so the
-    peak (its best time) is measured under the same machine load as they are."""
-    a = xp.asarray(np.random.default_rng(0).standard_normal((2048, 2048), dtype=np.float32))
-
-    def run():
-        a @ a
-        if device == "cuda":
-            xp.cuda.Device().synchronize()
-    return run
 
 
 def bert_config(c):
@@ -147,31 +136,6 @@ def profile(c, device, name, repeats, warmup):
         print(f"{op:28} {forward:8.1f} {backward:9.1f} {100 * (forward + backward) / total:5.1f}%")
     outside = total - sum(per_step.values())
     print(f"{'outside the ops (Adam, walk)':28} {outside:18.1f} {100 * outside / total:5.1f}%")
-
-
-def memory_bandwidth(xp, device):
-    """Bytes per second of copying a 256 MiB array (read + write), best of five."""
-    a = xp.ones(2 ** 26, dtype=np.float32)
-    b = xp.empty_like(a)
-    best = float("inf")
-    for _ in range(5):
-        t = time.perf_counter()
-        b[...] = a
-        if device == "cuda":
-            xp.cuda.Device().synchronize()
-        best = min(best, time.perf_counter() - t)
-    return 2 * a.nbytes / best
-
-
-def minimum_traffic(c, device, name):
-    """The least memory traffic of one step (bytes): each array saved for the backward
-    written once and read once (``graph.saved_memory`` of the step's graph), and per
-    parameter element the forward's and backward's reads, the gradient's write and
-    Adam's four reads and three writes (10 accesses)."""
-    model, batch = build(c, device, name)
-    saved = graph.saved_memory(model.loss(*batch)).total_bytes
-    parameter_bytes = sum(p.data.nbytes for p in model.parameters())
-    return 2 * saved + 10 * parameter_bytes, saved, parameter_bytes
 
 
 def inputs(c):
@@ -289,40 +253,11 @@ def contender_makers(c, device, config, with_torch, with_jax=False, threads=None
     return makers
 
 
-def _proc_status_mib(field):
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) / 1024
-    raise OSError(field)
-
-
 def measure_memory(c, device, config, name, steps, threads=None):
-    """Run one contender alone (in a fresh process) and return its step memory (MiB):
-    the peak during ``steps`` training steps minus the memory held after the model was
-    built, which covers gradients, optimizer state and activations."""
+    """Run one contender alone (in a fresh process) and return its step memory (MiB)
+    (``common.step_memory``)."""
     step = contender_makers(c, device, config, with_torch=True, with_jax=True, threads=threads)[name]()
-    if device == "cuda":
-        if name == "tinygrad_nlp":
-            pool = backend.xp_for("cuda").get_default_memory_pool()
-            base = pool.used_bytes()
-            for _ in range(steps):
-                step()
-            return (pool.total_bytes() - base) / 2 ** 20
-        if name == "jax.jit":
-            return float("nan")  # JAX preallocates its GPU pool: no per-step figure
-        import torch
-        base = torch.cuda.memory_allocated()
-        torch.cuda.reset_peak_memory_stats()
-        for _ in range(steps):
-            step()
-        return (torch.cuda.max_memory_allocated() - base) / 2 ** 20
-    base = _proc_status_mib("VmRSS")
-    with open("/proc/self/clear_refs", "w") as f:
-        f.write("5")  # resets the peak (VmHWM) to the current resident size
-    for _ in range(steps):
-        step()
-    return _proc_status_mib("VmHWM") - base
+    return step_memory(step, device, steps, ours=name == "tinygrad_nlp", jax=name == "jax.jit")
 
 
 def memory_table(args, names):
@@ -404,14 +339,9 @@ def main(argv=None):
         m = np.median(ts)
         gflops = flops / m / 1e9
         print(f"{k:34} {m * 1000:10.1f} {tokens / m:10,.0f} {gflops:8.1f} {100 * gflops / peak:6.1f}% {ref / m:9.2f}")
-    traffic, saved, parameter_bytes = minimum_traffic(c, args.device, args.config)
-    bandwidth = memory_bandwidth(xp, args.device)
-    at_peak, at_bandwidth = flops / peak / 1e9, traffic / bandwidth
-    print(f"roofline: {flops / 1e9:.2f} GFLOP at {peak:.0f} GFLOP/s = {1000 * at_peak:.1f} ms; "
-          f"{traffic / 2 ** 20:.0f} MiB least traffic (saved for backward {saved / 2 ** 20:.0f} MiB x 2, "
-          f"parameters {parameter_bytes / 2 ** 20:.0f} MiB x 10) at {bandwidth / 1e9:.1f} GB/s = "
-          f"{1000 * at_bandwidth:.1f} ms; our step takes {ref / (at_peak + at_bandwidth):.2f}x their sum "
-          f"and {ref / max(at_peak, at_bandwidth):.2f}x the larger")
+    model, batch = build(c, args.device, args.config)
+    print(roofline(flops, peak, least_traffic(model.loss(*batch), model.parameters()),
+                   memory_bandwidth(xp, args.device), ref))
     peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"peak resident memory of this process (all contenders): {peak_rss:.0f} MiB")
     if args.memory:
