@@ -22,7 +22,8 @@ import numpy as np
 from train_step import CONFIGS, build, inputs
 
 from tinygrad_nlp import distributed
-from tinygrad_nlp.nn.parallel import all_reduce_gradients, broadcast_parameters, share
+from tinygrad_nlp.distributed import all_reduce_gradients, broadcast_parameters
+from tinygrad_nlp.nn import share
 from tinygrad_nlp.optim import Adam
 
 NETWORKS = {  # (alpha: seconds per message step, B: bytes per second per link), assumed

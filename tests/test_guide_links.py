@@ -5,7 +5,7 @@ import re
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 GUIDE = ROOT / "docs" / "backward.md"
-WORDS = {"links itself": "self.parents =", "accumulates": "def _accumulate", "releases": "def release"}
+WORDS = {"links itself": "self.parents =", "accumulates": "def accumulate_grad", "releases": "def release"}
 
 
 def test_every_line_link_lands_on_what_it_names():

@@ -32,6 +32,47 @@ def test_shared_gradient_arrays_are_not_aliased():
     np.testing.assert_array_equal(b.grad, [1, 1, 1])
 
 
+def test_a_post_accumulate_grad_hook_sees_each_gradient_after_it_is_added_and_can_be_removed():
+    x = Tensor(np.array([2.0, 3.0]), requires_grad=True)
+    seen = []
+    handle = x.register_post_accumulate_grad_hook(lambda t: seen.append(t.grad.copy()))
+    (x * x).sum().backward()
+    grad = x.grad
+    (x * 1.0).sum().backward()
+    assert x.grad is grad  # a later gradient is added in place
+    np.testing.assert_array_equal(seen[0], [4.0, 6.0])
+    np.testing.assert_array_equal(seen[1], [5.0, 7.0])
+    x.accumulate_grad(np.ones(2))  # what a backward does at the leaf, hooks included
+    np.testing.assert_array_equal(seen[2], [6.0, 8.0])
+    handle.remove()
+    (x * 1.0).sum().backward()
+    assert len(seen) == 3
+
+
+def test_a_hook_may_take_the_gradient_away():
+    """As a data-parallel replica's parameter does: the gradient goes elsewhere, the leaf keeps none."""
+    x, y = Tensor(np.ones(3), requires_grad=True), Tensor(np.ones(3), requires_grad=True)
+    taken = []
+
+    def take(t):
+        taken.append(t.grad)
+        t.grad = None
+    x.register_post_accumulate_grad_hook(take)
+    (x + y).sum().backward()  # the add's backward hands one array to both leaves
+    assert x.grad is None and taken[0] is not y.grad
+    np.testing.assert_array_equal(taken[0], y.grad)
+    with pytest.raises(GraphError, match="the output of Mul; hooks go on leaf tensors"):
+        (x * 2.0).register_post_accumulate_grad_hook(take)
+
+
+def test_no_subclass_of_tensor_overrides_its_private_methods():
+    from tinygrad_nlp.nn.module import Loss, Parameter
+    from tinygrad_nlp.nn.replicas import ReplicaParameter
+    private = {name for name in vars(Tensor) if name.startswith("_") and not name.startswith("__")}
+    for cls in (Parameter, Loss, ReplicaParameter):
+        assert not private & set(vars(cls)), cls
+
+
 def test_explicit_upstream_gradient_and_scalar_requirement():
     x = Tensor(np.ones((2, 2)), requires_grad=True)
     y = x * 3.0

@@ -9,8 +9,12 @@
     comm.all_reduce(array)             # every rank's array becomes the sum over ranks, in place
     total = comm.sum(count)            # a number summed over ranks
 
-``nn.DataParallel`` broadcasts the parameters and all-reduces the gradients through these,
-one call per flat buffer (``nn.flat``). Without MPI, or with one process, ``init`` gives a
+The collectives on parameters work through these, one call per flat buffer (``nn.flat``):
+
+    broadcast_parameters(comm, model.parameters())             # every rank starts from rank 0's
+    all_reduce_gradients(comm, model.parameters(), count)      # the gradient of the global mean
+
+``nn.DataParallel`` calls both. Without MPI, or with one process, ``init`` gives a
 communicator of one that does nothing; ``mpi4py`` is needed only to run several.
 
 A failure on one rank should end the job: ``abort(message)`` prints the rank's one-line
@@ -23,6 +27,7 @@ import sys
 
 from . import backend
 from .errors import MissingDependencyError
+from .nn.flat import flatten
 
 _LAUNCHER_VARIABLES = ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK", "MPI_LOCALNRANKS", "SLURM_NTASKS")
 
@@ -152,4 +157,28 @@ def current() -> Communicator:
     return _world if _world is not None else Communicator()
 
 
-__all__ = ["Communicator", "MPICommunicator", "init", "current", "launched_under_mpi", "launcher_rank"]
+def broadcast_parameters(comm: Communicator, params) -> None:
+    """Every process's parameters become rank 0's (one broadcast per flat buffer)."""
+    if comm.world_size > 1:
+        for buffer in flatten(params):
+            comm.broadcast(buffer.data)
+
+
+def all_reduce_gradients(comm: Communicator, params, count: float, total: float | None = None) -> float:
+    """Replace each gradient by the sum over processes of ``grad * count / total``, the
+    counts being how many items each process's loss is the mean of: the gradient of the
+    mean over the whole global batch (``total``, the counts' sum, is summed here unless
+    given). A parameter without a gradient here counts as zero. Returns the total count."""
+    if comm.world_size == 1:
+        return float(count)
+    total = comm.sum(count) if total is None else total
+    weight = float(count) / total if total else 0.0
+    for buffer in flatten(params):
+        grad = buffer.gather_gradients()
+        grad *= grad.dtype.type(weight)
+        comm.all_reduce(grad)
+    return total
+
+
+__all__ = ["Communicator", "MPICommunicator", "init", "current", "launched_under_mpi", "launcher_rank",
+           "broadcast_parameters", "all_reduce_gradients"]

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import pathlib
+from typing import NamedTuple
 
 import numpy as np
 
@@ -15,18 +16,93 @@ from .backend import kernels
 from .errors import ArgumentError, CheckpointError
 from .nn.flat import flatten
 
-_SCRATCH = ("decayed_grad",)  # per-step work buffers, not state
 _ADAM_KERNEL = pathlib.Path(__file__).with_name("adam.cu")  # the whole step in one launch on the GPU
+
+
+class BufferState:
+    """An optimizer's state of one flat buffer's parameters: per name ("exp_avg", ...)
+    one array in the buffer's layout (``arrays``), zeros where a parameter has not been
+    updated yet. ``entries[k]``, the buffer's parameter k's dict in ``Optimizer.state``,
+    holds views of these arrays, one for each name it has been updated with: the state
+    is one copy, seen whole or parameter by parameter."""
+
+    def __init__(self, buffer, entries):
+        self.buffer, self.entries, self.arrays = buffer, entries, {}
+
+    def array(self, name: str, k: int | None = None):
+        """State ``name`` of the buffer's parameter ``k`` (a view), or of the whole
+        buffer (``k`` None), zeros when first asked for; the parameters it covers get
+        their entry."""
+        flat = self.arrays.get(name)
+        if flat is None:
+            xp = backend.get_array_module(self.buffer.data)
+            flat = self.arrays[name] = xp.zeros(self.buffer.size, dtype=self.buffer.data.dtype)
+        for j in range(len(self.entries)) if k is None else (k,):
+            if name not in self.entries[j]:
+                self.entries[j][name] = self.buffer.piece(flat, self.buffer.params[j])
+        return flat if k is None else self.entries[k][name]
+
+    def of(self, k: int | None = None) -> StateArrays:
+        """The state of parameter ``k``'s update (the whole buffer's when None)."""
+        return StateArrays(self, k)
+
+    def clear(self) -> None:
+        """No state: every parameter as before its first update."""
+        self.arrays = {}
+        for entries in self.entries:
+            entries.clear()
+
+
+class StateArrays:
+    """The state arrays one update reads and writes, by name (``state["exp_avg"]``):
+    the whole buffer's, or one parameter's views of them."""
+
+    def __init__(self, state: BufferState, k: int | None):
+        self.state, self.k = state, k
+
+    def __getitem__(self, name: str):
+        return self.state.array(name, self.k)
+
+
+class WorkArrays:
+    """Arrays the updates write their intermediate values into, kept from step to step:
+    one per use, dtype and device, as long as the longest asked for. Not state: never
+    saved."""
+
+    def __init__(self):
+        self._arrays = {}
+
+    def like(self, use: str, array):
+        """A work array for ``use`` of ``array``'s shape, dtype and device."""
+        xp = backend.get_array_module(array)
+        key = (use, xp, array.dtype.str)
+        if key not in self._arrays or self._arrays[key].size < array.size:
+            self._arrays[key] = xp.empty(array.size, dtype=array.dtype)
+        return self._arrays[key][: array.size].reshape(array.shape)
+
+
+def _with_l2_decay(p, g, weight_decay: float, work: WorkArrays):
+    """g + weight_decay * p (L2 decay, added to the gradient) in a work array, or g
+    itself without weight decay."""
+    if not weight_decay:
+        return g
+    decayed = work.like("decayed gradient", p)
+    backend.get_array_module(p).multiply(p, weight_decay, out=decayed)
+    decayed += g
+    return decayed
 
 
 class Optimizer:
     """Base of the optimizers. The parameters are flattened (``nn.flat``) when the
-    optimizer is made: while a buffer holds its parameters and a backward has given
-    every one of them a gradient, ``step`` updates the whole buffer at once, with the
-    state (moments) in flat arrays of the same layout; otherwise each parameter with a
-    gradient is updated alone. Both give the same numbers (PyTorch's), and the
-    per-parameter state seen by ``state_dict`` is the same either way: its arrays are
-    views of the flat ones."""
+    optimizer is made (``buffers``), and their state is kept the same way: one array per
+    buffer and name (``flat_state[j]``, a ``BufferState``), of which each parameter's
+    entries in ``state[i]`` are views, made at its first update (a parameter never
+    updated has none, as in PyTorch). When a
+    backward has given every parameter of a buffer its gradient
+    (``FlatBuffer.has_all_gradients``), ``step`` updates the whole buffer at once;
+    otherwise each parameter with a gradient alone. Both give the same numbers
+    (PyTorch's). Parameters moved after the optimizer was made (``Module.to``) are
+    flattened again at the next step, their state moving along."""
 
     def __init__(self, params, lr: float):
         self.params = [p for p in params]
@@ -37,88 +113,40 @@ class Optimizer:
         self.lr = float(lr)
         self.step_count = 0
         self.state = [dict() for _ in self.params]
-        self._index = {id(p): i for i, p in enumerate(self.params)}
+        self._work = WorkArrays()
+        self._flatten()
+
+    def _flatten(self) -> None:
+        """Flatten the parameters (``buffers``) and lay out their state the same way
+        (``flat_state``; ``_place[i]``: parameter i's buffer state and place in it)."""
         self.buffers = flatten(self.params)
-        self._flat_state = {}  # id(buffer) -> {name: flat array}
-        self._shared = {}  # id(buffer) -> {name: (flat array, the per-parameter views given out)}
-        self._work = {}
+        index = {id(p): i for i, p in enumerate(self.params)}
+        self.flat_state = [BufferState(b, [self.state[index[id(p)]] for p in b.params]) for b in self.buffers]
+        self._place = {index[id(p)]: (state, k) for state in self.flat_state for k, p in enumerate(state.buffer.params)}
+
+    def _follow_moved_parameters(self) -> None:
+        """Parameters given new arrays since they were flattened (``Module.to``, an
+        assignment to ``p.data``) go into new flat buffers, their state moving along."""
+        if not all(state.buffer.holds_parameters() for state in self.flat_state):
+            saved = self.state_dict()
+            self._flatten()
+            self.load_state_dict(saved)
 
     def zero_grad(self) -> None:
         for p in self.params:
             p.grad = None
 
     def step(self) -> None:
+        self._follow_moved_parameters()
         self.step_count += 1
-        for buffer in self.buffers:
-            flat_state = self._state_of_buffer(buffer) if buffer.has_all_gradients() else None
-            if flat_state is not None:
-                self._update(buffer.data, buffer.grad, flat_state)
-                self._share(buffer, flat_state)
+        for state in self.flat_state:
+            buffer = state.buffer
+            if buffer.has_all_gradients():
+                self._update(buffer.data, buffer.grad, state.of())
                 continue
-            for p in buffer.params:
+            for k, p in enumerate(buffer.params):
                 if p.grad is not None:
-                    self._update(p.data, p.grad, self.state[self._index[id(p)]])
-
-    def _state_of_buffer(self, buffer):
-        """{name: flat array} of the state of ``buffer``'s parameters, in its layout,
-        rebuilt from the per-parameter state when that was replaced (``load_state_dict``,
-        a per-parameter step); None when the parameters differ in which entries they
-        have (then each is updated alone)."""
-        states = [self.state[self._index[id(p)]] for p in buffer.params]
-        names = {name for s in states for name in s if name not in _SCRATCH}
-        if any(name not in s for s in states for name in names):
-            return None
-        flat = self._flat_state.setdefault(id(buffer), {})
-        shared = self._shared.setdefault(id(buffer), {})
-        for name in [n for n in flat if n not in names and n not in _SCRATCH]:
-            del flat[name]
-            shared.pop(name, None)
-        for name in names:
-            array, views = shared.get(name, (None, ()))
-            if array is None or array is not flat.get(name) or any(s[name] is not v for s, v in zip(states, views)):
-                array = backend.get_array_module(buffer.data).empty(buffer.size, dtype=buffer.data.dtype)
-                for p, s in zip(buffer.params, states):
-                    buffer.piece(array, p)[...] = s[name]
-                flat[name] = array
-        return flat
-
-    def _share(self, buffer, flat):
-        """Make each parameter's state entries views of the flat arrays."""
-        shared = self._shared[id(buffer)]
-        for name, array in flat.items():
-            if name in _SCRATCH or shared.get(name, (None,))[0] is array:
-                continue
-            views = buffer.views_of(array)
-            for p, view in zip(buffer.params, views):
-                self.state[self._index[id(p)]][name] = view
-            shared[name] = (array, views)
-
-    def _buffer(self, state, name, like):
-        if name not in state:
-            xp = backend.get_array_module(like)
-            state[name] = xp.zeros_like(like)
-        return state[name]
-
-    def _scratch(self, like):
-        """A work buffer of ``like``'s shape for updates of whole arrays (``in_pieces``),
-        one per dtype and device shared by all parameters."""
-        def of_shape(shape):
-            xp = backend.get_array_module(like)
-            key = (xp, like.dtype.str)
-            if key not in self._work or self._work[key].size < like.size:
-                self._work[key] = xp.empty(like.size, dtype=like.dtype)
-            return self._work[key][: like.size].reshape(shape)
-        return of_shape
-
-    def _with_weight_decay(self, p, g, state):
-        """g + weight_decay * p (L2 decay, added to the gradient), in a buffer of the
-        parameter's, or g itself without weight decay."""
-        if not self.weight_decay:
-            return g
-        decayed = self._buffer(state, "decayed_grad", p)
-        backend.get_array_module(p).multiply(p, self.weight_decay, out=decayed)
-        decayed += g
-        return decayed
+                    self._update(p.data, p.grad, state.of(k))
 
     def state_dict(self) -> dict:
         """Hyper-parameters and per-parameter buffers (as host arrays)."""
@@ -126,7 +154,7 @@ class Optimizer:
             "type": type(self).__name__,
             "lr": self.lr,
             "step_count": self.step_count,
-            "state": [{k: backend.asnumpy(v).copy() for k, v in s.items() if k not in _SCRATCH} for s in self.state],
+            "state": [{k: backend.asnumpy(v).copy() for k, v in s.items()} for s in self.state],
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -135,40 +163,59 @@ class Optimizer:
         if len(state["state"]) != len(self.params):
             raise CheckpointError(
                 f"optimizer state has {len(state['state'])} parameters, the optimizer has {len(self.params)}")
-        self.lr = float(state["lr"])
-        self.step_count = int(state["step_count"])
+        self._follow_moved_parameters()
         for i, (p, s) in enumerate(zip(self.params, state["state"])):
-            xp = backend.get_array_module(p.data)
             for name, value in s.items():
                 if tuple(value.shape) != p.shape:
                     raise CheckpointError(f"optimizer buffer {name!r} of parameter {i} has shape "
                                           f"{tuple(value.shape)}, the parameter {p.shape}")
-            self.state[i] = {k: xp.asarray(v, dtype=p.dtype).copy() for k, v in s.items()}
+        self.lr = float(state["lr"])
+        self.step_count = int(state["step_count"])
+        for buffer_state in self.flat_state:
+            buffer_state.clear()
+        for i, s in enumerate(state["state"]):
+            buffer_state, k = self._place[i]
+            xp = backend.get_array_module(buffer_state.buffer.data)
+            for name, value in s.items():
+                view = buffer_state.array(name, k)
+                view[...] = xp.asarray(value, dtype=view.dtype)
 
 
 class SGD(Optimizer):
     """p -= lr * b with b = momentum * b + (g + weight_decay * p) (PyTorch's SGD, no
-    dampening; b = g when momentum is 0)."""
+    dampening; b = g when momentum is 0). b starts at zero, so its first value is g, as
+    PyTorch's."""
 
     def __init__(self, params, lr: float, momentum: float = 0.0, weight_decay: float = 0.0):
         super().__init__(params, lr)
         self.momentum, self.weight_decay = momentum, weight_decay
 
     def _update(self, p, g, state):
-        g = self._with_weight_decay(p, g, state)
+        g = _with_l2_decay(p, g, self.weight_decay, self._work)
         if self.momentum:
-            if "momentum" not in state:
-                state["momentum"] = g.copy()
-            else:
-                state["momentum"] *= self.momentum
-                state["momentum"] += g
-            g = state["momentum"]
+            momentum = state["momentum"]
+            momentum *= self.momentum
+            momentum += g
+            g = momentum
         xp = backend.get_array_module(p)
 
         def update(p_, g_, step):
             xp.multiply(g_, self.lr, out=step)
             p_ -= step
-        backend.threads.in_pieces((p, g), update, self._scratch(p), 2 * p.itemsize)
+        backend.threads.in_pieces((p, g), update, lambda shape: self._work.like("step", p), 2 * p.itemsize)
+
+
+class AdamStep(NamedTuple):
+    """The numbers of one Adam update, the two bias corrections folded into the step
+    size and epsilon: p -= step_size * m / (sqrt(v) + eps), after p *= shrink (AdamW's
+    decoupled decay, 1 - lr * weight_decay) and with l2_decay * p added to the gradient
+    (Adam's weight decay)."""
+    b1: float
+    b2: float
+    step_size: float
+    eps: float
+    l2_decay: float
+    shrink: float
 
 
 class Adam(Optimizer):
@@ -188,24 +235,23 @@ class Adam(Optimizer):
     def _update(self, p, g, state):
         b1, b2 = self.betas
         t = self.step_count
-        m = self._buffer(state, "exp_avg", p)
-        v = self._buffer(state, "exp_avg_sq", p)
         # lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps), the two bias
         # corrections folded into the step size and epsilon (one pass fewer)
         root_c2 = math.sqrt(1 - b2 ** t)
-        step_size = self.lr * root_c2 / (1 - b1 ** t)
-        eps = self.eps * root_c2
-        _adam_step(p, g, m, v, self, state, step_size, eps)
+        decoupled = self.decoupled and self.weight_decay
+        numbers = AdamStep(b1, b2, step_size=self.lr * root_c2 / (1 - b1 ** t), eps=self.eps * root_c2,
+                           l2_decay=0.0 if self.decoupled else self.weight_decay,
+                           shrink=1 - self.lr * self.weight_decay if decoupled else 1.0)
+        _adam_step(p, g, state["exp_avg"], state["exp_avg_sq"], numbers, self._work)
 
 
-def _adam_step_generic(p, g, m, v, adam, state, step_size, eps):
+def _adam_step_generic(p, g, m, v, numbers: AdamStep, work: WorkArrays):
     """Adam's update of p, m and v in place, in cache-sized pieces split across the cores on the CPU."""
     xp = backend.get_array_module(p, g)
-    b1, b2 = adam.betas
-    if not adam.decoupled:
-        g = adam._with_weight_decay(p, g, state)
-    elif adam.weight_decay:
-        p *= 1 - adam.lr * adam.weight_decay
+    b1, b2, step_size, eps = numbers.b1, numbers.b2, numbers.step_size, numbers.eps
+    g = _with_l2_decay(p, g, numbers.l2_decay, work)
+    if numbers.shrink != 1.0:
+        p *= numbers.shrink
 
     def update(p_, g_, m_, v_, s_):
         m_ *= b1
@@ -220,14 +266,14 @@ def _adam_step_generic(p, g, m, v, adam, state, step_size, eps):
         xp.divide(m_, s_, out=s_)
         s_ *= step_size
         p_ -= s_
-    backend.threads.in_pieces((p, g, m, v), update, adam._scratch(p), 2 * p.itemsize)  # m and v: read by every pass
+    # m and v are read by every pass: 2 * itemsize bytes per element in a cache-sized piece
+    backend.threads.in_pieces((p, g, m, v), update, lambda shape: work.like("step", p), 2 * p.itemsize)
 
 
-def _adam_step_kernel(p, g, m, v, adam, state, step_size, eps):
+def _adam_step_kernel(p, g, m, v, numbers: AdamStep, work: WorkArrays):
     """The same update in one launch over the flat buffer (adam.cu)."""
-    b1, b2 = adam.betas
-    wd_l2, shrink = (0.0, 1 - adam.lr * adam.weight_decay) if adam.decoupled else (adam.weight_decay, 1.0)
-    scalars = (b1, 1 - b1, b2, 1 - b2, step_size, eps, wd_l2, shrink)
+    b1, b2 = numbers.b1, numbers.b2
+    scalars = (b1, 1 - b1, b2, 1 - b2, numbers.step_size, numbers.eps, numbers.l2_decay, numbers.shrink)
     kernels.launch_flat(_ADAM_KERNEL, "adam", p, (p, g, m, v, np.int64(p.size)) + tuple(p.dtype.type(s) for s in scalars))
 
 

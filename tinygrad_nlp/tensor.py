@@ -8,11 +8,15 @@ to the Function and the Function to its parents: for each input, the Function th
 it, or the input itself when it is a leaf (a parameter). Those links are the graph; it
 holds no intermediate Tensor, so an activation that no backward saved is freed as soon
 as the forward is done with it. ``Tensor.backward`` walks the graph once, in reverse
-topological order, without recursion.
+topological order, without recursion. At a leaf, the gradient is added into ``.grad``
+(``Tensor.accumulate_grad``) and the hooks registered on the leaf run
+(``register_post_accumulate_grad_hook``, PyTorch's): the flat parameter buffers and the
+data-parallel replicas act on gradients that way.
 """
 from __future__ import annotations
 
 import contextlib
+import itertools
 
 import numpy as np
 
@@ -204,10 +208,23 @@ def array_of(x):
     return x.data if isinstance(x, Tensor) else x
 
 
+class RemovableHandle:
+    """What registering a hook returns: ``remove()`` unregisters the hook."""
+
+    _ids = itertools.count()
+
+    def __init__(self, hooks: dict):
+        self.hooks, self.id = hooks, next(self._ids)
+
+    def remove(self) -> None:
+        self.hooks.pop(self.id, None)
+
+
 class Tensor:
     """An array (``.data``), its gradient (``.grad``) and the op that made it."""
 
     __array_priority__ = 1000  # numpy_array * tensor -> Tensor.__rmul__
+    _post_accumulate_grad_hooks = None  # {handle id: hook}, made by the first registration
 
     def __init__(self, data, requires_grad: bool = False, dtype=None):
         if isinstance(data, Tensor):
@@ -286,16 +303,21 @@ class Tensor:
             grad = grad.copy()
 
         if self.creator is None:  # a leaf: its gradient is the seed itself
-            self._accumulate(grad, set())
+            self.accumulate_grad(grad)
             return
         grads = {id(self.creator): grad}
-        assigned = set()
+        given = set()  # the arrays this walk has given to leaves as their .grad
         for node in graph_order(self.creator):
             g = grads.pop(id(node), None)
             if g is None:
                 continue
             if isinstance(node, Tensor):  # a leaf
-                node._accumulate(g, assigned)
+                if node.grad is None and (g.base is not None or id(g) in given):
+                    # its own array, so an optimizer or clip_grad_norm that scales .grad in
+                    # place cannot change another tensor's gradient or a saved buffer
+                    g = g.copy()
+                given.add(id(g))
+                node.accumulate_grad(g)
                 continue
             fn = node
             if fn.released:
@@ -320,20 +342,37 @@ class Tensor:
             if not retain_graph:
                 fn.release()
 
-    def _accumulate(self, g, assigned: set) -> None:
-        if g.dtype != self.data.dtype:
-            g = g.astype(self.data.dtype)
-        if tuple(g.shape) != self.shape:
-            g = g.reshape(self.shape)
+    def accumulate_grad(self, grad) -> None:
+        """Add ``grad`` into ``.grad`` as a backward does when it reaches this leaf, then
+        call the hooks registered with ``register_post_accumulate_grad_hook``. ``grad`` is
+        cast to this tensor's dtype and shape; when ``.grad`` is None, it becomes ``.grad``
+        itself (so pass an array nothing else will change), otherwise it is added in place."""
+        if grad.dtype != self.data.dtype:
+            grad = grad.astype(self.data.dtype)
+        if tuple(grad.shape) != self.shape:
+            grad = grad.reshape(self.shape)
         if self.grad is None:
-            # Own the array, so an optimizer or clip_grad_norm that scales .grad in
-            # place cannot change another tensor's gradient or a saved buffer.
-            if g.base is not None or id(g) in assigned:
-                g = g.copy()
-            assigned.add(id(g))
-            self.grad = g
+            self.grad = grad
         else:
-            self.grad = self.grad + g
+            self.grad += grad
+        if self._post_accumulate_grad_hooks:
+            for hook in list(self._post_accumulate_grad_hooks.values()):
+                hook(self)
+
+    def register_post_accumulate_grad_hook(self, hook) -> RemovableHandle:
+        """Call ``hook(tensor)`` each time a gradient has been added into this leaf's
+        ``.grad`` (by a backward, or ``accumulate_grad``), in the order registered, as
+        PyTorch's method of this name does. The hook may read ``.grad``, replace it with
+        another array holding the same values, or take it away (set it to None). Returns
+        a handle whose ``remove()`` unregisters the hook."""
+        if self.creator is not None:
+            raise GraphError(f"register_post_accumulate_grad_hook: this tensor is the output of {self.creator.name}; "
+                             "hooks go on leaf tensors (parameters, inputs), whose gradients are accumulated")
+        if self._post_accumulate_grad_hooks is None:
+            self._post_accumulate_grad_hooks = {}
+        handle = RemovableHandle(self._post_accumulate_grad_hooks)
+        self._post_accumulate_grad_hooks[handle.id] = hook
+        return handle
 
     def zero_grad(self) -> None:
         self.grad = None

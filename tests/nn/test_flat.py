@@ -113,15 +113,18 @@ def test_optimizer_state_is_per_parameter_views_of_flat_moments_and_round_trips(
     opt = Adam(model.parameters(), lr=0.01)
     mlm_loss(model).backward()
     opt.step()
-    (buffer,) = opt.buffers
-    moments = opt._flat_state[id(buffer)]["exp_avg"]
-    for p, state in zip(opt.params, opt.state):
-        assert np.shares_memory(state["exp_avg"], moments) and state["exp_avg"].shape == p.shape
+    (state,) = opt.flat_state
+    moments = state.arrays["exp_avg"]
+    for p, entries in zip(opt.params, opt.state):
+        assert np.shares_memory(entries["exp_avg"], moments) and entries["exp_avg"].shape == p.shape
     saved = opt.state_dict()
     reference = small_mlm()
     reference.load_state_dict(model.state_dict())
     twin = Adam(reference.parameters(), lr=0.01)
     twin.load_state_dict(saved)
+    (loaded,) = twin.flat_state  # loaded into the flat arrays: still one copy
+    for entries in twin.state:
+        assert all(np.shares_memory(entries[name], loaded.arrays[name]) for name in ("exp_avg", "exp_avg_sq"))
     for m, o in ((model, opt), (reference, twin)):
         o.zero_grad()
         mlm_loss(m, seed=5).backward()
@@ -170,3 +173,43 @@ def test_classifier_checkpoint_layout_unchanged():
     names = {n: p.shape for n, p in model.named_parameters()}
     Adam(model.parameters())
     assert {n: v.shape for n, v in model.state_dict().items()} == names
+
+
+def test_a_deep_copy_of_a_flattened_model_has_parameters_of_its_own_outside_the_buffer():
+    import copy
+    model = small_mlm()
+    Adam(model.parameters(), lr=0.01)
+    twin = copy.deepcopy(model)
+    assert twin.head.weight is twin.embedding.weight  # tied stays tied
+    assert all(p.flat is None and not np.shares_memory(p.data, q.data)
+               for p, q in zip(twin.parameters(), model.parameters()))
+    mlm_loss(twin).backward()
+    assert all(p.grad is None for p in model.parameters())
+    twin.to(dtype=np.float32)
+    (buffer,) = flatten(twin.parameters())
+    assert buffer.data.dtype == np.float32
+
+
+def test_an_optimizer_follows_parameters_moved_after_it_was_made_with_its_state():
+    """Adam steps, the model becomes float64, the steps go on: the same numbers as a new
+    float64 model and optimizer that load the first one's state, and the flat path again."""
+    def adam_steps(model, opt, seeds):
+        for seed in seeds:
+            opt.zero_grad()
+            mlm_loss(model, seed=seed).backward()
+            opt.step()
+    model = small_mlm(dtype=np.float32)
+    opt = Adam(model.parameters(), lr=0.01)
+    adam_steps(model, opt, [0])
+    reference = small_mlm(dtype=np.float64)
+    reference.load_state_dict(model.state_dict())
+    reference_opt = Adam(reference.parameters(), lr=0.01)
+    reference_opt.load_state_dict(opt.state_dict())
+    model.to(dtype=np.float64)
+    adam_steps(model, opt, [1, 2])
+    adam_steps(reference, reference_opt, [1, 2])
+    for (name, a), b in zip(model.state_dict().items(), reference.state_dict().values()):
+        np.testing.assert_array_equal(a, b, err_msg=name)
+    (buffer,) = opt.buffers
+    assert buffer.data.dtype == np.float64 and buffer.has_all_gradients()
+    assert opt.state[0]["exp_avg"].dtype == np.float64

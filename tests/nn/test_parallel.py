@@ -311,3 +311,24 @@ def test_the_forward_in_threads_is_the_models_forward_under_no_grad(threads, row
         parallel(ids, None, mask[:1])
     with no_grad(), pytest.raises(ArgumentError, match=r"DataParallel\(...\): got no batch arrays to share out"):
         parallel(None)
+
+
+def test_replicas_keep_no_gradient_of_their_own():
+    """Each replica parameter's gradient is handed to the model's by a hook and not kept:
+    the memory of one model's gradients, whatever the thread count."""
+    model = mlm()
+    opt = Adam(model.parameters(), lr=1e-2)
+    parallel = DataParallel(model, 3)
+    step(parallel, *mlm_batch(7))
+    assert all(q.grad is None for replica in parallel.replicas for q in replica.parameters())
+    assert opt.buffers[0].has_all_gradients()  # the model's gradients are its flat buffer's slots
+
+
+def test_the_old_names_of_moved_things_still_work_with_a_warning():
+    from tinygrad_nlp import distributed
+    from tinygrad_nlp.nn import parallel, replicas
+    for old, new in (("SharedGradient", replicas.ReplicaParameter),
+                     ("broadcast_parameters", distributed.broadcast_parameters),
+                     ("all_reduce_gradients", distributed.all_reduce_gradients)):
+        with pytest.warns(DeprecationWarning, match=f"nn.parallel.{old} is now"):
+            assert getattr(parallel, old) is new

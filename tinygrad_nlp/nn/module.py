@@ -16,29 +16,41 @@ class Parameter(Tensor):
     """A Tensor that a Module owns and an optimizer updates (requires_grad by default).
 
     Once flattened (``nn.flat``), ``data`` is a view into its FlatBuffer (``flat``) and
-    gradients accumulate into ``grad_slot``, its view of the buffer's gradients."""
+    its gradient lands in ``grad_slot``, its view of the buffer's gradients."""
 
     flat = None
-    grad_slot = None
 
     def __init__(self, data, requires_grad: bool = True):
         super().__init__(data, requires_grad=requires_grad)
 
-    def _accumulate(self, g, assigned: set) -> None:
-        if self.grad_slot is None and self.flat is not None:
-            self.flat.make_grad()
-        slot = self.grad_slot
-        if slot is None or slot.shape != self.data.shape or slot.dtype != self.data.dtype \
-                or (self.grad is not None and self.grad is not slot):
-            return super()._accumulate(g, assigned)
-        if self.grad is None:
-            slot[...] = g.reshape(self.shape)  # casts too
-            self.grad = slot
-        else:
-            slot += g.reshape(self.shape)
+    @property
+    def grad_slot(self):
+        """This parameter's view of its flat buffer's gradients (None outside a buffer)."""
+        return None if self.flat is None else self.flat.slot(self)
+
+    def __deepcopy__(self, memo):
+        """A copy outside any flat buffer, with arrays of its own (``copy.deepcopy(model)``)."""
+        copied = memo[id(self)] = Parameter(self.data.copy(), self.requires_grad)
+        copied.grad = None if self.grad is None else self.grad.copy()
+        return copied
 
     def __repr__(self):
         return "Parameter" + super().__repr__()[len("Tensor"):]
+
+
+class Loss(Tensor):
+    """A scalar loss that is the mean over ``count`` items, with the extra ``outputs`` it
+    was computed with (``correct=12``): what a data-parallel step needs to weight and sum
+    the losses of its replicas. It holds the loss Tensor's array and graph node, so its
+    ``backward`` is the loss's. A model's ``loss`` method returns one."""
+
+    def __init__(self, loss: Tensor, count, **outputs):
+        super().__init__(loss.data, requires_grad=loss.requires_grad)
+        self.creator = loss.creator
+        self.count, self.outputs = float(count), outputs
+
+    def __repr__(self):
+        return f"Loss({self.item():.6g}, count={self.count:g}, outputs={self.outputs})"
 
 
 class Module:
@@ -169,13 +181,15 @@ class Module:
 
     def to(self, device: str | None = None, dtype=None) -> Module:
         """Move every parameter and buffer to ``device`` and/or cast floating ones to
-        ``dtype``, in place (the Parameter objects stay the same, so an optimizer
-        built before keeps working only if it is built after the move)."""
+        ``dtype``, in place (the Parameter objects stay the same: an optimizer made
+        before follows them at its next step)."""
         for m in self.modules():
             for p in [v for v in vars(m).values() if isinstance(v, Parameter)]:
                 data = p.data if device is None else backend.to_device(p.data, device)
                 p.data = data if dtype is None else data.astype(dtype)
-                p.grad, p.flat, p.grad_slot = None, None, None
+                if p.flat is not None:
+                    p.flat.release(p)
+                p.grad = None
             for name, buf in list(getattr(m, "_buffers", {}).items()):
                 buf = buf if device is None else backend.to_device(buf, device)
                 m._buffers[name] = buf if dtype is None else buf.astype(dtype)

@@ -16,17 +16,18 @@ ChainerMN's multi-node optimizer do:
   elementwise pass on one core, and those passes are half of a Transformer's step, so
   each thread runs the whole forward and backward on its rows with its own replica and
   a BLAS of one thread.
-- **Weights.** Every process starts from rank 0's parameters (a broadcast when wrapped).
-  A thread replica (``Module.replica``) holds the model's arrays in Parameters of its own
-  that send each gradient straight into the model's (``SharedGradient``), added in
-  replica order (replica k's after those of 0..k-1, whichever thread completes the
-  turn), so the sum is the same floating-point sum every run.
+- **Weights.** Every process starts from rank 0's parameters (a broadcast when wrapped,
+  ``distributed.broadcast_parameters``). A thread replica (``nn.replicas``) holds the
+  model's arrays in Parameters of its own, whose gradients a hook sends straight into the
+  model's, added in replica order (replica k's after those of 0..k-1, whichever thread
+  completes the turn), so the sum is the same floating-point sum every run.
 - **Counts.** The model's ``loss`` returns a ``Loss``: the mean over ``count`` items
   (scored tokens, examples), and extra outputs (correct predictions). Each replica's
   backward starts from count / (this process's count), and the gradients are all-reduced
-  over processes weighted by each one's count: the result is the gradient of the mean
-  over the whole global batch, accumulated as ``loss.backward()`` would. The wrapper's
-  ``Loss`` is the global mean, its count the global count, its outputs the global sums.
+  over processes weighted by each one's count (``distributed.all_reduce_gradients``):
+  the result is the gradient of the mean over the whole global batch, accumulated as
+  ``loss.backward()`` would. The wrapper's ``Loss`` is the global mean, its count the
+  global count, its outputs the global sums.
 - **Dropout.** With more than one replica in all, replica k (of all processes) draws its
   masks from a generator of its own, seeded each step from the backend's generator,
   which every process draws alike: the same seed gives the same losses run after run,
@@ -39,7 +40,8 @@ replicas share). Every other attribute is the model's: ``model.evaluate``,
 """
 from __future__ import annotations
 
-import threading
+import importlib
+import warnings
 from concurrent.futures import ThreadPoolExecutor, wait
 
 import numpy as np
@@ -47,8 +49,8 @@ import numpy as np
 from .. import backend, distributed
 from ..errors import ArgumentError, ShapeError, TinygradNLPError
 from ..tensor import Function, Tensor, is_grad_enabled
-from .flat import flatten
-from .module import Module, Parameter
+from .module import Loss, Module
+from .replicas import thread_replicas
 
 
 def share(n: int, parts: int, index: int) -> slice:
@@ -57,48 +59,6 @@ def share(n: int, parts: int, index: int) -> slice:
     base, extra = divmod(int(n), int(parts))
     start = index * base + min(index, extra)
     return slice(start, start + base + (index < extra))
-
-
-def broadcast_parameters(comm: distributed.Communicator, params) -> None:
-    """Every process's parameters become rank 0's (one broadcast per flat buffer)."""
-    if comm.world_size > 1:
-        for buffer in flatten(params):
-            comm.broadcast(buffer.data)
-
-
-def all_reduce_gradients(comm: distributed.Communicator, params, count: float, total: float | None = None) -> float:
-    """Replace each gradient by the sum over processes of ``grad * count / total``, the
-    counts being how many items each process's loss is the mean of: the gradient of the
-    mean over the whole global batch (``total``, the counts' sum, is summed here unless
-    given). A parameter without a gradient here counts as zero. Returns the total count."""
-    if comm.world_size == 1:
-        return float(count)
-    total = comm.sum(count) if total is None else total
-    weight = float(count) / total if total else 0.0
-    for buffer in flatten(params):
-        grad = buffer.make_grad()
-        for p in buffer.params:
-            if p.grad is None or p.grad is not p.grad_slot:
-                slot = p.grad_slot
-                slot[...] = 0 if p.grad is None else p.grad
-                p.grad = slot
-        grad *= grad.dtype.type(weight)
-        comm.all_reduce(grad)
-    return total
-
-
-class Loss(Tensor):
-    """A scalar loss that is the mean over ``count`` items, with the extra ``outputs`` it
-    was computed with (``correct=12``): what a data-parallel step needs to weight and sum
-    the losses of its replicas. It is the loss Tensor itself (same array, same graph)."""
-
-    def __init__(self, loss: Tensor, count, **outputs):
-        # not Tensor.__init__: the same array and graph node as ``loss``
-        self.data, self.grad, self.requires_grad, self.creator = loss.data, None, loss.requires_grad, loss.creator
-        self.count, self.outputs = float(count), outputs
-
-    def __repr__(self):
-        return f"Loss({self.item():.6g}, count={self.count:g}, outputs={self.outputs})"
 
 
 class DataParallel:
@@ -118,17 +78,14 @@ class DataParallel:
         if threads > 1:
             backend.require_threadpoolctl()
         self.module, self.threads, self.comm = module, int(threads), comm
-        broadcast_parameters(self.comm, module.parameters())  # every process starts from rank 0's weights
+        distributed.broadcast_parameters(self.comm, module.parameters())  # every process starts from rank 0's weights
         if self.comm.world_size > 1:
             backend.random.split_gpu_streams(self.comm.rank)  # each process its own GPU dropout masks
-        self._turns = _Turns(module.parameters())
-        self.replicas = [module] if self.threads == 1 else [self._replica(k) for k in range(self.threads)]
+        self.replicas, self._order = [module], None
+        if self.threads > 1:
+            self.replicas, self._order = thread_replicas(module, self.threads)
         self._modules = [list(replica.modules()) for replica in self.replicas]
         self._pool = ThreadPoolExecutor(self.threads - 1, "replica") if self.threads > 1 else None
-
-    def _replica(self, k: int) -> Module:
-        index = {id(p): i for i, p in enumerate(self._turns.originals)}
-        return self.module.replica(lambda p: SharedGradient(p, k, index[id(p)], self._turns))
 
     @property
     def replicas_in_all(self) -> int:
@@ -256,7 +213,8 @@ class _ReplicaBackward(Function):
         parallel, local = self.parallel, self.local_count
         ks = [k for k, rows in enumerate(self.shares) if rows.stop > rows.start]
         by_replica = dict(zip(ks, self.losses))
-        parallel._turns.start(parallel.threads, len(ks))  # the replicas without rows are the last ones
+        if parallel._order is not None:
+            parallel._order.start(parallel.threads, len(ks))  # the replicas without rows are the last ones
         retain = not self.may_overwrite_saved
 
         def job(k):
@@ -267,9 +225,10 @@ class _ReplicaBackward(Function):
                     xp = backend.get_array_module(loss.data)
                     loss.backward(xp.full(loss.shape, weight, dtype=loss.dtype), retain_graph=retain)
             finally:
-                parallel._turns.finish(k)
+                if parallel._order is not None:
+                    parallel._order.finish(k)
         parallel._run(job, self.shares)
-        all_reduce_gradients(parallel.comm, parallel.module.parameters(), local, self.total_count)
+        distributed.all_reduce_gradients(parallel.comm, parallel.module.parameters(), local, self.total_count)
         return ()
 
     def release(self) -> None:
@@ -314,80 +273,6 @@ def _located_call(job, k, rows):
         raise _located(error, k, rows) from error
 
 
-class SharedGradient(Parameter):
-    """Replica ``k``'s copy of the model's Parameter ``original`` (the same array): its
-    gradient is added to ``original``'s after replicas 0..k-1 have added theirs."""
-
-    def __init__(self, original: Parameter, k: int, index: int, turns: _Turns):
-        # not Tensor.__init__: the array is always the original's (``data`` below), even
-        # after an optimizer or a checkpoint load has put the original's in a flat buffer
-        self.grad, self.requires_grad, self.creator = None, original.requires_grad, None
-        self.original, self.k, self.index, self.turns = original, k, index, turns
-
-    @property
-    def data(self):
-        return self.original.data
-
-    def _accumulate(self, g, assigned: set) -> None:
-        self.turns.contribute(self.k, self.index, g, assigned)
-
-
-class _Turns:
-    """Each parameter's gradients from the replicas, added in replica order: replica k's
-    once replicas 0..k-1 have added theirs or finished. One that comes before its turn
-    waits in ``pending`` and whoever completes the turn ahead of it adds it, so no thread
-    ever blocks."""
-
-    def __init__(self, originals):
-        self.originals = originals
-        self.lock = threading.Lock()
-        self.added_by = self.finished = None
-        self.pending = [{} for _ in originals]  # per parameter: {replica: (gradient, its walk's `assigned`)}
-
-    def start(self, replicas: int, running: int) -> None:
-        self.added_by = np.zeros((replicas, len(self.originals)), dtype=bool)
-        self.finished = np.arange(replicas) >= running  # replicas without rows this step count as done
-
-    def _turn(self, i: int):
-        """The first replica whose gradient for parameter i may still come or is
-        pending: one that has neither added it nor finished without it."""
-        for k in range(len(self.finished)):
-            if not self.added_by[k, i] and (not self.finished[k] or k in self.pending[i]):
-                return k
-        return None
-
-    def contribute(self, k: int, i: int, g, assigned: set) -> None:
-        with self.lock:
-            if self._turn(i) != k:
-                self.pending[i][k] = (g, assigned)
-                return
-        self._add_from(k, i, g, assigned)
-
-    def _add_from(self, k: int, i: int, g, assigned: set) -> None:
-        """Add replica k's gradient to parameter i (its turn), then any pending ones
-        whose turn that makes."""
-        while True:
-            self.originals[i]._accumulate(g, assigned)
-            with self.lock:
-                self.added_by[k, i] = True
-                k = self._turn(i)
-                if k not in self.pending[i]:
-                    return
-                g, assigned = self.pending[i].pop(k)
-
-    def finish(self, k: int) -> None:
-        """Replica k is done: the pending gradients whose turn that makes are added."""
-        with self.lock:
-            self.finished[k] = True
-            ready = []
-            for i, waiting in enumerate(self.pending):
-                turn = self._turn(i) if waiting else None
-                if turn in waiting:
-                    ready.append((turn, i) + waiting.pop(turn))
-        for turn, i, g, assigned in ready:
-            self._add_from(turn, i, g, assigned)
-
-
 def _located(error: Exception, k: int, rows: slice) -> Exception:
     """The replica's error, of the same class, saying whose rows it came from (a
     position in the message counts from the replica's first row)."""
@@ -396,4 +281,18 @@ def _located(error: Exception, k: int, rows: slice) -> Exception:
     return type(error)(f"{error} (replica {k}, rows {rows.start}..{rows.stop - 1} of the batch)")
 
 
-__all__ = ["DataParallel", "Loss", "SharedGradient", "share", "broadcast_parameters", "all_reduce_gradients"]
+_MOVED = {"SharedGradient": (".replicas", "ReplicaParameter"),  # old name: (its module now, its name there)
+          "broadcast_parameters": ("..distributed", "broadcast_parameters"),
+          "all_reduce_gradients": ("..distributed", "all_reduce_gradients")}
+
+
+def __getattr__(name):
+    """The names that moved out of this module, kept a while with a DeprecationWarning."""
+    if name not in _MOVED:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    module = importlib.import_module(_MOVED[name][0], __package__)
+    warnings.warn(f"{__name__}.{name} is now {module.__name__}.{_MOVED[name][1]}", DeprecationWarning, stacklevel=2)
+    return getattr(module, _MOVED[name][1])
+
+
+__all__ = ["DataParallel", "Loss", "share"]
