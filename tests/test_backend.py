@@ -239,14 +239,14 @@ def test_in_parts_splits_long_work_across_the_cores_unless_replicas_or_other_pro
     from tinygrad_nlp.backend import threads
     monkeypatch.setattr(threads, "_cores", lambda: 3)
     seen = []
-    threads.in_parts(10, lambda start, stop: seen.append((start, stop)), least=3)
+    threads.split_across_cores(10, lambda start, stop: seen.append((start, stop)), least=3)
     assert sorted(seen) == [(0, 3), (3, 6), (6, 10)]
     seen.clear()
-    threads.in_parts(5, lambda start, stop: seen.append((start, stop)), least=3)  # too short for two parts
+    threads.split_across_cores(5, lambda start, stop: seen.append((start, stop)), least=3)  # too short for two parts
     assert seen == [(0, 5)]
     seen.clear()
     monkeypatch.setattr(threads, "_shared_with", 3)  # three processes of one run on this machine
-    threads.in_parts(10, lambda start, stop: seen.append((start, stop)), least=3)
+    threads.split_across_cores(10, lambda start, stop: seen.append((start, stop)), least=3)
     assert seen == [(0, 10)] and threads.pass_threads() == 1
     monkeypatch.setattr(threads, "_shared_with", 1)
     monkeypatch.setattr(threads, "_replicas_running", 1)  # thread replicas hold the cores
@@ -263,5 +263,5 @@ def test_in_parts_waits_for_every_part_and_raises_a_parts_error(monkeypatch):
             raise ValueError(f"part at {start}")
         done.append(start)
     with pytest.raises(ValueError, match="part at 4"):
-        threads.in_parts(8, work, least=4)
+        threads.split_across_cores(8, work, least=4)
     assert done == [0]

@@ -202,7 +202,7 @@ class SGD(Optimizer):
         def update(p_, g_, step):
             xp.multiply(g_, self.lr, out=step)
             p_ -= step
-        backend.threads.in_pieces((p, g), update, lambda shape: self._work.like("step", p), 2 * p.itemsize)
+        backend.threads.update_in_cache_blocks((p, g), update, lambda shape: self._work.like("step", p), 2 * p.itemsize)
 
 
 class AdamStep(NamedTuple):
@@ -267,7 +267,7 @@ def _adam_step_generic(p, g, m, v, numbers: AdamStep, work: WorkArrays):
         s_ *= step_size
         p_ -= s_
     # m and v are read by every pass: 2 * itemsize bytes per element in a cache-sized piece
-    backend.threads.in_pieces((p, g, m, v), update, lambda shape: work.like("step", p), 2 * p.itemsize)
+    backend.threads.update_in_cache_blocks((p, g, m, v), update, lambda shape: work.like("step", p), 2 * p.itemsize)
 
 
 def _adam_step_kernel(p, g, m, v, numbers: AdamStep, work: WorkArrays):

@@ -5,7 +5,7 @@ NumPy runs an elementwise pass on one core, so on a CPU with several the trainin
 can run as several replicas at once, one per thread (``nn.DataParallel``); each thread
 then multiplies with a BLAS of one thread, or the threads' BLAS workers would fight for
 the same cores. Outside the replicas, the optimizer's update of every parameter runs in
-parts, one per core, at once (``in_parts``): NumPy releases the interpreter lock inside
+parts, one per core, at once (``split_across_cores``): NumPy releases the interpreter lock inside
 its loops. A GPU runs each op on all of its cores already.
 """
 from __future__ import annotations
@@ -43,13 +43,13 @@ def default_threads(device: str, processes: int = 1) -> int:
 
 def share_cores(processes: int) -> None:
     """This machine's cores are shared by ``processes`` processes of one run (an MPI run
-    says so when it starts): ``in_parts`` splits across this process's share only."""
+    says so when it starts): ``split_across_cores`` splits across this process's share only."""
     global _shared_with
     _shared_with = max(1, int(processes))
 
 
 def pass_threads() -> int:
-    """How many threads ``in_parts`` splits a long elementwise computation across: this
+    """How many threads ``split_across_cores`` splits a long elementwise computation across: this
     process's share of the cores, or 1 while thread replicas hold them."""
     return 1 if _replicas_running else max(1, _cores() // _shared_with)
 
@@ -59,7 +59,7 @@ def _part_pool():
     return ThreadPoolExecutor(max(1, _cores() - 1), thread_name_prefix="tinygrad_nlp-part")
 
 
-def in_parts(n: int, work, least: int = _PART_ELEMENTS) -> None:
+def split_across_cores(n: int, work, least: int = _PART_ELEMENTS) -> None:
     """``work(start, stop)`` over consecutive parts of range(n) that cover it, one part per
     thread of ``pass_threads()`` (each of at least ``least`` elements), all at once, the
     calling thread taking the first; returns when every part is done, raising the first
@@ -96,11 +96,11 @@ def require_threadpoolctl() -> None:
                                      "thread per replica: pip install threadpoolctl (or use threads=1)")
 
 
-def in_pieces(arrays, update, whole_scratch, bytes_per_element: int) -> None:
+def update_in_cache_blocks(arrays, update, whole_scratch, bytes_per_element: int) -> None:
     """``update(*pieces, work)`` over matching flat pieces of same-size arrays, ``work`` a
     scratch array of a piece's size. On the CPU the pieces hold ``bytes_per_element`` per
     element in a cache-sized block (an optimizer's passes then run in the cache instead of
-    memory) and are split across the cores (``in_parts``), each part with a scratch of its
+    memory) and are split across the cores (``split_across_cores``), each part with a scratch of its
     own; on the GPU, or when an array is not contiguous, the arrays are one piece, with
     ``whole_scratch(shape)``."""
     if is_cupy_array(arrays[0]) or not all(a.flags.c_contiguous for a in arrays):
@@ -118,14 +118,14 @@ def in_pieces(arrays, update, whole_scratch, bytes_per_element: int) -> None:
         for begin in range(start, stop, step):
             end = min(begin + step, stop)
             update(*(a[begin:end] for a in flat), work[: end - begin])
-    in_parts(n, part)
+    split_across_cores(n, part)
 
 
 @contextlib.contextmanager
 def one_blas_thread():
     """A context within which thread replicas hold the cores: NumPy's BLAS multiplies on
     the calling thread only (for every thread: BLAS has one thread count per process)
-    and ``in_parts`` does not split. Needs ``threadpoolctl``."""
+    and ``split_across_cores`` does not split. Needs ``threadpoolctl``."""
     global _replicas_running
     require_threadpoolctl()
     with _blas_controller().limit(limits=1, user_api="blas"):
@@ -137,4 +137,4 @@ def one_blas_thread():
 
 
 __all__ = ["default_threads", "threadpoolctl_installed", "require_threadpoolctl", "one_blas_thread", "share_cores",
-           "pass_threads", "in_parts", "in_pieces"]
+           "pass_threads", "split_across_cores", "update_in_cache_blocks"]
