@@ -67,6 +67,22 @@ def test_encoder_layer_gradients(norm_first):
     assert gradcheck(lambda x, *ps: layer(x, mask), [x] + layer.parameters(), mode="random")
 
 
+def test_mha_on_rows_gives_forwards_outputs_at_the_wanted_positions():
+    """``on_rows`` on the rows a ``Packing`` names: the real tokens and the wanted
+    positions (a padding one a query only; a row of padding alone attends to nothing),
+    or every position (the whole grid): ``forward``'s outputs at those positions."""
+    manual_seed(0)
+    mha = nn.MultiHeadAttention(8, 2).to(dtype=np.float64)
+    x = np.random.default_rng(0).standard_normal((3, 5, 8))
+    mask = np.arange(5)[None] < np.array([[5], [2], [0]])
+    grid = mha(Tensor(x), mask).numpy().reshape(15, 8)
+    for positions, whole_grid in ((np.array([0, 4, 5, 8, 10]), False), (np.arange(15), True)):
+        packing = nn.Packing.reaching(positions, mask, (3, 5))
+        assert packing.whole_grid is whole_grid and packing.lengths.tolist() == ([5, 5, 5] if whole_grid else [5, 3, 1])
+        out = mha.on_rows(Tensor(x.reshape(15, 8)[packing.rows]), packing, packing.places(positions))
+        np.testing.assert_allclose(out.numpy(), grid[positions], rtol=1e-12, atol=1e-12)
+
+
 def test_mha_head_count_must_divide_width():
     with pytest.raises(ShapeError, match="d_model=10.*n_heads=4"):
         nn.MultiHeadAttention(10, 4)

@@ -341,6 +341,23 @@ def test_ragged_fast_path_decides_once_for_every_sequence(monkeypatch):
         assert [type(attention) for _, _, attention in out.creator.segments] == [inner, inner]
 
 
+def test_ragged_self_attention_calls_each_sequences_attention_as_an_op(monkeypatch):
+    """Each sequence's attention goes through ``Function.__call__``: its ``check`` runs
+    on the sequence's q, k, v, it records which inputs want a gradient, and the
+    dispatch keeps the class the ragged op named (the textbook one in reference mode)."""
+    checked = []
+    check = ScaledDotProductAttention.check
+    monkeypatch.setattr(ScaledDotProductAttention, "check",
+                        lambda node, q, k, v: checked.append(q.shape) or check(node, q, k, v))
+    x, lengths = Tensor(np.random.default_rng(0).standard_normal((9, 18)), requires_grad=True), np.array([5, 0, 4])
+    for reference, inner in ((False, cpu_attention.BlockedAttention), (True, ScaledDotProductAttention)):
+        checked.clear()
+        with reference_ops(reference):
+            segments = F.ragged_self_attention(x, lengths, 2).creator.segments
+        assert checked == [(1, 2, 5, 3), (1, 2, 4, 3)]
+        assert [(type(node), node.needs_input_grad) for _, _, node in segments] == [(inner, (True, True, True))] * 2
+
+
 def test_textbook_attention_saves_q_k_v_the_probabilities_and_the_boolean_mask(rng):
     q, k, v = qkv(rng)
     mask = np.array([[True, True, False, False], [True, True, True, True]])

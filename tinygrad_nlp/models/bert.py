@@ -17,14 +17,13 @@ Names: the module tree reads like the rest of this package (``layers.3.attention
 from __future__ import annotations
 
 import re
-from typing import Any, NamedTuple
 
 import numpy as np
 
 from .. import backend
 from .. import functional as F
 from ..errors import ArgumentError, ShapeError
-from ..nn import Dropout, Embedding, LayerNorm, Linear, Loss, Module, ModuleList, MultiHeadAttention, Parameter
+from ..nn import Dropout, Embedding, LayerNorm, Linear, Loss, Module, ModuleList, MultiHeadAttention, Packing, Parameter
 from ..ops.checks import check_ids
 from .bert_hf import HIDDEN_ACTIVATIONS, BertConfig, HuggingFaceCheckpoint, as_config, hf_names
 
@@ -62,45 +61,18 @@ class BertLayer(Module):
         self.dropout = Dropout(config.hidden_dropout_prob)
         self.activation = config.hidden_act
 
-    def forward(self, x, mask=None):
-        return self._feed_forward(self.norm1(x + self.dropout(self.attention(x, mask))))
-
-    def _feed_forward(self, x):
+    def forward(self, x, packing: Packing, wanted=None):
+        """The layer on the (N, H) states of the rows ``packing`` names (an
+        ``nn.Packing`` of a (B, T) batch): attention among each batch row's rows
+        (``MultiHeadAttention.on_rows``), the dense parts on the rows. With ``wanted``
+        (places among the rows), only those rows come out, and the parts after the
+        attention run on them alone."""
+        attended = self.attention.on_rows(x, packing, wanted)
+        if wanted is not None:
+            x = x[wanted]
+        x = self.norm1(x + self.dropout(attended))
         h = F.linear(x, self.intermediate.weight, self.intermediate.bias, activation=HIDDEN_ACTIVATIONS[self.activation])
         return self.norm2(x + self.dropout(self.output(h)))
-
-    def on_rows(self, x, packing, wanted=None):
-        """The layer on the (N, H) states of the rows ``packing`` names (a ``Packing`` of a
-        (B, T) batch): the dense parts on those rows only; the attention on the full
-        (B, T) grid (``packing.rows`` None, the padding masked as keys) or, when rows are
-        left out, on each sequence's rows alone (``F.ragged_self_attention``). With
-        ``wanted`` (places among the rows), only those rows come out."""
-        attention = self.attention
-        qkv = attention.qkv(x)
-        if packing.rows is None:
-            B, T = packing.shape
-            heads = F.self_attention(F.reshape(qkv, (B, T, -1)), attention.n_heads, mask=packing.mask,
-                                     dropout_p=attention.dropout, training=attention.training)
-            heads = F.reshape(heads, (B * T, -1))
-        else:
-            heads = F.ragged_self_attention(qkv, packing.lengths, attention.n_heads, key_mask=packing.key_mask,
-                                            dropout_p=attention.dropout, training=attention.training)
-        if wanted is not None:
-            heads, x = heads[wanted], x[wanted]
-        return self._feed_forward(self.norm1(x + self.dropout(attention.out(heads))))
-
-
-class Packing(NamedTuple):
-    """Which positions of a (B, T) batch ``BertModel.states_at`` computes: ``rows`` (flat
-    indices, in order; None for all of them), the count of them per batch row
-    (``lengths``), which of them are keys (``key_mask``, None when all are: a wanted
-    padding position is a query only) and the batch's own ``mask``."""
-
-    shape: tuple
-    mask: Any
-    rows: Any = None
-    lengths: Any = None
-    key_mask: Any = None
 
 
 class BertPreTrained(HuggingFaceCheckpoint, Module):
@@ -150,7 +122,8 @@ class BertPreTrained(HuggingFaceCheckpoint, Module):
 class BertModel(BertPreTrained):
     """Embeddings, ``num_hidden_layers`` post-norm encoder layers, and a pooler
     (tanh(dense(h[:, 0]))) on the first token. Returns ``(sequence_output (B, T, H),
-    pooled_output (B, H) or None without a pooler)``."""
+    pooled_output (B, H) or None without a pooler)``; ``states_at`` gives the states at
+    chosen positions alone, on the one path through the layers that both take."""
 
     hf_base_prefix = ""
 
@@ -164,26 +137,25 @@ class BertModel(BertPreTrained):
         self.init_weights(config)
 
     def forward(self, input_ids, token_type_ids=None, attention_mask=None):
-        """``attention_mask`` (B, T): 1 or True on real tokens, 0 on padding."""
-        self.check_inputs(input_ids, token_type_ids, attention_mask, self.bert_config)
-        xp = backend.get_array_module(input_ids)
-        if token_type_ids is None:
-            token_type_ids = xp.zeros(input_ids.shape, dtype=np.int64)
-        mask = None if attention_mask is None else attention_mask.astype(bool)
-        x = self.embeddings(input_ids, token_type_ids)
-        for layer in self.layers:
-            x = layer(x, mask)
+        """``attention_mask`` (B, T): 1 or True on real tokens, 0 on padding. The states
+        at every position (``states_at`` all of them, as the (B, T, H) grid; a padding
+        position's state is that of a query no token sees, as Hugging Face's) and the
+        pooled [CLS] vector from them."""
+        every_position = backend.get_array_module(input_ids).arange(np.size(input_ids))
+        states = self.states_at(every_position, input_ids, token_type_ids, attention_mask)
+        x = F.reshape(states, (*input_ids.shape, -1))
         pooled = None if self.pooler is None else F.tanh(self.pooler(x[:, 0]))
         return x, pooled
 
     def states_at(self, positions, input_ids, token_type_ids=None, attention_mask=None):
         """The last layer's states at ``positions`` (flat indices into the (B, T) batch),
-        (len(positions), H): the rows of ``forward``'s sequence output, computed from the
-        tokens that can reach them. Every layer skips the padding (a masked key, seen by no
-        other token): the dense parts run on the real rows, attention on each sequence's
-        own rows (``F.ragged_self_attention``), and the last layer's dense parts on
-        ``positions`` alone, so a padded batch costs its real tokens. The pooled [CLS]
-        vector, the MLM loss and fill-mask's logits come this way."""
+        (len(positions), H): the one path through the encoder, which ``forward``,
+        ``pooled``, the MLM loss and fill-mask's logits take. Every layer skips the
+        padding (a masked key, seen by no other token) unless a position asks for it:
+        the layers run on the rows that reach the positions (``nn.Packing``), attention
+        on each sequence's own rows (``F.ragged_self_attention``), and the last layer's
+        parts after its attention on ``positions`` alone, so a padded batch costs its
+        real tokens."""
         self.check_inputs(input_ids, token_type_ids, attention_mask, self.bert_config)
         xp = backend.get_array_module(input_ids)
         if token_type_ids is None:
@@ -192,26 +164,20 @@ class BertModel(BertPreTrained):
         mask = None if attention_mask is None else attention_mask.astype(bool)
         positions = xp.asarray(positions)
         check_ids(positions, B * T, "BertModel.states_at", noun="position", of=f"a ({B}, {T}) batch of {{n}} positions")
-        kept = xp.ones(B * T, dtype=bool) if mask is None else mask.reshape(-1).copy()
-        kept[positions] = True
-        rows = xp.flatnonzero(kept)  # in order, so each position's place among them is a search
+        packing = Packing.reaching(positions, mask, (B, T))
         x = F.reshape(self.embeddings(input_ids, token_type_ids), (B * T, -1))
-        wanted = xp.searchsorted(rows, positions)
-        if rows.size < B * T:
-            keys = mask.reshape(-1)[rows]
-            packing = Packing((B, T), mask, rows, kept.reshape(B, T).sum(axis=1),
-                              None if bool(keys.all()) else keys)
-            x = x[rows]
-        else:  # no padding: the rows are the batch's own, and picking them would copy every layer's
-            packing = Packing((B, T), mask)
+        if not packing.whole_grid:  # the whole grid's rows are the batch's own, in order: no copy
+            x = x[packing.rows]
+        wanted = packing.places(positions)
         if not len(self.layers):
-            return x[wanted]
+            return x if wanted is None else x[wanted]
         for i, layer in enumerate(self.layers):  # the last one gives the wanted rows alone
-            x = layer.on_rows(x, packing, wanted if i == len(self.layers) - 1 else None)
+            x = layer(x, packing, wanted if i == len(self.layers) - 1 else None)
         return x
 
     def pooled(self, input_ids, token_type_ids=None, attention_mask=None):
-        """The pooled output alone, tanh(dense(h[:, 0])) (B, H), through ``states_at``."""
+        """The pooled output alone, tanh(dense(h[:, 0])) (B, H), from the states at the
+        first tokens only (``states_at``)."""
         if self.pooler is None:
             raise ArgumentError("BertModel.pooled: this model has no pooler (add_pooling_layer=False)")
         first_tokens = backend.get_array_module(input_ids).arange(input_ids.shape[0]) * input_ids.shape[1]

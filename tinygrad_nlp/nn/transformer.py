@@ -2,14 +2,56 @@
 from __future__ import annotations
 
 import math
+from typing import Any, NamedTuple
 
 import numpy as np
 
+from .. import backend
 from .. import functional as F
 from ..errors import ShapeError
 from ..ops.activations import check_activation
 from .layers import Dropout, LayerNorm, Linear, uniform_init
 from .module import Module, ModuleList, Parameter
+
+
+class Packing(NamedTuple):
+    """Which positions of a (B, T) batch a stack of layers computes, as rows stored one
+    after another: ``rows`` (flat indices into the B T positions, in order), how many of
+    them each batch row has (``lengths``: the sequences that attend among themselves),
+    which of them are keys (``key_mask``, None when every row is: a padding position
+    among the rows is a query only) and the batch's own key-padding ``mask`` (B, T)
+    (None: no padding)."""
+
+    shape: tuple
+    mask: Any
+    rows: Any
+    lengths: Any
+    key_mask: Any
+
+    @classmethod
+    def reaching(cls, positions, mask, shape) -> Packing:
+        """The rows that reach ``positions`` (flat indices) of a (B, T) batch whose
+        key-padding ``mask`` is True on real tokens: the real tokens, which every token
+        may see, and the positions themselves (a padding position is seen by none)."""
+        B, T = shape
+        xp = backend.get_array_module(positions)
+        kept = xp.ones(B * T, dtype=bool) if mask is None else mask.reshape(-1).copy()
+        kept[positions] = True
+        rows = xp.flatnonzero(kept)
+        keys = None if mask is None else mask.reshape(-1)[rows]
+        return cls(shape, mask, rows, kept.reshape(B, T).sum(axis=1), None if keys is None or bool(keys.all()) else keys)
+
+    @property
+    def whole_grid(self) -> bool:
+        """Whether the rows are every position of the batch, (B, T) in order."""
+        return self.rows.size == self.shape[0] * self.shape[1]
+
+    def places(self, positions):
+        """Where ``positions`` stand among the rows, to pick them out; None when they are
+        the rows themselves, in order (nothing to pick)."""
+        if positions.size == self.rows.size and bool((positions == self.rows).all()):
+            return None
+        return backend.get_array_module(positions).searchsorted(self.rows, positions)
 
 
 class MultiHeadAttention(Module):
@@ -34,6 +76,23 @@ class MultiHeadAttention(Module):
         """x (B, T, d_model); mask an optional (B, T) key-padding mask, True = real token."""
         heads = F.self_attention(self.qkv(x), self.n_heads, mask=mask, dropout_p=self.dropout, training=self.training)
         return self.out(heads)
+
+    def on_rows(self, x, packing: Packing, wanted=None):
+        """Self-attention of the (N, d_model) rows ``packing`` names, each batch row's
+        rows attending among themselves: ``F.ragged_self_attention``, or, when the rows
+        are the whole (B, T) grid, ``F.self_attention`` on it with the padding masked
+        as keys. With ``wanted`` (places among the rows), the output at those rows
+        alone, the output projection run on them only."""
+        qkv = self.qkv(x)
+        if packing.whole_grid:
+            B, T = packing.shape
+            heads = F.self_attention(F.reshape(qkv, (B, T, -1)), self.n_heads, mask=packing.mask,
+                                     dropout_p=self.dropout, training=self.training)
+            heads = F.reshape(heads, (B * T, -1))
+        else:
+            heads = F.ragged_self_attention(qkv, packing.lengths, self.n_heads, key_mask=packing.key_mask,
+                                            dropout_p=self.dropout, training=self.training)
+        return self.out(heads if wanted is None else heads[wanted])
 
     def extra_repr(self):
         return f"d_model={self.d_model}, n_heads={self.n_heads}, dropout={self.dropout}"

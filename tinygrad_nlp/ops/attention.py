@@ -8,7 +8,7 @@ import math
 
 from ..backend import get_array_module, keep_mask
 from ..errors import ShapeError
-from ..tensor import Function, array_of
+from ..tensor import Function, Tensor, array_of
 from .checks import broadcast_shape, check_probability
 from .dropout import keep_scale
 from .softmax import softmax_of
@@ -181,16 +181,18 @@ class RaggedSelfAttention(Function):
     padded batch's attention costs the sum of L^2 over its sequences instead of B T^2,
     and needs no padding mask (the idea of flash-attention's variable-length form).
 
-    Per sequence it is ``scaled_dot_product_attention`` of that sequence's q, k, v (as
-    views of the input rows), with its forward and backward (``sequence_op``, one node
-    per sequence): the gradient is the three head gradients written into one
-    (N, 3, H, Dh) array. ``key_mask`` (N,), True where a row may be attended to, hides
-    rows as keys that are there only as queries (a row whose keys are all hidden outputs
-    zeros); ``is_causal`` orders each sequence's rows as positions.
+    Per sequence it is the op ``scaled_dot_product_attention`` on that sequence's q, k,
+    v (views of the input rows): a ``sequence_op`` node called as every op is (its
+    ``check``, the dispatch), whose backward this node's backward runs; the gradient is
+    the three head gradients written into one (N, 3, H, Dh) array. ``key_mask`` (N,),
+    True where a row may be attended to, hides rows as keys that are there only as
+    queries (a row whose keys are all hidden outputs zeros); ``is_causal`` orders each
+    sequence's rows as positions.
 
     Saves: each sequence's P and dropout mask, as ``probs[s]`` and ``keep[s]``. The CPU
     paths (kernels/cpu/attention.py) decide once, by the bytes of every sequence's P
-    together, whether each sequence keeps P or its log-sum-exp (``lse[s]``).
+    together, whether each sequence keeps P or its log-sum-exp (``lse[s]``): their
+    ``sequence_op`` is a faster class itself, which the dispatch leaves as it is.
     """
 
     floating = True
@@ -219,12 +221,13 @@ class RaggedSelfAttention(Function):
         N, width = qkv.shape
         heads = qkv.reshape(N, 3, self.n_heads, width // (3 * self.n_heads))  # (N, [q|k|v], H, Dh)
         out = xp.empty((N, self.n_heads, heads.shape[-1]), dtype=qkv.dtype)  # (N, H, Dh)
+        wants_grad = any(self.needs_input_grad)
         self.segments = []
         for start, stop in self.spans():
-            q, k, v = heads[start:stop].transpose(1, 2, 0, 3)[:, None]  # each (1, H, L, Dh)
-            attention = self.sequence_attention(start, stop)
-            out[start:stop] = attention.forward(q, k, v)[0].transpose(1, 0, 2)  # (L, H, Dh)
-            if any(self.needs_input_grad):
+            q, k, v = (Tensor(a, requires_grad=wants_grad) for a in heads[start:stop].transpose(1, 2, 0, 3)[:, None])
+            attention = self.sequence_attention(start, stop)       # q, k, v each (1, H, L, Dh)
+            out[start:stop] = attention(q, k, v).data[0].transpose(1, 0, 2)  # (L, H, Dh)
+            if wants_grad:
                 self.segments.append((start, stop, attention))
         return out.reshape(N, width // 3)
 
