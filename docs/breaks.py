@@ -135,9 +135,10 @@ def layer_norm_without_variance(self, g):
     """dL/dx without the path through the variance (the term - xhat * mean(dxhat * xhat))."""
     xhat = (self.x - self.mean) * self.rstd                    # (..., D)
     dxhat = g * self.weight                                    # (..., D)
-    grad_x = self.rstd * (dxhat                                # direct
-                          - dxhat.mean(axis=-1, keepdims=True))  # through the mean
-    # the mistake: the path through the variance, - xhat * mean(dxhat * xhat), is left out
+    direct = dxhat
+    through_mean = dxhat.mean(axis=-1, keepdims=True)
+    through_variance = 0  # the mistake: xhat * (dxhat * xhat).mean(axis=-1, keepdims=True) left out
+    grad_x = self.rstd * (direct - through_mean - through_variance)
     rows = tuple(range(g.ndim - 1))
     return grad_x, (g * xhat).sum(axis=rows), g.sum(axis=rows)
 
@@ -147,9 +148,10 @@ def layer_norm_without_mean(self, g):
     """dL/dx without the path through the mean (the term - mean(dxhat))."""
     xhat = (self.x - self.mean) * self.rstd                    # (..., D)
     dxhat = g * self.weight                                    # (..., D)
-    grad_x = self.rstd * (dxhat                                # direct
-                          - xhat * (dxhat * xhat).mean(axis=-1, keepdims=True))  # through the variance
-    # the mistake: the path through the mean, - mean(dxhat), is left out
+    direct = dxhat
+    through_mean = 0  # the mistake: dxhat.mean(axis=-1, keepdims=True) left out
+    through_variance = xhat * (dxhat * xhat).mean(axis=-1, keepdims=True)
+    grad_x = self.rstd * (direct - through_mean - through_variance)
     rows = tuple(range(g.ndim - 1))
     return grad_x, (g * xhat).sum(axis=rows), g.sum(axis=rows)
 

@@ -32,7 +32,8 @@ def engine_trace():
     names = {id(t): name for name, t in dict(layer.named_parameters(), x=x).items()}
     order = [node for node in graph_order(loss.creator) if not isinstance(node, Tensor)]
     number = {id(node): i + 1 for i, node in enumerate(order)}
-    lines = ["batch 1, sequence 3, width 4, 2 heads, feed-forward 8, key 2 padding; loss = mean of the output",
+    lines = ["batch 1, sequence 3, width 4, 2 heads, feed-forward 8, the last key (position 2) padding; "
+             "loss = mean of the output",
              "node  op                   output     saves                          its inputs come from"]
     for node in order:
         parents = ", ".join("-" if p is None else names[id(p)] if isinstance(p, Tensor) else f"#{number[id(p)]}"

@@ -45,9 +45,10 @@ class LayerNorm(Function):
     def backward(self, g):
         xhat = (self.x - self.mean) * self.rstd                    # (..., D)
         dxhat = g * self.weight                                    # (..., D)
-        grad_x = self.rstd * (dxhat                                # direct
-                              - dxhat.mean(axis=-1, keepdims=True)  # through the mean
-                              - xhat * (dxhat * xhat).mean(axis=-1, keepdims=True))  # through the variance
+        direct = dxhat                                             # (..., D)
+        through_mean = dxhat.mean(axis=-1, keepdims=True)          # (..., 1)
+        through_variance = xhat * (dxhat * xhat).mean(axis=-1, keepdims=True)  # (..., D)
+        grad_x = self.rstd * (direct - through_mean - through_variance)
         rows = tuple(range(g.ndim - 1))                            # every axis but the last
         grad_weight = (g * xhat).sum(axis=rows)                    # (D,)
         grad_bias = g.sum(axis=rows)                               # (D,)
