@@ -148,3 +148,15 @@ def test_layer_norm_fast_path_on_random_shapes(rows, width, seed, offset):
     compare_paths(lambda *t: F.layer_norm(*t), lambda dtype: [Tensor(a.astype(dtype), requires_grad=True)
                                                               for a in (x, w, b)], "layer_norm",
                   float32_rtol=2e-5 * (1 + offset))
+
+
+def test_register_refuses_an_unknown_device_or_kernel_and_a_class_that_is_not_the_ops():
+    from tinygrad_nlp.ops.layernorm import LayerNorm
+    from tinygrad_nlp.ops.softmax import Softmax
+    with pytest.raises(ValueError, match="unknown device 'tpu'"):
+        backend.kernels.register(LayerNorm, device="tpu")
+    with pytest.raises(ValueError, match="unknown kernel 'warp'"):
+        backend.kernels.register(LayerNorm, device="cuda", kernel="warp")
+    with pytest.raises(TypeError, match="must be a subclass of LayerNorm"):
+        backend.kernels.register(LayerNorm, device="cpu")(Softmax)
+    assert Softmax not in backend.kernels.registered(LayerNorm)

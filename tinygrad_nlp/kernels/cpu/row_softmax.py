@@ -79,14 +79,20 @@ def exp_rows(x, out=None, masked_rows=False):
     return out, shift.reshape(lead), total.reshape(lead)
 
 
-def softmax_rows(x, out=None, masked_rows=False):
-    """softmax over the last axis (into ``out``, which may be x). With ``masked_rows``,
-    an all -inf row gives all zeros."""
-    e, _, total = exp_rows(x, out=out, masked_rows=masked_rows)
+def softmax_from(exp_rows_of, x, out=None, masked_rows=False):
+    """softmax over the last axis from an ``exp_rows`` (this module's, or the CUDA kernel's
+    of kernels/cuda/softmax.py), into ``out`` (which may be x). With ``masked_rows``, an
+    all -inf row gives all zeros."""
+    e, _, total = exp_rows_of(x, out=out, masked_rows=masked_rows)
     if masked_rows:
         total[total == 0] = 1
     e /= total
     return e
+
+
+def softmax_rows(x, out=None, masked_rows=False):
+    """softmax over the last axis (into ``out``, which may be x); ``softmax_from``."""
+    return softmax_from(exp_rows, x, out, masked_rows)
 
 
 def softmax_backward_rows(y, g, out=None):

@@ -22,6 +22,7 @@ from ...backend import get_array_module, kernels
 from ...ops.cross_entropy import CrossEntropy, LinearCrossEntropy
 from ...ops.softmax import LogSoftmax, Softmax
 from ..cpu.lm_head import LinearCrossEntropyInBlocks
+from ..cpu.row_softmax import softmax_from
 from ..cpu.softmax import CrossEntropyRows, LogSoftmaxRows, SoftmaxRows
 
 SOURCE = pathlib.Path(__file__).with_name("softmax.cu")
@@ -43,12 +44,9 @@ def exp_rows(x, out=None, masked_rows=False):
 
 
 def softmax_rows(x, out=None, masked_rows=False):
-    """softmax over the last axis; with ``masked_rows`` an all -inf row gives zeros."""
-    e, _, total = exp_rows(x, out=out, masked_rows=masked_rows)
-    if masked_rows:
-        total[total == 0] = 1
-    e /= total
-    return e
+    """softmax over the last axis on the kernel's ``exp_rows``; with ``masked_rows`` an all
+    -inf row gives zeros."""
+    return softmax_from(exp_rows, x, out, masked_rows)
 
 
 def softmax_backward_rows(y, g, out=None):
