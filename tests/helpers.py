@@ -3,7 +3,9 @@ and the example and docs/ scripts as modules."""
 import functools
 import importlib.util
 import os
+import signal
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -84,19 +86,23 @@ def philox4x32_10(counters, key):
     return np.stack(c, axis=1).astype(np.uint32)
 
 
-def philox_draws(n, key0, key1, offset):
-    """The ``n`` random words kernels/cuda/dropout.cu draws from stream (key0, key1, offset):
-    element i gets word i % 4 of counter offset + i // 4."""
-    groups = -(-n // 4)
-    counter = np.uint64(offset) + np.arange(groups, dtype=np.uint64)
+def philox_draws(n, key0, key1, draw, first):
+    """The ``n`` random words kernels/cuda/dropout.cu draws for draw ``draw`` at element
+    ``first`` of the global batch: element i gets word (first + i) % 4 of the Philox call
+    at counter ((first + i) // 4, draw)."""
+    first_call = int(first) // 4
+    calls = -(-(int(first) + n) // 4) - first_call
+    counter = np.uint64(first_call) + np.arange(calls, dtype=np.uint64)
     counters = np.stack([counter & np.uint64(0xFFFFFFFF), counter >> np.uint64(32),
-                         np.zeros_like(counter), np.zeros_like(counter)], axis=1)
-    return philox4x32_10(counters, (key0, key1)).reshape(-1)[:n]
+                         np.full_like(counter, draw), np.zeros_like(counter)], axis=1)
+    skip = int(first) % 4
+    return philox4x32_10(counters, (key0, key1)).reshape(-1)[skip:skip + n]
 
 
-def philox_keep_mask(n, p, key0, key1, offset):
-    """The keep mask kernels/cuda/dropout.cu draws for ``n`` elements from stream (key0, key1, offset)."""
-    return philox_draws(n, key0, key1, offset) >= np.uint32(min(round(p * 2 ** 32), 2 ** 32 - 1))
+def philox_keep_mask(n, p, key0, key1, draw, first):
+    """The keep mask kernels/cuda/dropout.cu draws for ``n`` elements of draw ``draw`` at
+    element ``first`` of the global batch (``backend.philox_place``)."""
+    return philox_draws(n, key0, key1, draw, first) >= np.uint32(min(round(p * 2 ** 32), 2 ** 32 - 1))
 
 
 def cuda_leaves(*arrays):
@@ -119,3 +125,38 @@ def assert_kernel_matches_generic(monkeypatch, kernel, run, dtype, tol=None):
     tol = tol or (dict(rtol=1e-4, atol=1e-5) if dtype == np.float32 else dict(rtol=1e-10, atol=1e-12))
     for generic, with_kernel in zip(results[False], results[True], strict=True):
         np.testing.assert_allclose(with_kernel, generic, **tol)
+
+
+def kill_a_rank_after_a_checkpoint(job, path, find_rank, every=5):
+    """Wait for ``job`` (an mpirun Popen saving to ``path`` every ``every`` steps) to write
+    a checkpoint, kill the rank ``find_rank()`` names, and check that the job ends within
+    30 s with a failure and that the checkpoint loads, at a step it saves."""
+    from tinygrad_nlp import checkpoint
+    deadline = time.time() + 120
+    while not path.exists() and time.time() < deadline and job.poll() is None:
+        time.sleep(0.2)
+    assert path.exists(), "no checkpoint was written"
+    pid = find_rank()
+    assert pid is not None, "the rank to kill was not found"
+    os.kill(pid, signal.SIGKILL)
+    killed = time.time()
+    job.communicate(timeout=60)
+    assert job.returncode != 0 and time.time() - killed < 30
+    meta, arrays = checkpoint.read(path)
+    assert meta["extra"]["step"] % every == 0 and any(k.startswith("model/") for k in arrays)
+
+
+def tiny_bert_checkpoint(folder, layers=1, reviews=100, vocab_size=200):
+    """A tiny BERT masked-LM checkpoint in ``folder``: random weights and a WordPiece
+    vocabulary trained on the built-in reviews."""
+    from tinygrad_nlp import manual_seed
+    from tinygrad_nlp.data import WordPieceTokenizer, load_reviews
+    from tinygrad_nlp.models import BertConfig, BertForMaskedLM
+    texts, *_ = load_reviews("builtin", reviews, 10, seed=0)
+    tokenizer = WordPieceTokenizer.train(texts, vocab_size=vocab_size)
+    manual_seed(0)
+    config = BertConfig(vocab_size=len(tokenizer), hidden_size=16, num_hidden_layers=layers, num_attention_heads=2,
+                        intermediate_size=32, max_position_embeddings=64)
+    BertForMaskedLM(config).save_pretrained(folder)
+    tokenizer.save(folder)
+    return folder

@@ -16,8 +16,8 @@ from tinygrad_nlp.kernels.cuda import bias_activation as bias_activation_kernel
 from tinygrad_nlp.ops.activations import ACTIVATIONS
 
 
-def dropout(x, n, threshold, scale, k0, k1, offset, y):  # kernels/cuda/dropout.cu
-    keep = philox_draws(int(n), int(k0), int(k1), int(offset)) >= threshold
+def dropout(x, n, threshold, scale, k0, k1, draw, first, y):  # kernels/cuda/dropout.cu
+    keep = philox_draws(int(n), int(k0), int(k1), int(draw), int(first)) >= threshold
     y.reshape(-1)[:] = np.where(keep, x.reshape(-1) * scale, 0)
 
 

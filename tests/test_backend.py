@@ -31,14 +31,55 @@ def test_manual_seed_reproduces_random_numbers():
 def test_rng_state_restores_every_stream_a_step_draws_from():
     manual_seed(7)
     backend.rng(np).random(3)
-    backend.philox_stream(10)
+    backend.keep_mask(np, (10,), 0.5)
     state = backend.get_rng_state()
-    after = backend.rng(np).random(4), backend.keep_mask(np, (40,), 0.3), backend.philox_stream(8)
+    after = backend.rng(np).random(4), backend.keep_mask(np, (40,), 0.3), backend.philox_place(8)
     manual_seed(99)  # another run's generators, as in a fresh process
     backend.set_rng_state(state)
-    again = backend.rng(np).random(4), backend.keep_mask(np, (40,), 0.3), backend.philox_stream(8)
+    again = backend.rng(np).random(4), backend.keep_mask(np, (40,), 0.3), backend.philox_place(8)
     for a, b in zip(after, again):
         np.testing.assert_array_equal(a, b)
+
+
+def test_a_random_state_without_the_dropout_count_is_refused_in_one_line():
+    from tinygrad_nlp.errors import CheckpointError
+    with pytest.raises(CheckpointError, match="no count of dropout draws"):
+        backend.set_rng_state({"cpu": backend.rng(np).bit_generator.state, "philox_offset": 3})
+
+
+@pytest.mark.parametrize("shape", [(7, 5, 3), (7, 1), (7, 4, 3, 6)])
+def test_an_examples_mask_is_the_same_whichever_worker_draws_it(shape):
+    """The masks of a batch cut into parts at any example boundaries, each part drawn
+    by a worker at its place (``examples_from``), are the whole batch's mask."""
+    manual_seed(11)
+    whole = [backend.keep_mask(np, shape, 0.4) for _ in range(3)]  # three draws, as three dropout layers
+    for cuts in ([0, 7], [0, 3, 7], [0, 1, 2, 6, 7]):
+        manual_seed(11)
+        parts = [[] for _ in range(3)]
+        for start, stop in zip(cuts[:-1], cuts[1:]):  # each worker draws its three masks from the run's count
+            with backend.examples_from(start, 0) as place:
+                for draw in range(3):
+                    parts[draw].append(backend.keep_mask(np, (stop - start, *shape[1:]), 0.4))
+            assert place.next_draw == 3
+        for draw in range(3):
+            np.testing.assert_array_equal(np.concatenate(parts[draw]), whole[draw])
+
+
+def test_draws_are_new_numbers_each_time_at_the_asked_rate():
+    manual_seed(2)
+    a, b = backend.keep_mask(np, (400, 500), 0.25), backend.keep_mask(np, (400, 500), 0.25)
+    assert not np.array_equal(a, b) and backend.random.draws_made() == 2
+    assert abs(a.mean() - 0.75) < 0.005 and abs(b.mean() - 0.75) < 0.005
+    assert abs((a & b).mean() - 0.75 ** 2) < 0.005  # independent draws
+    assert not backend.keep_mask(np, (3, 4), 1.0).any() and backend.keep_mask(np, (3, 4), 0.0).all()
+
+
+def test_any_stretch_of_a_draw_is_the_stretch_of_the_whole_stream():
+    manual_seed(5)
+    stream = backend.random.draw_bits(3, 0, 101)
+    for start in (0, 1, 2, 3, 4, 37):
+        np.testing.assert_array_equal(backend.random.draw_bits(3, start, 101 - start), stream[start:])
+    assert not np.array_equal(backend.random.draw_bits(4, 0, 101), stream)
 
 
 def test_rows_per_block_fills_the_cache_on_the_cpu():
@@ -164,12 +205,13 @@ def test_fused_kernels_are_off_unless_named_and_only_on_the_gpu(monkeypatch):
     assert not backend.kernels.kernel_suits("layer_norm", np.ones(3, np.float32))  # NumPy arrays: never
     both = backend.kernels.dispatch("layer_norm", generic=lambda x: "generic", kernel=lambda x: "kernel")
     assert both(np.ones(3, np.float32)) == "generic"
-    before = backend.philox_stream(0)
-    assert backend.philox_stream(9)[2] == before[2] and backend.philox_stream(1)[2] == before[2] + 3  # 4 a counter
     backend.manual_seed(4)
-    first = backend.philox_stream(5)
+    first = backend.philox_place(5)
+    assert backend.philox_place(5)[2] == first[2] + 1  # the next draw
     backend.manual_seed(4)
-    assert backend.philox_stream(5) == first and first[2] == 0
+    assert backend.philox_place(5) == first and first[2:] == (0, 0)
+    with backend.examples_from(3, 9):
+        assert backend.philox_place(5)[1:] == (first[1], 9, 15)  # draw 9, from element 3 * 5
 
 
 def test_numpy_erf_is_within_three_ulp_of_the_c_library_over_the_whole_range():
@@ -221,18 +263,6 @@ def test_normal_cdf_in_float64_goes_through_erf():
 def test_a_kernel_dispatch_names_only_kernels_the_switch_knows():
     with pytest.raises(ValueError, match="unknown kernel 'softmaxx'"):
         backend.kernels.dispatch("softmaxx", generic=lambda x: x, kernel=lambda x: x)
-
-
-def test_each_process_of_a_job_draws_gpu_numbers_of_its_own():
-    backend.manual_seed(3)
-    backend.random.split_gpu_streams(0)
-    first = backend.philox_stream(4)
-    backend.manual_seed(3)
-    backend.random.split_gpu_streams(1)
-    assert backend.philox_stream(4)[:2] != first[:2]  # another key
-    backend.manual_seed(3)
-    backend.random.split_gpu_streams(0)
-    assert backend.philox_stream(4) == first  # the same rank, the same draws
 
 
 def test_in_parts_splits_long_work_across_the_cores_unless_replicas_or_other_processes_hold_them(monkeypatch):

@@ -23,28 +23,34 @@ def test_dropout_draws_its_mask_from_its_philox_stream_and_draws_it_again_backwa
     x = Tensor(rng.standard_normal((5, 7, 9)).astype(dtype), requires_grad=True)
     manual_seed(3)
     y = F.dropout(x, 0.3)
-    assert "keep" not in y.creator.saved_arrays()  # no mask kept: key and counter only
-    stream = y.creator.keep.streams[None]  # the whole array's one stream
-    keep = philox_keep_mask(x.size, 0.3, *stream).reshape(x.shape)
+    assert "keep" not in y.creator.saved_arrays()  # no mask kept: its place in the generator only
+    drawn = y.creator.keep
+    assert (drawn.draw, drawn.first, drawn.per_example) == (0, 0, 7 * 9)
+    keep = philox_keep_mask(x.size, 0.3, drawn.key0, drawn.key1, drawn.draw, drawn.first).reshape(x.shape)
     np.testing.assert_array_equal(y.numpy(), np.where(keep, x.numpy() * dtype(1 / 0.7), 0))
     g = rng.standard_normal(x.shape).astype(dtype)
     y.backward(g)
     np.testing.assert_array_equal(x.grad, np.where(keep, g * dtype(1 / 0.7), 0))
     second = F.dropout(x, 0.3)
-    assert second.creator.keep.streams[None][2] == stream[2] + -(-x.size // 4)  # fresh counters
+    assert second.creator.keep.draw == 1  # the run's next draw
     manual_seed(3)
     np.testing.assert_array_equal(F.dropout(x, 0.3).numpy(), y.numpy())  # the seed gives the same draws
-    assert launched == {"dropout": 4}
+    manual_seed(3)
+    with backend.examples_from(2, 0):  # a worker holding examples 2, 3, 4 draws their part of the mask
+        np.testing.assert_array_equal(F.dropout(x[2:], 0.3).numpy(), y.numpy()[2:])
+    assert launched == {"dropout": 5}
+
+
+def philox_mask(xp, shape, p):
+    """The textbook's mask drawn as the dropout kernel draws it (kernels/cuda/dropout.cu)."""
+    key0, key1, draw, first = backend.philox_place(int(np.prod(shape[1:])))
+    return philox_keep_mask(int(np.prod(shape)), p, key0, key1, draw, first).reshape(shape)
 
 
 def test_attention_with_the_kernels_dropout_matches_the_textbook_op_with_the_same_mask(monkeypatch):
     """With the softmax and dropout kernels on, packed attention keeps no mask (Philox
     streams only) and gives the textbook op's output and gradients when the textbook
     draws the same Philox mask."""
-    def philox_mask(xp, shape, p):
-        n = int(np.prod(shape))
-        return philox_keep_mask(n, p, *backend.philox_stream(n)).reshape(shape)
-
     rng = np.random.default_rng(0)
     qkv, g = rng.standard_normal((3, 7, 3 * 16)), rng.standard_normal((3, 7, 16))
     mask = np.arange(7)[None] < np.array([[7], [4], [1]])
@@ -67,10 +73,10 @@ def test_attention_with_the_kernels_dropout_matches_the_textbook_op_with_the_sam
         np.testing.assert_allclose(with_kernel, textbook, rtol=1e-12, atol=1e-14)
 
 
-def test_ragged_attention_with_the_dropout_kernel_draws_each_sequences_mask_again(monkeypatch):
-    """The fused dropout path through ragged_self_attention keeps no mask: each sequence's
-    is drawn again in the backward from its own stream, and float64 finite differences
-    (every forward reseeded) agree with that backward."""
+def test_ragged_attention_with_the_dropout_kernel_on_keeps_each_sequences_share_of_one_mask(monkeypatch):
+    """A ragged batch draws one mask for all its sequences, as the textbook op does, so
+    with the dropout kernel on each sequence still keeps its share (the kernel does not
+    run), and float64 finite differences (every forward reseeded) agree with the backward."""
     launched = kernels_on_the_cpu(monkeypatch, {"softmax", "dropout"})
     rng = np.random.default_rng(2)
     qkv = Tensor(rng.standard_normal((9, 12)), requires_grad=True)
@@ -80,8 +86,8 @@ def test_ragged_attention_with_the_dropout_kernel_draws_each_sequences_mask_agai
         manual_seed(7)
         return F.ragged_self_attention(x, lengths, 2, dropout_p=0.4)
     out = attend(qkv)
-    assert type(out.creator) is cuda_attention.RaggedSelfAttentionDropoutKernel
-    assert set(out.creator.saved_arrays()) == {"probs[0]", "probs[1]", "probs[2]"} and launched["dropout"] == 3
+    assert type(out.creator) is cuda_attention.RaggedSelfAttentionKernel
+    assert {"keep[0]", "keep[1]", "keep[2]"} <= set(out.creator.saved_arrays()) and not launched["dropout"]
     check_both_modes(attend, [qkv])
 
 

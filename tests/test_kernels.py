@@ -55,10 +55,11 @@ def test_the_numpy_philox_reference_gives_the_known_answers(counter, key, expect
 
 
 def test_philox_keep_mask_drops_at_the_rate_asked():
-    keep = philox_keep_mask(400_000, 0.1, 12345, 678, offset=10)
+    keep = philox_keep_mask(400_000, 0.1, 12345, 678, draw=3, first=10)
     assert abs(1 - keep.mean() - 0.1) < 0.003  # 6 standard deviations
-    shifted = philox_keep_mask(400_000 - 40, 0.1, 12345, 678, offset=20)  # 10 counters on
-    np.testing.assert_array_equal(shifted, keep[40:])
+    for on in (1, 2, 3, 4, 41):  # a worker whose elements start later reads the same mask there
+        np.testing.assert_array_equal(philox_keep_mask(400_000 - on, 0.1, 12345, 678, draw=3, first=10 + on), keep[on:])
+    assert abs((keep & philox_keep_mask(400_000, 0.1, 12345, 678, draw=4, first=10)).mean() - 0.81) < 0.003
 
 
 def test_the_kernels_philox_header_runs_on_the_host_and_matches_the_reference(tmp_path):

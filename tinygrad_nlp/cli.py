@@ -51,8 +51,7 @@ TRAINING_OPTIONS = [  # what every training example takes, after its own options
     ("--device", ["cpu", "cuda"], "cpu", "cpu (NumPy) or cuda (CuPy)"),
     ("--threads", int, None, "replicas training at once in threads, each on its share of the batch (default: "
                              f"on the CPU one per core, {backend.default_threads('cpu')} here, shared with this "
-                             "machine's other MPI processes: never slower, and the losses depend on the core count; "
-                             "--threads 1 gives the same losses on every machine)"),
+                             "machine's other MPI processes; any count gives the same losses, to float rounding)"),
     ("--seed", 0, "seed for the data split, batches, initialisation and dropout"),
     ("--reference", False, "run every op on its textbook code alone (the ops/ files; no fast path of kernels/): "
                            "slower, the same losses to float32 rounding; TINYGRAD_NLP_REFERENCE=1 does the same"),

@@ -5,10 +5,7 @@ import json
 
 import pytest
 
-from tests.helpers import load_example
-from tinygrad_nlp import manual_seed
-from tinygrad_nlp.data import WordPieceTokenizer, load_reviews
-from tinygrad_nlp.models import BertConfig, BertForMaskedLM
+from tests.helpers import load_example, tiny_bert_checkpoint
 
 pytest.importorskip("tokenizers", reason="tokenizers is not installed")
 pytest.importorskip("safetensors", reason="safetensors is not installed")
@@ -17,15 +14,7 @@ bert = load_example("bert")
 
 @pytest.fixture(scope="module")
 def checkpoint_folder(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("tiny-bert")
-    texts, *_ = load_reviews("builtin", 100, 10, seed=0)
-    tokenizer = WordPieceTokenizer.train(texts, vocab_size=200)
-    manual_seed(0)
-    config = BertConfig(vocab_size=len(tokenizer), hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
-                        intermediate_size=32, max_position_embeddings=64)
-    BertForMaskedLM(config).save_pretrained(folder)
-    tokenizer.save(folder)
-    return folder
+    return tiny_bert_checkpoint(tmp_path_factory.mktemp("tiny-bert"))
 
 
 def test_fill_mask_prints_candidates(checkpoint_folder, capsys):

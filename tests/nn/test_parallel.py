@@ -1,6 +1,7 @@
 """nn.DataParallel: replicas in threads give the gradient of the whole batch's mean loss,
-accumulate into the model's gradients, share the model's weights, draw their own
-dropout masks reproducibly, and fail with the error the replica raised; the loss they
+accumulate into the model's gradients, share the model's weights, draw the masks the
+whole batch would get at their examples (dropout on: the whole batch's loss and
+gradients), and fail with the error the replica raised; the loss they
 return says how many items it is the mean of."""
 import os
 import time
@@ -166,6 +167,43 @@ def test_same_seed_same_losses_with_dropout():
     first, second = losses(), losses()
     assert first == second
     assert len(set(first)) == 3
+
+
+@pytest.mark.parametrize("threads, rows", [(2, 7), (3, 7), (4, 5)])
+def test_with_dropout_the_replicas_give_the_whole_batch_loss_and_gradients(threads, rows):
+    """Each example's dropout masks (embedding, attention, feed-forward) are the same in a
+    replica as in the whole batch, so the loss and every gradient are the whole batch's."""
+    model = mlm(dropout=0.3)
+    ids, targets = mlm_batch(rows)
+    manual_seed(9)
+    loss, expected = whole_batch_gradients(model, mlm_loss, ids, targets)
+    draws = backend.random.draws_made()
+    manual_seed(9)
+    assert step(DataParallel(model, threads), ids, targets) == pytest.approx(loss, rel=1e-12)
+    assert backend.random.draws_made() == draws  # the run goes on from the same count
+    assert_gradients(model, expected)
+
+
+def test_with_dropout_a_padded_bert_batch_in_replicas_gives_the_whole_batch_gradients():
+    """BERT packs each replica's real tokens (ragged attention, dropout on packed rows);
+    a replica whose rows have no padding runs the whole grid instead: each example's
+    masks are still those of its positions in the whole batch."""
+    from tinygrad_nlp.models import BertConfig, BertForMaskedLM
+    manual_seed(0)
+    config = BertConfig(vocab_size=VOCAB, hidden_size=8, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=16, max_position_embeddings=16, hidden_dropout_prob=0.3,
+                        attention_probs_dropout_prob=0.3)
+    model = BertForMaskedLM(config).to(dtype=np.float64)
+    ids, labels = mlm_batch(6, seed=3)
+    mask = np.arange(T)[None] < np.array([[6], [6], [6], [4], [2], [5]])  # the first replica's rows: no padding
+    labels = np.where(mask, labels, -100)
+
+    types = np.zeros_like(ids)
+    manual_seed(4)
+    loss, expected = whole_batch_gradients(model, lambda m, *batch: m.loss(*batch), ids, labels, types, mask)
+    manual_seed(4)
+    assert step(DataParallel(model, 2), ids, labels, types, mask) == pytest.approx(loss, rel=1e-12)
+    assert_gradients(model, expected)
 
 
 def test_replicas_follow_the_models_mode():

@@ -2,7 +2,7 @@
 
 - ``arrays``: devices (``"cpu"``: NumPy, ``"cuda"``: CuPy), the array module of an op's
   inputs, moving arrays, and the named functions where CPU and GPU code differ;
-- ``random``: seeded generators, Philox streams, per-thread generators, their state;
+- ``random``: the seeded generator, dropout masks drawn per example, their state;
 - ``memory``: the host allocator tuned for training, CuPy's pool, out-of-memory errors;
 - ``threads``: thread replicas, BLAS threads, and long elementwise updates split across cores;
 - ``kernels``: the fused-kernel switch, the one dispatch, loading and launching;
@@ -33,7 +33,7 @@ from .arrays import (
 from .collectives import nccl_all_reduce, nccl_broadcast, nccl_communicator, nccl_unique_id, use_gpu
 from .kernels import FUSED_KERNEL_NAMES, fused_kernels_from
 from .memory import host_memory_kept, keep_host_memory, out_of_memory, release_cached_gpu_memory
-from .random import get_rng_state, keep_mask, manual_seed, philox_stream, rng, set_rng_state, thread_generator
+from .random import examples_from, get_rng_state, keep_mask, manual_seed, philox_place, rng, set_rng_state
 from .threads import default_threads, one_blas_thread, require_threadpoolctl
 
 __all__ = [
@@ -44,6 +44,6 @@ __all__ = [
     "nccl_all_reduce", "nccl_broadcast", "nccl_communicator", "nccl_unique_id", "use_gpu",
     "FUSED_KERNEL_NAMES", "fused_kernels_from",
     "host_memory_kept", "keep_host_memory", "out_of_memory", "release_cached_gpu_memory",
-    "get_rng_state", "keep_mask", "manual_seed", "philox_stream", "rng", "set_rng_state", "thread_generator",
+    "examples_from", "get_rng_state", "keep_mask", "manual_seed", "philox_place", "rng", "set_rng_state",
     "default_threads", "one_blas_thread", "require_threadpoolctl",
 ]

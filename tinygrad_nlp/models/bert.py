@@ -68,11 +68,12 @@ class BertLayer(Module):
         (places among the rows), only those rows come out, and the parts after the
         attention run on them alone."""
         attended = self.attention.on_rows(x, packing, wanted)
+        rows = packing.rows
         if wanted is not None:
-            x = x[wanted]
-        x = self.norm1(x + self.dropout(attended))
+            x, rows = x[wanted], rows[wanted]
+        x = self.norm1(x + self.dropout(attended, rows, packing.shape))  # each row the mask of its position
         h = F.linear(x, self.intermediate.weight, self.intermediate.bias, activation=HIDDEN_ACTIVATIONS[self.activation])
-        return self.norm2(x + self.dropout(self.output(h)))
+        return self.norm2(x + self.dropout(self.output(h), rows, packing.shape))
 
 
 class BertPreTrained(HuggingFaceCheckpoint, Module):

@@ -75,8 +75,10 @@ class Dropout(Module):
     def __init__(self, p: float = 0.5):
         self.p = check_probability(p)
 
-    def forward(self, x):
-        return F.dropout(x, self.p, self.training)
+    def forward(self, x, rows=None, batch_shape=None):
+        """x's first axis its examples; or x's rows packed from flat positions ``rows`` of
+        a (B, T) batch of ``batch_shape`` (``F.dropout``)."""
+        return F.dropout(x, self.p, self.training, rows, batch_shape)
 
     def extra_repr(self):
         return f"p={self.p}"
@@ -112,3 +114,4 @@ class PositionalEncoding(Module):
 
     def extra_repr(self):
         return f"d_model={self.d_model}, max_len={self.max_len}"
+

@@ -28,10 +28,10 @@ ChainerMN's multi-node optimizer do:
   the result is the gradient of the mean over the whole global batch, accumulated as
   ``loss.backward()`` would. The wrapper's ``Loss`` is the global mean, its count the
   global count, its outputs the global sums.
-- **Dropout.** With more than one replica in all, replica k (of all processes) draws its
-  masks from a generator of its own, seeded each step from the backend's generator,
-  which every process draws alike: the same seed gives the same losses run after run,
-  and a checkpoint of the backend's generator resumes exactly.
+- **Dropout.** Masks are drawn per example (``backend.random``): each replica draws
+  for its rows' places in the global batch, its draws numbered from the run's count,
+  so an example gets the same mask on any number of threads and processes, and the
+  same seed gives the same losses on 1 replica or N, up to the order of float sums.
 
 A GPU runs every op on all its cores already: there each process has one replica. Wrap
 the model after it has moved to its device and dtype (``to`` replaces the arrays the
@@ -79,8 +79,6 @@ class DataParallel:
             backend.require_threadpoolctl()
         self.module, self.threads, self.comm = module, int(threads), comm
         distributed.broadcast_parameters(self.comm, module.parameters())  # every process starts from rank 0's weights
-        if self.comm.world_size > 1:
-            backend.random.split_gpu_streams(self.comm.rank)  # each process its own GPU dropout masks
         self.replicas, self._order = [module], None
         if self.threads > 1:
             self.replicas, self._order = thread_replicas(module, self.threads)
@@ -112,9 +110,16 @@ class DataParallel:
         shares = [slice(first + s.start, first + s.stop) for s in shares]
         parts = [[backend.to_device(a[rows], self.module.device) for a in batch] for rows in shares]
         self._copy_modes()
-        seeds = backend.rng(np).integers(2 ** 63, size=self.replicas_in_all)  # alike on every process
-        mine_seeds = seeds[self.comm.rank * self.threads:(self.comm.rank + 1) * self.threads]
-        losses = self._run(lambda k: _replica_loss(self.replicas[k], parts[k], mine_seeds[k]), shares)
+        first_draw = backend.random.draws_made()
+        draws = [first_draw] * self.threads  # where each replica's draws end
+
+        def replica_loss(k):
+            with backend.examples_from(shares[k].start, first_draw) as place:
+                loss = _replica_loss(self.replicas[k], parts[k])
+            draws[k] = place.next_draw
+            return loss
+        losses = self._run(replica_loss, shares)
+        backend.random.set_draws_made(max(draws))  # every replica drew alike (one without rows: nothing)
         return self._combined(losses, shares)
 
     def __call__(self, *batch):
@@ -134,14 +139,17 @@ class DataParallel:
         shares = [share(n, self.threads, k) for k in range(self.threads)]
         parts = [[None if a is None else to_device(a[rows]) for a in batch] for rows in shares]
         self._copy_modes()
-        seeds = backend.rng(np).integers(2 ** 63, size=self.threads) if self.module.training else None
+        first_draw = backend.random.draws_made()
+        draws = [first_draw] * self.threads
 
         def forward(k):
-            if seeds is None:  # evaluating: nothing draws
-                return self.replicas[k](*parts[k])
-            with backend.thread_generator(np.random.default_rng(seeds[k])):
-                return self.replicas[k](*parts[k])
-        return _joined(self._run(forward, shares))
+            with backend.examples_from(shares[k].start, first_draw) as place:
+                out = self.replicas[k](*parts[k])
+            draws[k] = place.next_draw
+            return out
+        out = _joined(self._run(forward, shares))
+        backend.random.set_draws_made(max(draws))
+        return out
 
     def _copy_modes(self) -> None:
         """Each replica's modules train or evaluate as the model's do."""
@@ -257,9 +265,8 @@ def _joined(outputs):
     return Tensor(xp.concatenate([out.data for out in outputs]))
 
 
-def _replica_loss(replica, rows, seed) -> Loss:
-    with backend.thread_generator(np.random.default_rng(seed)):
-        loss = replica.loss(*rows)
+def _replica_loss(replica, rows) -> Loss:
+    loss = replica.loss(*rows)
     if not isinstance(loss, Loss):
         raise ArgumentError(f"DataParallel: {type(replica).__name__}.loss returned {type(loss).__name__}, not a Loss "
                             "(the mean, how many items it is over, and any extra outputs)")

@@ -90,8 +90,10 @@ class MultiHeadAttention(Module):
                                      dropout_p=self.dropout, training=self.training)
             heads = F.reshape(heads, (B * T, -1))
         else:
+            T = packing.shape[1]
             heads = F.ragged_self_attention(qkv, packing.lengths, self.n_heads, key_mask=packing.key_mask,
-                                            dropout_p=self.dropout, training=self.training)
+                                            dropout_p=self.dropout, training=self.training,
+                                            positions=packing.rows % T, seq_len=T)
         return self.out(heads if wanted is None else heads[wanted])
 
     def extra_repr(self):

@@ -70,10 +70,11 @@ class ScaledDotProductAttention(Function):
 
     floating = True
 
-    def __init__(self, mask=None, dropout_p=0.0, training=True, is_causal=False):
+    def __init__(self, mask=None, dropout_p=0.0, training=True, is_causal=False, keep=None):
         self.mask, self.is_causal = mask, bool(is_causal)
         self.dropout_p = check_probability(dropout_p, "scaled_dot_product_attention dropout")
         self.training = training
+        self.given_keep = keep  # a mask drawn by the caller (a ragged sequence's share of its batch's draw)
 
     def check(self, q, k, v):
         get_array_module(q, k, v, self.mask)
@@ -93,8 +94,7 @@ class ScaledDotProductAttention(Function):
         self.scale = q.dtype.type(1 / math.sqrt(q.shape[-1]))      # s
         s = self.scores(xp, q, k)                                  # S (B, H, Tq, Tk), -inf where masked
         p = softmax_of(s)                                          # P (B, H, Tq, Tk); an all-masked row: 0
-        dropping = self.training and self.dropout_p > 0
-        keep = keep_mask(xp, p.shape, self.dropout_p) if dropping else None  # m (B, H, Tq, Tk) bool
+        keep = self.dropout_draw(xp, p.shape)                      # m (B, H, Tq, Tk) bool, None: no dropout
         self.save(q=q, k=k, v=v, probs=p, keep=keep)
         return self.dropped(p) @ v                                 # P' V (B, H, Tq, Dv)
 
@@ -121,6 +121,13 @@ class ScaledDotProductAttention(Function):
         if self.is_causal:
             s = xp.where(future_keys(xp, q.shape[2], k.shape[2]), hidden, s)
         return s
+
+    def dropout_draw(self, xp, shape):
+        """m: the mask the caller gave, else the run's next draw for these examples
+        (``keep_mask``); None without dropout."""
+        if not (self.training and self.dropout_p > 0):
+            return None
+        return self.given_keep if self.given_keep is not None else keep_mask(xp, shape, self.dropout_p)
 
     def dropped(self, x):
         """x * m / (1 - p): P' from P in the forward, dP from dP' in the backward (x itself
@@ -189,6 +196,11 @@ class RaggedSelfAttention(Function):
     queries (a row whose keys are all hidden outputs zeros); ``is_causal`` orders each
     sequence's rows as positions.
 
+    Dropout draws one mask for the whole batch, as if it were the padded (B, H, T, T)
+    grid, and gives each sequence the entries of its rows' ``positions`` (default 0, 1,
+    ... in each sequence, T the longest): so with a packed batch's positions a
+    sequence's mask depends on its example alone, not on which rows were packed.
+
     Saves: each sequence's P and dropout mask, as ``probs[s]`` and ``keep[s]``. The CPU
     paths (kernels/cpu/attention.py) decide once, by the bytes of every sequence's P
     together, whether each sequence keeps P or its log-sum-exp (``lse[s]``): their
@@ -198,8 +210,10 @@ class RaggedSelfAttention(Function):
     floating = True
     sequence_op = ScaledDotProductAttention  # the attention each sequence runs
 
-    def __init__(self, n_heads, lengths, key_mask=None, dropout_p=0.0, training=True, is_causal=False):
+    def __init__(self, n_heads, lengths, key_mask=None, dropout_p=0.0, training=True, is_causal=False,
+                 positions=None, seq_len=None):
         self.n_heads, self.lengths, self.key_mask = int(n_heads), lengths, key_mask
+        self.positions, self.seq_len = positions, seq_len
         self.dropout_p = check_probability(dropout_p, "ragged_self_attention dropout")
         self.training, self.is_causal = training, bool(is_causal)
 
@@ -215,6 +229,11 @@ class RaggedSelfAttention(Function):
         if key_mask is not None and (key_mask.dtype != bool or tuple(key_mask.shape) != (qkv.shape[0],)):
             raise ShapeError(f"ragged_self_attention: key_mask {key_mask.dtype} {tuple(key_mask.shape)} must be "
                              f"boolean with one entry per input row ({qkv.shape[0]},)")
+        positions, T = self.positions, self.seq_len
+        if positions is not None and (tuple(positions.shape) != (qkv.shape[0],) or T is None
+                                      or (positions.size and not 0 <= int(positions.min()) <= int(positions.max()) < T)):
+            raise ShapeError(f"ragged_self_attention: positions {tuple(positions.shape)} must give each of the "
+                             f"{qkv.shape[0]} rows its place in 0..seq_len-1 (seq_len={T})")
 
     def forward(self, qkv):
         xp = get_array_module(qkv)
@@ -222,10 +241,12 @@ class RaggedSelfAttention(Function):
         heads = qkv.reshape(N, 3, self.n_heads, width // (3 * self.n_heads))  # (N, [q|k|v], H, Dh)
         out = xp.empty((N, self.n_heads, heads.shape[-1]), dtype=qkv.dtype)  # (N, H, Dh)
         wants_grad = any(self.needs_input_grad)
+        keep = self.dropout_grid(xp)                               # (S, H, T, T) bool, None: no dropout
         self.segments = []
-        for start, stop in self.spans():
+        for sequence, (start, stop) in self.spans():
             q, k, v = (Tensor(a, requires_grad=wants_grad) for a in heads[start:stop].transpose(1, 2, 0, 3)[:, None])
-            attention = self.sequence_attention(start, stop)       # q, k, v each (1, H, L, Dh)
+            at = self.positions_of(xp, start, stop)
+            attention = self.sequence_attention(start, stop, None if keep is None else keep[sequence][:, at[:, None], at][None])
             out[start:stop] = attention(q, k, v).data[0].transpose(1, 0, 2)  # (L, H, Dh)
             if wants_grad:
                 self.segments.append((start, stop, attention))
@@ -242,16 +263,29 @@ class RaggedSelfAttention(Function):
         return grad.reshape(N, 3 * D)
 
     def spans(self):
-        """(start, stop) of each non-empty sequence's rows."""
+        """(sequence, (start, stop)) of each non-empty sequence's rows."""
         ends = [int(e) for e in self.lengths.cumsum()]
-        return [(start, stop) for start, stop in zip([0] + ends[:-1], ends) if stop > start]
+        return [(s, (start, stop)) for s, (start, stop) in enumerate(zip([0] + ends[:-1], ends)) if stop > start]
 
-    def sequence_attention(self, start, stop):
+    def positions_of(self, xp, start, stop):
+        """The positions of the rows start:stop in their sequence (default 0 .. L-1)."""
+        return xp.arange(stop - start) if self.positions is None else self.positions[start:stop]
+
+    def dropout_grid(self, xp):
+        """The batch's dropout mask as the padded (S, H, T, T) grid (``keep_mask``, one
+        draw for every sequence), or None without dropout."""
+        if not (self.training and self.dropout_p > 0):
+            return None
+        T = self.seq_len if self.positions is not None else int(self.lengths.max(initial=0))
+        return keep_mask(xp, (len(self.lengths), self.n_heads, T, T), self.dropout_p)
+
+    def sequence_attention(self, start, stop, keep=None):
         """The attention node of the sequence in rows start:stop, its keys masked by
-        ``key_mask`` as a (1, L) key-padding mask (none when every row is a key)."""
+        ``key_mask`` as a (1, L) key-padding mask (none when every row is a key), ``keep``
+        its dropout mask (1, H, L, L)."""
         keys = None if self.key_mask is None else self.key_mask[start:stop]
         mask = None if keys is None or bool(keys.all()) else keys[None]
-        return self.sequence_op(mask, self.dropout_p, self.training, self.is_causal)
+        return self.sequence_op(mask, self.dropout_p, self.training, self.is_causal, keep)
 
     def saved_arrays(self) -> dict:
         """Each sequence's P (or log-sum-exp) and dropout mask, as ``probs[s]`` and so on;
@@ -288,15 +322,19 @@ def self_attention(qkv, n_heads, mask=None, dropout_p=0.0, training=True, is_cau
     return PackedSelfAttention(n_heads, array_of(mask), dropout_p, training, is_causal)(qkv)
 
 
-def ragged_self_attention(qkv, lengths, n_heads, key_mask=None, dropout_p=0.0, training=True, is_causal=False):
+def ragged_self_attention(qkv, lengths, n_heads, key_mask=None, dropout_p=0.0, training=True, is_causal=False,
+                          positions=None, seq_len=None):
     """Multi-head self-attention over sequences stored one after another without padding:
     ``qkv`` (N, 3 * D) holds ``lengths[0]`` rows of the first sequence, then the second's,
     and so on, each row laid out as ``self_attention``'s; out (N, D). Each sequence attends
     within itself only: the rows of a padded (B, T) batch's real tokens, with ``lengths``
     the real tokens per row, give ``self_attention``'s output at those rows, without the
     padding's work. ``key_mask`` (N,): True where a row may be attended to (default: every
-    row); ``is_causal``: a row may not attend to a later row of its sequence."""
+    row); ``is_causal``: a row may not attend to a later row of its sequence.
+    ``positions`` (N,) and ``seq_len``: each row's position in its (B, T) batch row and T,
+    for a packed batch, so that a sequence's dropout mask is the one of its positions."""
     xp = get_array_module(array_of(qkv))
     lengths = xp.asarray(array_of(lengths))
     return RaggedSelfAttention(n_heads, lengths, None if key_mask is None else xp.asarray(array_of(key_mask)),
-                               dropout_p, training, is_causal)(qkv)
+                               dropout_p, training, is_causal, None if positions is None else xp.asarray(positions),
+                               seq_len)(qkv)

@@ -27,7 +27,7 @@ import math
 
 import numpy as np
 
-from ...backend import keep_mask, kernels, rows_per_block
+from ...backend import kernels, rows_per_block
 from ...ops.attention import PackedSelfAttention, RaggedSelfAttention, ScaledDotProductAttention, expand_mask, future_keys
 from ...ops.dropout import keep_scale
 from .dropout import apply_mask
@@ -56,8 +56,7 @@ class BlockedAttention(ScaledDotProductAttention):
         self.masked_rows = mask is not None or self.is_causal  # a row may have every key masked
         step = rows_per_block(np, B, H * Tq * Tk * q.dtype.itemsize)
         self.blocks = [slice(start, start + step) for start in range(0, B, step)]
-        dropping = self.training and self.dropout_p > 0
-        keep = keep_mask(np, (B, H, Tq, Tk), self.dropout_p) if dropping else None
+        keep = self.dropout_draw(np, (B, H, Tq, Tk))
         self.save(q=q, k=k, v=v, **self.kept_for_backward(q.dtype, (B, H, Tq, Tk)), keep=keep)
         out = np.empty((B, H, Tq, v.shape[3]), dtype=q.dtype)
         for b in self.blocks:
@@ -156,7 +155,7 @@ class RecomputedRaggedSelfAttention(RaggedSelfAttention):
     sequence_op = RecomputedAttention
 
     def suits(self, qkv):
-        scores = sum((stop - start) ** 2 for start, stop in self.spans())  # every sequence's L^2
+        scores = sum((stop - start) ** 2 for _, (start, stop) in self.spans())  # every sequence's L^2
         return recomputes(scores * self.n_heads * qkv.dtype.itemsize)
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ...backend import keep_mask, kernels
+from ...backend import kernels
 from ...ops.dropout import Dropout, keep_scale
 
 
@@ -20,7 +20,7 @@ def apply_mask(x, keep, scale, out=None):
 @kernels.register(Dropout, device="cpu")
 class DropoutInPlace(Dropout):
     def forward(self, x):
-        keep = keep_mask(np, x.shape, self.p)
+        keep = self.draw_keep(np, x.shape)
         self.save(keep=keep)
         return apply_mask(x, keep, keep_scale(self.p))
 

@@ -7,14 +7,15 @@ through memory; here it is one launch (``softmax_rows``), and so is its backward
 P * (dP - sum(dP * P)) (``softmax_backward_rows``). The whole batch goes at once and P
 is kept, as in the textbook. With the dropout kernel switched on too
 (``TINYGRAD_NLP_FUSED_KERNELS=softmax,dropout``), P' = P * m / (1 - p) is one launch of
-dropout.cu drawing m from a Philox stream (``PhiloxMask``), and nothing of m's size is
-kept: the backward draws the same m again from the stream's key and counter.
+dropout.cu drawing m from the Philox generator (``PhiloxMask``), and nothing of m's size
+is kept: the backward draws the same m again from its place in the generator. (A ragged
+batch's sequences get their share of one drawn mask: the textbook's.)
 """
 from __future__ import annotations
 
 import math
 
-from ...backend import get_array_module, keep_mask, kernels
+from ...backend import get_array_module, kernels
 from ...ops.attention import PackedSelfAttention, RaggedSelfAttention, ScaledDotProductAttention
 from .dropout import PhiloxMask
 from .softmax import softmax_backward_rows, softmax_rows
@@ -42,20 +43,16 @@ class AttentionKernel(ScaledDotProductAttention):
         grad_s *= self.scale
         return grad_s @ self.k, grad_s.swapaxes(-1, -2) @ self.q, grad_v
 
-    def dropout_draw(self, xp, shape):
-        """The textbook's boolean mask, or None without dropout."""
-        return keep_mask(xp, shape, self.dropout_p) if self.training and self.dropout_p > 0 else None
-
 
 class AttentionDropoutKernel(AttentionKernel):
     """Attention on the softmax kernels with P' made by the dropout kernel: the mask is
-    Philox streams, drawn again wherever it is applied, never stored."""
+    its place in the Philox generator, drawn again wherever it is applied, never stored."""
 
     def suits(self, *arrays):
-        return kernels.suits_kernel(*arrays) and self.training and 0 < self.dropout_p < 1
+        return kernels.suits_kernel(*arrays) and self.training and 0 < self.dropout_p < 1 and self.given_keep is None
 
     def dropout_draw(self, xp, shape):
-        return PhiloxMask(self.dropout_p)
+        return PhiloxMask(self.dropout_p, math.prod(shape[1:]))
 
     def dropped(self, x):
         return self.keep.apply(x)  # the same stream each time: the same mask
@@ -78,16 +75,9 @@ class RaggedSelfAttentionKernel(RaggedSelfAttention):
         return kernels.suits_kernel(qkv)
 
 
-class RaggedSelfAttentionDropoutKernel(RaggedSelfAttention):
-    sequence_op = AttentionDropoutKernel
-
-    def suits(self, qkv):
-        return AttentionDropoutKernel.suits(self, qkv)
-
-
 # with the dropout kernel on as well, its classes first
 for op, with_dropout, without in ((ScaledDotProductAttention, AttentionDropoutKernel, AttentionKernel),
-                                  (PackedSelfAttention, PackedSelfAttentionDropoutKernel, PackedSelfAttentionKernel),
-                                  (RaggedSelfAttention, RaggedSelfAttentionDropoutKernel, RaggedSelfAttentionKernel)):
+                                  (PackedSelfAttention, PackedSelfAttentionDropoutKernel, PackedSelfAttentionKernel)):
     kernels.register(op, device="cuda", kernel=("softmax", "dropout"))(with_dropout)
     kernels.register(op, device="cuda", kernel="softmax")(without)
+kernels.register(RaggedSelfAttention, device="cuda", kernel="softmax")(RaggedSelfAttentionKernel)
