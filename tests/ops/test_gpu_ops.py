@@ -69,16 +69,27 @@ def test_fused_dropout_kernel_draws_the_reference_mask_and_draws_it_again_in_the
     rng = np.random.default_rng(0)
     x, g = rng.standard_normal(shape).astype(dtype) + 10, rng.standard_normal(shape).astype(dtype)
     p, scale = 0.3, dtype(1 / 0.7)
-    for _ in range(2):  # a second call draws new numbers from the next counters
-        key0, key1, offset = backend.philox_stream(0)  # where the next draw starts
+    for draw in range(2):  # a second call is the run's next draw: new numbers
         xt = Tensor(x).to("cuda")
         xt.requires_grad = True
         y = F.dropout(xt, p)
         assert y.creator.saved_arrays() == {}  # no mask kept
         y.backward(backend.to_device(g, "cuda"))
-        keep = philox_keep_mask(x.size, p, key0, key1, offset).reshape(shape)
+        drawn = y.creator.keep  # where the draw stands in the generator
+        assert (drawn.draw, drawn.first) == (draw, 0)
+        keep = philox_keep_mask(x.size, p, drawn.key0, drawn.key1, drawn.draw, drawn.first).reshape(shape)
         np.testing.assert_array_equal(y.numpy(), np.where(keep, x * scale, 0))
         np.testing.assert_array_equal(backend.asnumpy(xt.grad), np.where(keep, g * scale, 0))
+
+
+def test_the_textbook_dropout_on_the_gpu_draws_the_cpus_mask():
+    """With the dropout kernel off, a mask is drawn on the host and copied: the CPU's, so
+    a GPU run and a CPU run of one seed drop the same elements."""
+    x = np.ones((6, 50), np.float32)
+    manual_seed(2)
+    on_cpu = F.dropout(Tensor(x), 0.3).numpy()
+    manual_seed(2)
+    np.testing.assert_array_equal(F.dropout(Tensor(x).to("cuda"), 0.3).numpy(), on_cpu)
 
 
 def test_fused_dropout_is_seeded_drops_at_rate_p_and_takes_any_layout(monkeypatch):
@@ -102,8 +113,9 @@ def test_attention_with_the_fused_dropout_kernel_matches_the_textbook_op_with_th
     import tinygrad_nlp.ops.attention as attention_op
 
     def reference_mask(xp, shape, p):
-        n = int(np.prod(shape))
-        return backend.to_device(philox_keep_mask(n, p, *backend.philox_stream(n)).reshape(shape), "cuda")
+        key0, key1, draw, first = backend.philox_place(int(np.prod(shape[1:])))
+        keep = philox_keep_mask(int(np.prod(shape)), p, key0, key1, draw, first)
+        return backend.to_device(keep.reshape(shape), "cuda")
 
     rng = np.random.default_rng(0)
     qkv, g = rng.standard_normal((3, 7, 3 * 16)).astype(dtype), rng.standard_normal((3, 7, 16)).astype(dtype)
