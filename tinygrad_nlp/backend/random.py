@@ -31,7 +31,7 @@ _rng_cpu = np.random.default_rng()
 _dropout_start = np.random.PCG64(np.random.SeedSequence()).state  # the dropout streams' origin
 _philox_key = tuple(int(w) for w in np.random.SeedSequence().generate_state(2))
 _draws = 0  # dropout masks drawn in this run (outside replicas; each replica counts its own from it)
-_replica = threading.local()  # a replica's place: its first example and its own draw count
+_replica = threading.local()  # a replica's place (its first example, its draw count) and a generator to read with
 
 
 def manual_seed(seed: int) -> None:
@@ -96,7 +96,9 @@ def draw_bits(draw: int, start: int, count: int) -> np.ndarray:
     integers: draw d is the stretch of one PCG64 stream from output d * 2^64 on (2^66
     numbers each, never reached), read by ``advance``, so any stretch costs a jump, not
     the numbers before it."""
-    generator = np.random.PCG64()
+    generator = getattr(_replica, "generator", None)
+    if generator is None:  # one per thread, moved to each stretch's start (making one costs more)
+        generator = _replica.generator = np.random.PCG64(0)
     generator.state = _dropout_start
     generator.advance((int(draw) << 64) + start // 4)  # four 16-bit numbers per 64-bit output
     skip = start % 4
