@@ -25,9 +25,13 @@ from tinygrad_nlp.ops.attention import ScaledDotProductAttention
 from tinygrad_nlp.ops.cross_entropy import CrossEntropy
 from tinygrad_nlp.ops.dropout import Dropout
 from tinygrad_nlp.ops.embedding import Embedding
+from tinygrad_nlp.ops.grouped_attention import GroupedQueryAttention
 from tinygrad_nlp.ops.layernorm import LayerNorm
 from tinygrad_nlp.ops.linear import Linear, as_rows
+from tinygrad_nlp.ops.rms_norm import RMSNorm
+from tinygrad_nlp.ops.rotary import RotaryEmbedding, rotate_half
 from tinygrad_nlp.ops.softmax import LogSoftmax, Softmax
+from tinygrad_nlp.ops.swiglu import SwiGLU, sigmoid
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -173,3 +177,40 @@ def attention_without_softmax_backward(self, g):
     grad_k = self.scale * (grad_s.swapaxes(-1, -2) @ self.q)   # dK = s dS^T Q
     return grad_q, grad_k, grad_v
 
+
+
+@breaks("rms_norm", "mean-square", RMSNorm, "RMSNorm")
+def rms_norm_without_mean_square(self, g):
+    """dL/dx without the path through the mean square (the term - xhat * mean(dxhat * xhat))."""
+    xhat = self.x * self.rstd                                  # (..., D)
+    dxhat = g * self.weight                                    # (..., D)
+    direct = dxhat
+    through_mean_square = 0  # the mistake: xhat * (dxhat * xhat).mean(axis=-1, keepdims=True) left out
+    grad_x = self.rstd * (direct - through_mean_square)
+    rows = tuple(range(g.ndim - 1))
+    return grad_x, (g * xhat).sum(axis=rows)
+
+
+@breaks("rotary_embedding", "direction", RotaryEmbedding, "Rotary position embeddings")
+def rotary_turned_forward_again(self, g):
+    """The gradient turned by the angle again (rotate_half) instead of back (its transpose, [u2, -u1])."""
+    return g * self.cos + rotate_half(g * self.sin)  # the mistake: rotate_half_transposed(g * self.sin) is right
+
+
+@breaks("swiglu", "slope", SwiGLU, "SiLU and SwiGLU")
+def swiglu_with_sigmoid_for_slope(self, g):
+    """silu'(gate) taken as sigmoid(gate): the product rule's second term, gate * s (1 - s), left out."""
+    s = sigmoid(self.gate)
+    grad_up = g * self.gate * s
+    grad_gate = g * self.up * s  # the mistake: g * up * s * (1 + gate * (1 - s)) is right
+    return grad_gate, grad_up
+
+
+@breaks("grouped_query_attention", "mean", GroupedQueryAttention, "Grouped-query attention")
+def grouped_attention_averaged_over_groups(self, g):
+    """dK and dV averaged over each group of query heads instead of summed (each copy fed the loss)."""
+    grad_q, grad_k, grad_v = ScaledDotProductAttention.backward(self, g)  # dK', dV' per query head
+    B, H, Tk, _ = grad_k.shape
+    grad_k = grad_k.reshape(B, H // self.group, self.group, Tk, -1).mean(axis=2)  # the mistake: .sum(axis=2)
+    grad_v = grad_v.reshape(B, H // self.group, self.group, Tk, -1).mean(axis=2)
+    return grad_q, grad_k, grad_v

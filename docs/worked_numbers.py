@@ -1,5 +1,5 @@
 """Print the worked examples of docs/backward.md (cross-entropy, layer norm, attention and causal
-attention, sizes 2-4).
+attention, RMSNorm, rotary embeddings, SwiGLU, grouped-query attention; sizes 2-5).
 
     python docs/worked_numbers.py            # prints the Markdown blocks
     python docs/worked_numbers.py --check    # exits 1 if docs/backward.md differs
@@ -139,8 +139,92 @@ def causal_attention_example():
     return "\n".join(lines)
 
 
+def rms_norm_example():
+    x = Tensor(np.array([[1.0, 2.0, 4.0], [3.0, 3.0, 0.0]]), requires_grad=True)
+    w = Tensor(np.array([1.0, 0.5, 2.0]), requires_grad=True)
+    g = np.array([[1.0, -1.0, 0.5], [0.5, 0.0, -0.5]])
+    y = F.rms_norm(x, w)
+    y.backward(g)
+    mean_square = (x.data ** 2).mean(-1)
+    rstd = 1 / np.sqrt(mean_square + 1e-6)
+    xhat = x.data * rstd[:, None]
+    dxhat = g * w.data
+    lines = [
+        f"x       = {fmt(x.data)}", f"w       = {fmt(w.data)}",
+        f"mean(x^2) = {fmt(mean_square)}", f"rstd    = {fmt(rstd)}", f"xhat    = {fmt(xhat)}",
+        f"y       = {fmt(y.data)}", f"g       = {fmt(g)}", f"dxhat   = g * w = {fmt(dxhat)}",
+        f"mean(dxhat * xhat) = {fmt((dxhat * xhat).mean(-1))}",
+        f"dL/dx   = rstd * (dxhat - xhat * mean(dxhat * xhat)) = {fmt(x.grad)}",
+        f"dL/dw   = {fmt(w.grad)}",
+    ]
+    return "\n".join(lines)
+
+
+def rotary_example():
+    x = Tensor(np.array([[[[1.0, 0.5, 2.0, 1.0]] * 3]]), requires_grad=True)
+    positions = np.array([0, 1, 2])
+    y = F.rotary_embedding(x, positions)
+    node = y.creator
+    cos, sin = node.cos, node.sin
+    g = np.ones((1, 1, 3, 4))
+    y.backward(g)
+    lines = [
+        "B=1, H=1, T=3, Dh=4, theta=10000: inv_freq = 1 / 10000^([0, 2] / 4) = [1, 0.01]; positions [0, 1, 2];",
+        "pairs (0, 2) turn by the angle p, pairs (1, 3) by 0.01 p; every row x = [1, 0.5, 2, 1]",
+        f"cos     = cos(concat(p f, p f)) = {fmt(cos)}", f"sin     = {fmt(sin)}",
+        f"rotate_half(x) = [-x2, x1] = {fmt(np.concatenate([-x.data[0, 0, :, 2:], x.data[0, 0, :, :2]], -1))}",
+        f"y       = x * cos + rotate_half(x) * sin = {fmt(y.data[0, 0])}",
+        f"g       = {fmt(g[0, 0])}",
+        f"dL/dx   = g * cos + [u2, -u1] with u = g * sin = {fmt(x.grad[0, 0])}",
+    ]
+    return "\n".join(lines)
+
+
+def swiglu_example():
+    gate = Tensor(np.array([-2.0, -0.5, 0.0, 1.0, 3.0]), requires_grad=True)
+    up = Tensor(np.array([1.0, 2.0, 1.5, 0.5, -1.0]), requires_grad=True)
+    g = np.ones(5)
+    y = F.swiglu(gate, up)
+    y.backward(g)
+    s = 1 / (1 + np.exp(-gate.data))
+    lines = [
+        f"gate    = {fmt(gate.data)}", f"up      = {fmt(up.data)}",
+        f"s       = sigmoid(gate) = {fmt(s)}", f"silu    = gate * s = {fmt(gate.data * s)}",
+        f"silu'   = s (1 + gate (1 - s)) = {fmt(s * (1 + gate.data * (1 - s)))}",
+        f"y       = silu * up = {fmt(y.data)}", f"g       = {fmt(g)}",
+        f"dL/dgate = g * up * silu' = {fmt(gate.grad)}", f"dL/dup   = g * silu = {fmt(up.grad)}",
+    ]
+    return "\n".join(lines)
+
+
+def grouped_attention_example():
+    q = Tensor(np.array([[[[1.0, 0.0], [0.0, 1.0]], [[0.0, 1.0], [1.0, 1.0]]]]), requires_grad=True)  # (1, 2, 2, 2)
+    k = Tensor(np.array([[[[1.0, 0.0], [0.0, 2.0]]]]), requires_grad=True)                            # (1, 1, 2, 2)
+    v = Tensor(np.array([[[[1.0, 2.0], [3.0, 4.0]]]]), requires_grad=True)
+    g = np.ones((1, 2, 2, 2))
+    out = F.grouped_query_attention(q, k, v)
+    probs = out.creator.probs
+    out.backward(g)
+    k_rep, v_rep = (Tensor(np.repeat(t.data, 2, axis=1), requires_grad=True) for t in (k, v))  # one copy per query head
+    F.scaled_dot_product_attention(Tensor(q.data), k_rep, v_rep).backward(g)
+    grad_k_per_head, grad_v_per_head = k_rep.grad, v_rep.grad
+    lines = [
+        "B=1, H=2 query heads, Hkv=1 key/value head (G=2), T=2, Dh=2; no mask, g = 1",
+        f"q (head 0, head 1) = {fmt(q.data[0])}", f"k       = {fmt(k.data[0, 0])}", f"v       = {fmt(v.data[0, 0])}",
+        f"P (per query head) = {fmt(probs[0])}",
+        f"out     = {fmt(out.data[0])}",
+        f"dK' (per query head) = {fmt(grad_k_per_head[0])}",
+        f"dL/dk   = dK'_0 + dK'_1 = {fmt(k.grad[0, 0])}",
+        f"dV' (per query head) = {fmt(grad_v_per_head[0])}",
+        f"dL/dv   = dV'_0 + dV'_1 = {fmt(v.grad[0, 0])}",
+        f"dL/dq   = {fmt(q.grad[0])}   (as without grouping: each query head sees its one copy)",
+    ]
+    return "\n".join(lines)
+
+
 BLOCKS = {"engine_trace": engine_trace, "cross_entropy": cross_entropy_example, "layernorm": layer_norm_example,
-          "attention": attention_example, "causal_attention": causal_attention_example}
+          "attention": attention_example, "causal_attention": causal_attention_example, "rms_norm": rms_norm_example,
+          "rotary": rotary_example, "swiglu": swiglu_example, "grouped_attention": grouped_attention_example}
 
 
 def render(name):

@@ -160,3 +160,14 @@ def tiny_bert_checkpoint(folder, layers=1, reviews=100, vocab_size=200):
     BertForMaskedLM(config).save_pretrained(folder)
     tokenizer.save(folder)
     return folder
+
+
+def assert_same_backward_as_torch(ours, theirs, leaves, rng, rtol=1e-8, atol=1e-10):
+    """``ours`` (a Tensor) and ``theirs`` (a torch tensor) equal, and after both go back
+    from the same random gradient, each (our leaf, torch leaf) pair's gradients equal."""
+    assert_close(ours, theirs)
+    g = rng.standard_normal(ours.shape)
+    ours.backward(g)
+    theirs.backward(torch.tensor(g))
+    for a, t in leaves:
+        assert_close(a.grad, t.grad, rtol=rtol, atol=atol)

@@ -17,7 +17,7 @@ q = Tensor(np.ones((1, 1, 2, 2)))
     (lambda: F.scaled_dot_product_attention(q, q, q, dropout_p=-0.1),
      r"scaled_dot_product_attention dropout: probability p must be in \[0, 1\], got -0.1"),
     (lambda: FeedForward(4, 8, activation="swish"),
-     r"FeedForward: activation must be one of \['gelu', 'gelu_tanh', 'relu'\], got 'swish'"),
+     r"FeedForward: activation must be one of \['gelu', 'gelu_tanh', 'relu', 'silu'\], got 'swish'"),
     (lambda: Adam([]), r"Adam: got no parameters"),
     (lambda: SGD([Parameter(np.ones(2))], lr=-1.0), r"SGD: learning rate must be >= 0, got -1.0"),
     (lambda: create_optimizer("lamb", [Parameter(np.ones(2))], lr=0.1),

@@ -12,7 +12,8 @@ from tinygrad_nlp.backend.kernels import in_reference_mode
 
 check = load_docs_script("check")
 breaks = sys.modules["breaks"]  # the module check.py imported
-FAMILIES = ("embedding", "linear", "softmax", "log_softmax", "cross_entropy", "layer_norm", "dropout", "attention")
+FAMILIES = ("embedding", "linear", "softmax", "log_softmax", "cross_entropy", "layer_norm", "dropout", "attention",
+            "rms_norm", "rotary_embedding", "swiglu", "grouped_query_attention")
 
 
 def run(capsys, *argv):

@@ -26,7 +26,8 @@ def test_graph_pictures_and_saved_table_are_current():
 
 @pytest.mark.parametrize("name", ["embedding", "linear", "linear_gelu", "softmax", "cross_entropy", "gelu",
                                   "linear_cross_entropy", "layer_norm", "dropout", "attention", "attention_causal",
-                                  "self_attention", "encoder_pre_norm", "encoder_post_norm"])
+                                  "self_attention", "encoder_pre_norm", "encoder_post_norm", "rms_norm",
+                                  "rotary_embedding", "silu", "swiglu", "grouped_query_attention"])
 def test_check_commands_print_what_the_guide_says(name, capsys):
     status = load_docs_script("check").main([name])  # in-process: a subprocess each would cost an import
     out = capsys.readouterr().out

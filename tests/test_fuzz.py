@@ -284,6 +284,81 @@ def test_ragged_self_attention(lengths, extra_rows, H, Dh, width_off, keys, is_c
                                              is_causal=is_causal), reference, [tx])
 
 
+@given(B=st.integers(0, 2), Hkv=st.integers(0, 3), G=st.integers(1, 3), head_off=st.sampled_from([0, 0, 1]),
+       Tq=st.integers(0, 4), Tk=st.integers(0, 4), Dh=st.integers(1, 3),
+       mask_kind=st.sampled_from(["none", "padding", "wrong", "all_masked"]), is_causal=st.booleans(),
+       dtype=float_dtypes, seed=st.integers(0, 99))
+def test_grouped_query_attention(B, Hkv, G, head_off, Tq, Tk, Dh, mask_kind, is_causal, dtype, seed):
+    rng = np.random.default_rng(seed)
+    H = Hkv * G + head_off
+    shapes = [(B, H, Tq, Dh), (B, Hkv, Tk, Dh), (B, Hkv, Tk, Dh)]
+    q, k, v = (values(s, dtype, seed + i) for i, s in enumerate(shapes))
+    mask = {"none": None, "padding": rng.random((B, Tk)) < 0.7, "wrong": np.ones((B + 1, Tk + 1), dtype=bool),
+            "all_masked": np.zeros((B, Tk), dtype=bool)}[mask_kind]
+    tensors = [Tensor(a, requires_grad=True) for a in (q, k, v)]
+
+    def reference():
+        if Hkv == 0 or H % Hkv or Tk == 0 or mask_kind == "wrong":
+            raise Rejected("shapes")
+        group = H // Hkv  # key/value head j serves query heads j * group .. j * group + group - 1
+        k_rep, v_rep = np.repeat(k, group, axis=1), np.repeat(v, group, axis=1)
+        s = (q @ k_rep.swapaxes(-1, -2)).astype(np.float64) / np.sqrt(Dh)
+        allowed = np.ones(s.shape, dtype=bool) if mask is None else np.broadcast_to(mask[:, None, None, :], s.shape)
+        if is_causal:
+            allowed = allowed & (np.arange(Tk)[None, :] <= np.arange(Tq)[:, None] + (Tk - Tq))
+        return masked_attention(s, allowed, v_rep).astype(dtype)
+    run_case(lambda: F.grouped_query_attention(*tensors, mask=mask, is_causal=is_causal), reference, tensors)
+
+
+@given(x_shape=small_shapes, w_len=dims, dtype=float_dtypes, seed=st.integers(0, 99))
+def test_rms_norm(x_shape, w_len, dtype, seed):
+    x, w = values(x_shape, dtype, seed), values((w_len,), dtype, seed + 1)
+    tensors = [Tensor(a, requires_grad=True) for a in (x, w)]
+
+    def reference():
+        if x.ndim == 0 or w_len != x.shape[-1]:
+            raise Rejected("shapes")
+        if x.shape[-1] == 0:
+            return x.copy()
+        z = x.astype(np.float64)
+        return (z / np.sqrt((z * z).mean(-1, keepdims=True) + 1e-6) * w).astype(dtype)
+    run_case(lambda: F.rms_norm(*tensors), reference, tensors)
+
+
+@given(B=st.integers(0, 2), H=st.integers(0, 2), T=st.integers(0, 4), Dh=st.integers(0, 5), three_d=st.booleans(),
+       positions_kind=st.sampled_from(["T", "BT", "BT", "wrong", "float"]), offset=st.sampled_from([0, 7, 4096]),
+       dtype=float_dtypes, seed=st.integers(0, 99))
+def test_rotary_embedding(B, H, T, Dh, three_d, positions_kind, offset, dtype, seed):
+    x = values((B, T, Dh) if three_d else (B, H, T, Dh), dtype, seed)
+    rng = np.random.default_rng(seed)
+    positions = {"T": np.arange(T) + offset, "BT": rng.integers(0, offset + 5, (B, T)), "wrong": np.arange(T + 1),
+                 "float": np.arange(T, dtype=np.float64)}[positions_kind]
+    tx = Tensor(x, requires_grad=True)
+
+    def reference():
+        if three_d or Dh % 2 or positions_kind in ("wrong", "float"):
+            raise Rejected("shapes")
+        half = Dh // 2
+        angle = positions.astype(np.float64)[..., None] * 10000.0 ** (-2.0 * np.arange(half) / max(Dh, 1))
+        c, s = (f(angle if angle.ndim == 2 else angle[:, None]) for f in (np.cos, np.sin))
+        x1, x2 = x[..., :half].astype(np.float64), x[..., half:].astype(np.float64)
+        return np.concatenate([x1 * c - x2 * s, x2 * c + x1 * s], axis=-1).astype(dtype)
+    run_case(lambda: F.rotary_embedding(tx, positions), reference, [tx])
+
+
+@given(gate=small_shapes, up=small_shapes, same=st.booleans(), dtype=float_dtypes, seed=st.integers(0, 99))
+def test_swiglu(gate, up, same, dtype, seed):
+    g, u = values(gate, dtype, seed) * 4, values(gate if same else up, dtype, seed + 1)
+    tensors = [Tensor(a, requires_grad=True) for a in (g, u)]
+
+    def reference():
+        if g.shape != u.shape:
+            raise Rejected("shapes")
+        z = g.astype(np.float64)
+        return (z / (1 + np.exp(-z)) * u).astype(dtype)
+    run_case(lambda: F.swiglu(*tensors), reference, tensors)
+
+
 @settings(max_examples=15, deadline=None)
 @given(B=st.integers(1, 3), T=st.integers(1, 5), width=st.integers(1, 9), heads=st.integers(1, 4),
        seq_len=st.integers(1, 7), vocab=st.integers(5, 9), bad_id=st.booleans(), norm_first=st.booleans(),
@@ -423,8 +498,9 @@ def test_concatenate(shapes, axis, seed):
 
 UNARY = {"neg": np.negative, "exp": np.exp, "log": lambda x: np.log(np.abs(x) + 1), "relu": lambda x: np.maximum(x, 0),
          "tanh": np.tanh, "gelu_tanh": lambda x: 0.5 * x * (1 + np.tanh(np.sqrt(2 / np.pi) * (x + 0.044715 * x ** 3))),
-         "gelu": lambda x: 0.5 * x * (1 + np.vectorize(math.erf, otypes=[np.float64])(x / np.sqrt(2)))}
-FLOAT_UNARY = {"exp", "log", "tanh", "gelu", "gelu_tanh"}
+         "gelu": lambda x: 0.5 * x * (1 + np.vectorize(math.erf, otypes=[np.float64])(x / np.sqrt(2))),
+         "silu": lambda x: x / (1 + np.exp(-x))}
+FLOAT_UNARY = {"exp", "log", "tanh", "gelu", "gelu_tanh", "silu"}
 
 
 @given(op=st.sampled_from(sorted(UNARY)), shape=any_shapes, dtype=any_dtypes, seed=st.integers(0, 99))
@@ -460,7 +536,7 @@ def test_pow(shape, dtype, exponent, seed):
 FUZZED = {"add", "sub", "mul", "div", "matmul", "linear", "embedding", "softmax", "log_softmax", "cross_entropy",
           "linear_cross_entropy", "layer_norm", "dropout", "scaled_dot_product_attention", "self_attention",
           "ragged_self_attention", "sum", "mean", "transpose", "permute", "reshape", "getitem", "scatter_rows",
-          "concatenate", "pow", *UNARY}
+          "concatenate", "pow", "rms_norm", "rotary_embedding", "swiglu", "grouped_query_attention", *UNARY}
 
 
 def test_every_public_op_has_a_fuzz_strategy():

@@ -8,17 +8,21 @@ gathers them, registers the faster implementations of ``kernels/`` for the one d
 from __future__ import annotations
 
 from . import kernels  # noqa: F401  (registers every fast path with backend.kernels)
-from .ops.activations import gelu, relu
+from .ops.activations import gelu, relu, silu
 from .ops.attention import ragged_self_attention, scaled_dot_product_attention, self_attention
 from .ops.cross_entropy import IGNORE_INDEX as IGNORE_INDEX  # a target that scores nothing: F.IGNORE_INDEX
 from .ops.cross_entropy import cross_entropy, linear_cross_entropy
 from .ops.dropout import dropout
 from .ops.elementwise import add, div, exp, log, mul, neg, pow, sub, tanh
 from .ops.embedding import embedding
+from .ops.grouped_attention import grouped_query_attention
 from .ops.layernorm import layer_norm
 from .ops.linear import linear, matmul
+from .ops.rms_norm import rms_norm
+from .ops.rotary import rotary_embedding
 from .ops.shape import concatenate, getitem, mean, permute, reshape, scatter_rows, sum, transpose
 from .ops.softmax import log_softmax, softmax
+from .ops.swiglu import swiglu
 from .tensor import Tensor
 
 __all__ = [
@@ -27,6 +31,7 @@ __all__ = [
     "matmul", "linear", "embedding", "softmax", "log_softmax", "cross_entropy",
     "linear_cross_entropy",
     "layer_norm", "dropout", "scaled_dot_product_attention", "self_attention", "ragged_self_attention",
+    "rms_norm", "rotary_embedding", "silu", "swiglu", "grouped_query_attention",
 ]
 
 

@@ -92,6 +92,26 @@ def _torch_ragged_self_attention(torch, c, x):
     return torch.cat(outputs)
 
 
+def _torch_rotary_embedding(torch, c, x, theta=10000.0):
+    """transformers' ``apply_rotary_pos_emb`` with Llama's cos and sin, made in float64 as ours are."""
+    Dh = x.shape[-1]
+    inv_freq = 1.0 / theta ** (torch.arange(0, Dh, 2, dtype=torch.float64) / Dh)
+    freqs = c["positions"].double()[..., None] * inv_freq
+    emb = torch.cat([freqs, freqs], -1)
+    cos, sin = (a.to(x.dtype) if a.ndim == 2 else a.to(x.dtype)[:, None] for a in (emb.cos(), emb.sin()))
+    return x * cos + torch.cat([-x[..., Dh // 2:], x[..., :Dh // 2]], -1) * sin
+
+
+def _torch_grouped_attention(torch, c, q, k, v):
+    """PyTorch's attention with ``enable_gqa``, the causal triangle aligned as ours."""
+    Tq, Tk = q.shape[2], k.shape[2]
+    allowed = None if c.get("mask") is None else c["mask"][:, None, None, :]
+    if c.get("causal"):
+        triangle = torch.ones(Tq, Tk, dtype=torch.bool).tril(diagonal=Tk - Tq)
+        allowed = triangle if allowed is None else allowed & triangle
+    return torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=allowed, enable_gqa=True)
+
+
 def _padding(rng, B, T):
     return np.arange(T)[None] < rng.integers(T // 2, T + 1, (B, 1))
 
@@ -122,6 +142,9 @@ CASES = {
     "gelu": OpCase(lambda c, x: F.gelu(x * 2.0), ((4, 5),), torch=lambda torch, c, x: torch.nn.functional.gelu(x * 2.0)),
     "gelu_tanh": OpCase(lambda c, x: F.gelu(x, approximate="tanh"), ((4, 5),),
                         torch=lambda torch, c, x: torch.nn.functional.gelu(x, approximate="tanh")),
+    "silu": OpCase(lambda c, x: F.silu(x * 2.0), ((4, 5),), torch=lambda torch, c, x: torch.nn.functional.silu(x * 2.0)),
+    "swiglu": OpCase(lambda c, gate, up: F.swiglu(gate * 2.0, up), ((2, 3, 4), (2, 3, 4)),
+                     torch=lambda torch, c, gate, up: torch.nn.functional.silu(gate * 2.0) * up),
     "tanh": OpCase(lambda c, x: F.tanh(x), ((4, 5),), torch=lambda torch, c, x: x.tanh()),
     "reshape": OpCase(lambda c, x: F.reshape(x, (3, 8)), ((2, 3, 4),), torch=lambda torch, c, x: x.reshape(3, 8)),
     "transpose": OpCase(lambda c, x: F.transpose(x, (1, 0, 2)), ((2, 3, 4),), torch=lambda torch, c, x: x.permute(1, 0, 2)),
@@ -149,6 +172,9 @@ CASES = {
     "linear_gelu_tanh": OpCase(
         lambda c, x, w: F.linear(x, w, activation="gelu_tanh"), ((2, 3, 4), (5, 4)),
         torch=lambda torch, c, x, w: torch.nn.functional.gelu(torch.nn.functional.linear(x, w), approximate="tanh")),
+    "linear_silu": OpCase(
+        lambda c, x, w, b: F.linear(x, w, b, activation="silu"), ((2, 3, 4), (5, 4), (5,)),
+        torch=lambda torch, c, x, w, b: torch.nn.functional.silu(torch.nn.functional.linear(x, w, b))),
     "embedding": OpCase(
         lambda c, w: F.embedding(c["ids"], w), ((5, 3),), dict(ids=_IDS),
         torch=lambda torch, c, w: torch.nn.functional.embedding(c["ids"], w),
@@ -179,6 +205,16 @@ CASES = {
         torch=lambda torch, c, x, w, b: torch.nn.functional.layer_norm(x, (x.shape[-1],), w, b),
         at_scale=_at_scale(lambda s, rng, B, T, D, H: (
             [_f32(rng, B * T, D), _f32(rng, D), _f32(rng, D)], {}, f"({B * T}, {D})"))),
+    "rms_norm": OpCase(
+        lambda c, x, w: F.rms_norm(x, w), ((2, 3, 6), (6,)),
+        torch=lambda torch, c, x, w: torch.nn.functional.rms_norm(x, (x.shape[-1],), w, eps=1e-6)),
+    "rotary_embedding": OpCase(  # a decoding step's positions: after 3 cached ones
+        lambda c, x: F.rotary_embedding(x, c["positions"]), ((2, 2, 4, 6),), dict(positions=np.array([3, 4, 5, 6])),
+        torch=_torch_rotary_embedding),
+    "rotary_embedding_per_example_positions": OpCase(
+        lambda c, x: F.rotary_embedding(x, c["positions"], theta=500.0), ((2, 2, 3, 4),),
+        dict(positions=np.array([[0, 1, 2], [9, 10, 11]])),
+        torch=lambda torch, c, x: _torch_rotary_embedding(torch, c, x, theta=500.0)),
     "dropout": OpCase(
         _dropout_with_fixed_mask, ((4, 5),), dict(p=0.3, seed=0), same_on_every_device=False,
         at_scale=_at_scale(lambda s, rng, B, T, D, H: (
@@ -201,6 +237,12 @@ CASES = {
     "attention_causal_after_cached_keys": OpCase(  # a decoding step: 2 new queries, 5 keys
         lambda c, q, k, v: F.scaled_dot_product_attention(q, k, v, is_causal=True),
         ((2, 2, 2, 3), (2, 2, 5, 3), (2, 2, 5, 3)), torch=_torch_causal_attention),
+    "grouped_query_attention": OpCase(  # 4 query heads, 2 key/value heads
+        lambda c, q, k, v: F.grouped_query_attention(q, k, v, mask=c["mask"]),
+        ((2, 4, 4, 3), (2, 2, 4, 3), (2, 2, 4, 3)), dict(mask=_PADDING), torch=_torch_grouped_attention),
+    "grouped_query_attention_causal_after_cached_keys": OpCase(  # one key/value head for 3 query heads, 2 new queries
+        lambda c, q, k, v: F.grouped_query_attention(q, k, v, is_causal=True),
+        ((2, 3, 2, 4), (2, 1, 5, 4), (2, 1, 5, 4)), dict(causal=True), torch=_torch_grouped_attention),
     "self_attention_causal": OpCase(
         lambda c, x: F.self_attention(x, c["heads"], is_causal=True), ((2, 4, 12),), dict(heads=2),
         torch=lambda torch, c, x: _torch_self_attention(torch, dict(c, causal=True), x)),

@@ -4,7 +4,16 @@ from hypothesis import assume, given
 from hypothesis import strategies as st
 
 import tinygrad_nlp.functional as F
-from tests.helpers import assert_close, check_both_modes, needs_torch, philox_keep_mask, tensor, to_torch, torch
+from tests.helpers import (
+    assert_close,
+    assert_same_backward_as_torch,
+    check_both_modes,
+    needs_torch,
+    philox_keep_mask,
+    tensor,
+    to_torch,
+    torch,
+)
 from tests.kernel_standins import kernels_on_the_cpu
 from tests.test_fast_paths import compare_paths
 from tinygrad_nlp import ArgumentError, ShapeError, Tensor, backend, manual_seed, reference_ops
@@ -100,12 +109,7 @@ def test_against_torch(rng):
     tq, tk, tv = map(to_torch, (q, k, v))
     out = F.scaled_dot_product_attention(q, k, v, mask=mask)
     tout = torch.nn.functional.scaled_dot_product_attention(tq, tk, tv, attn_mask=torch.tensor(mask)[:, None, None, :])
-    assert_close(out, tout)
-    g = rng.standard_normal(out.shape)
-    out.backward(g)
-    tout.backward(torch.tensor(g))
-    for a, t in [(q, tq), (k, tk), (v, tv)]:
-        assert_close(a.grad, t.grad, rtol=1e-8, atol=1e-10)
+    assert_same_backward_as_torch(out, tout, [(q, tq), (k, tk), (v, tv)], rng)
 
 
 def split_heads_reference(qkv, n_heads, **kwargs):

@@ -27,7 +27,8 @@ def test_linear(x_shape, bias, rng):
 
 
 @pytest.mark.parametrize("activation, separate", [("relu", F.relu), ("gelu", F.gelu),
-                                                  ("gelu_tanh", lambda y: F.gelu(y, approximate="tanh"))])
+                                                  ("gelu_tanh", lambda y: F.gelu(y, approximate="tanh")),
+                                                  ("silu", F.silu)])
 def test_linear_with_an_activation_is_the_two_ops_in_one_node(activation, separate, rng):
     x, w, b = tensor(rng, 2, 5, 3), tensor(rng, 4, 3), tensor(rng, 4)
     fused = F.linear(x, w, b, activation=activation)
@@ -45,7 +46,7 @@ def test_linear_with_an_activation_is_the_two_ops_in_one_node(activation, separa
 
 def test_an_unknown_activation_is_refused_by_name():
     with pytest.raises(ArgumentError, match=r"linear: activation must be None or one of \['gelu', 'gelu_tanh', "
-                                            r"'relu'\], got 'swish'"):
+                                            r"'relu', 'silu'\], got 'swish'"):
         F.linear(Tensor(np.zeros((2, 3))), Tensor(np.zeros((4, 3))), activation="swish")
 
 

@@ -1,4 +1,4 @@
-"""Basic layers: Linear, Embedding, LayerNorm, Dropout, PositionalEncoding."""
+"""Basic layers: Linear, Embedding, LayerNorm, Dropout, PositionalEncoding, RMSNorm."""
 from __future__ import annotations
 
 import math
@@ -115,3 +115,17 @@ class PositionalEncoding(Module):
     def extra_repr(self):
         return f"d_model={self.d_model}, max_len={self.max_len}"
 
+
+class RMSNorm(Module):
+    """Root-mean-square norm over the last axis (Llama's). Initialisation as transformers'
+    ``LlamaRMSNorm``: weight 1."""
+
+    def __init__(self, dim: int, eps: float = 1e-6):
+        self.dim, self.eps = dim, eps
+        self.weight = Parameter(np.ones(dim, dtype=np.float32))
+
+    def forward(self, x):
+        return F.rms_norm(x, self.weight, self.eps)
+
+    def extra_repr(self):
+        return f"{self.dim}, eps={self.eps}"

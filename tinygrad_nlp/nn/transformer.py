@@ -103,7 +103,7 @@ class MultiHeadAttention(Module):
 class FeedForward(Module):
     """linear2(dropout(activation(linear1(x)))), as PyTorch's encoder layer; ``activation``
     a name of ``ops.activations.ACTIVATIONS`` ("relu", "gelu" (exact, as PyTorch's),
-    "gelu_tanh")."""
+    "gelu_tanh", "silu")."""
 
     def __init__(self, d_model: int, d_ff: int, dropout: float = 0.0, activation: str = "relu"):
         self.activation = check_activation(activation, "FeedForward")

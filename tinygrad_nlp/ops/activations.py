@@ -1,7 +1,7 @@
-"""Activations: ReLU, GELU (exact, through the normal CDF) and GELU's tanh form, as ops
-and as the one table of activation names that ``linear(..., activation=)``, the
+"""Activations: ReLU, GELU (exact, through the normal CDF), GELU's tanh form and SiLU, as
+ops and as the one table of activation names that ``linear(..., activation=)``, the
 transformer blocks, BERT's config and the CUDA kernel read.
-Guide: docs/backward.md#gelu-exact-and-tanh
+Guide: docs/backward.md#gelu-exact-and-tanh, docs/backward.md#silu-and-swiglu
 """
 from __future__ import annotations
 
@@ -47,6 +47,23 @@ def gelu_tanh_backward(g, x, t):
     return g * (0.5 * (1 + t) + 0.5 * x * (1 - t * t) * du_dx)  # product rule, tanh' = 1 - t^2
 
 
+def sigmoid(x):
+    """1 / (1 + e^-x), written exp(-log(1 + e^-x)) = exp(-logaddexp(0, -x)): the same
+    number, but e^-x is never formed, so x = -800 gives 0 rather than an overflow."""
+    xp = get_array_module(x)
+    return xp.exp(-xp.logaddexp(0, -x))
+
+
+def silu_forward(x, keep=True):
+    """y = x sigmoid(x); keeps dy/dx = s (1 + x (1 - s)), s = sigmoid(x), one array."""
+    s = sigmoid(x)
+    return x * s, ((s * (1 + x * (1 - s)),) if keep else ())
+
+
+def silu_backward(g, slope):
+    return g * slope                                      # product rule, sigmoid' = s (1 - s)
+
+
 class Activation(NamedTuple):
     forward: Callable  # (x, keep) -> (y, the arrays its backward needs in the order of ``saved``, or () when not keep)
     backward: Callable  # (g, *saved arrays) -> dL/dx
@@ -57,6 +74,7 @@ ACTIVATIONS = {  # "gelu" is the exact form everywhere (PyTorch's default, BERT'
     "relu": Activation(relu_forward, relu_backward, ("positive",)),
     "gelu": Activation(gelu_forward, gelu_backward, ("gelu_slope",)),
     "gelu_tanh": Activation(gelu_tanh_forward, gelu_tanh_backward, ("gelu_input", "tanh_u")),
+    "silu": Activation(silu_forward, silu_backward, ("silu_slope",)),  # Llama's MLP (hidden_act "silu")
 }
 
 
@@ -126,8 +144,24 @@ class GELU(_ActivationOp):
     activation = "gelu"
 
 
+class SiLU(_ActivationOp):
+    """SiLU, or swish ("silu", Llama's): y = x s with s = sigmoid(x) = 1 / (1 + e^-x).
+
+    dy/dx = s + x s (1 - s) = s (1 + x (1 - s)) (the product rule, sigmoid' = s (1 - s)).
+    The forward saves dy/dx itself, one array; the backward is g dy/dx.
+    """
+
+    floating = True
+    activation = "silu"
+
+
 def relu(x):
     return ReLU()(x)
+
+
+def silu(x):
+    """SiLU (swish), x * sigmoid(x), as PyTorch's ``silu`` and Llama's "silu"."""
+    return SiLU()(x)
 
 
 def gelu(x, approximate="none"):

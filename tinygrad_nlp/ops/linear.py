@@ -116,7 +116,7 @@ def matmul(a, b):
 
 def linear(x, weight, bias=None, activation=None):
     """x @ weight.T + bias, with weight (out_features, in_features) as in PyTorch, then
-    ``activation`` if given: "relu", "gelu" (exact, through erf) or "gelu_tanh" (the
-    tanh form), the same as ``relu(linear(x, weight, bias))`` and ``gelu(...)`` but one
-    op."""
+    ``activation`` if given: "relu", "gelu" (exact, through erf), "gelu_tanh" (the
+    tanh form) or "silu", the same as ``relu(linear(x, weight, bias))``, ``gelu(...)``
+    and ``silu(...)`` but one op."""
     return Linear(activation)(x, weight, bias)

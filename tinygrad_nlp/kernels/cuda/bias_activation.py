@@ -15,12 +15,13 @@ from ...ops.linear import Linear, as_rows
 
 SOURCE = pathlib.Path(__file__).with_name("bias_activation.cu")
 KIND = {"relu": 1, "gelu": 2, "gelu_tanh": 3}  # each activation's number in the .cu's activation() and slope()
+# (not every activation of ops.activations.ACTIVATIONS has one: "silu" has no kernel yet, and runs on the textbook op)
 
 
 @kernels.register(Linear, device="cuda", kernel="bias_activation")
 class LinearBiasActivationKernel(Linear):
     def suits(self, x, weight, bias=None):
-        return self.activation is not None and bias is not None and kernels.suits_kernel(x, weight, bias)
+        return self.activation in KIND and bias is not None and kernels.suits_kernel(x, weight, bias)
 
     def forward(self, x, weight, bias=None):
         xp = get_array_module(x)
