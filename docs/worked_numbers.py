@@ -13,7 +13,7 @@ import sys
 import numpy as np
 
 import tinygrad_nlp.functional as F
-from tinygrad_nlp import Tensor, manual_seed, nn
+from tinygrad_nlp import Tensor, manual_seed, nn, reference_ops
 from tinygrad_nlp.tensor import graph_order
 
 GUIDE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "backward.md")
@@ -202,7 +202,8 @@ def grouped_attention_example():
     k = Tensor(np.array([[[[1.0, 0.0], [0.0, 2.0]]]]), requires_grad=True)                            # (1, 1, 2, 2)
     v = Tensor(np.array([[[[1.0, 2.0], [3.0, 4.0]]]]), requires_grad=True)
     g = np.ones((1, 2, 2, 2))
-    out = F.grouped_query_attention(q, k, v)
+    with reference_ops():  # the textbook class, which keeps P per query head
+        out = F.grouped_query_attention(q, k, v)
     probs = out.creator.probs
     out.backward(g)
     k_rep, v_rep = (Tensor(np.repeat(t.data, 2, axis=1), requires_grad=True) for t in (k, v))  # one copy per query head

@@ -6,6 +6,7 @@ from hypothesis import strategies as st
 import tinygrad_nlp.functional as F
 from tests.helpers import assert_close, assert_same_backward_as_torch, check_both_modes, needs_torch, tensor, to_torch, torch
 from tinygrad_nlp import ShapeError, Tensor, backend, manual_seed, reference_ops
+from tinygrad_nlp.kernels.cpu.grouped_attention import StackedGroupAttention
 from tinygrad_nlp.ops.attention import ScaledDotProductAttention
 from tinygrad_nlp.ops.grouped_attention import GroupedQueryAttention
 
@@ -55,31 +56,43 @@ PADDING = np.array([[True, True, False, True], [True, False, False, False]])
 
 
 @pytest.mark.parametrize("reference,kwargs", [
-    (False, dict(mask=PADDING)), (False, dict(is_causal=True)),
+    (False, dict(mask=PADDING)), (False, dict(is_causal=True)), (False, dict(dropout_p=0.25, is_causal=True)),
     (True, dict(mask=PADDING)), (True, dict(is_causal=True)), (True, dict(dropout_p=0.25))],
-    ids=["default-padding", "default-causal", "reference-padding", "reference-causal", "reference-dropout"])
+    ids=["default-padding", "default-causal", "default-dropout", "reference-padding", "reference-causal",
+         "reference-dropout"])
 def test_equals_repeat_then_attention_and_runs_its_own_class(reference, kwargs, rng):
-    """On the default paths (where the repeated attention takes the registered CPU path) and
-    on the textbook ops alone (``reference_ops()``): the same values and gradients, and the
-    node that ran is the grouped op's own textbook class. With dropout, on the textbook
-    ops, both draw their mask of the same (B, H, Tq, Tk) shape from the same seed."""
+    """On the default paths (the grouped op's CPU path, kernels/cpu/grouped_attention.py,
+    against the repeated attention's) and on the textbook ops alone (``reference_ops()``):
+    the same values and gradients, and the node that ran is the grouped op's own class.
+    With dropout both draw their mask of the same (B, H, Tq, Tk) shape from the same seed."""
     q, k, v = qkv(rng, B=2, H=6, Hkv=2, Tq=3, Tk=4)
     g = rng.standard_normal((2, 6, 3, 3))
     with reference_ops(reference):
         out, grouped = results(lambda *t: F.grouped_query_attention(*t, **kwargs), [q, k, v], g)
-        assert type(out.creator) is GroupedQueryAttention
+        assert type(out.creator) is (GroupedQueryAttention if reference else StackedGroupAttention)
         _, repeated = results(lambda *t: repeated_then_attention(*t, **kwargs), [q, k, v], g)
     for a, b in zip(grouped, repeated, strict=True):
         assert_close(a, b, rtol=1e-10, atol=1e-12)
 
 
+def test_the_cpu_path_keeps_keys_and_values_once(rng):
+    q, k, v = qkv(rng, B=2, H=6, Hkv=2, Tq=3, Tk=4)
+    out = F.grouped_query_attention(q, k, v, is_causal=True)
+    saved = out.creator.saved_arrays()
+    assert type(out.creator) is StackedGroupAttention
+    assert saved["k"].shape == k.shape and saved["v"].shape == v.shape  # not repeated
+    assert saved["probs"].shape == (2, 2, 3 * 3, 4)  # (B, Hkv, G Tq, Tk): each group's query heads stacked
+
+
 def test_a_registered_path_of_the_base_class_is_not_taken(rng, monkeypatch):
     """Registered paths belong to the class they were registered for: one registered for
-    scaled-dot-product attention (here one that would fail) never runs a grouped node."""
+    scaled-dot-product attention (here one that would fail) never runs a grouped node
+    in its place."""
     class Refuses(ScaledDotProductAttention):
         def forward(self, q, k, v):
             raise AssertionError("the base class's registered path ran a grouped-query node")
     monkeypatch.setitem(backend.kernels._faster, ScaledDotProductAttention, [Refuses])
+    monkeypatch.setitem(backend.kernels._faster, GroupedQueryAttention, [])  # its own CPU path stacks onto the base
     Refuses.speeds_up, Refuses.device, Refuses.kernel_names = ScaledDotProductAttention, "cpu", ()
     q, k, v = qkv(rng)
     out = F.grouped_query_attention(q, k, v)
@@ -108,7 +121,7 @@ def test_query_heads_of_one_group_share_their_key_value_head(rng):
     k2 = k.copy()
     k2[:, 0, 0] += 5  # key 0 of key/value head 0 only (a shift of every key would change no softmax)
     out2 = F.grouped_query_attention(Tensor(q), Tensor(k2), Tensor(v)).numpy()
-    assert_close(out2[:, 2:], out[:, 2:], rtol=0, atol=0)
+    assert_close(out2[:, 2:], out[:, 2:], rtol=1e-12, atol=1e-14)  # to rounding: the CPU path's softmax shares maxima
     assert not np.allclose(out2[:, :2], out[:, :2])
 
 
