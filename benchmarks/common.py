@@ -78,9 +78,15 @@ def op_timers():
 
 
 def flops_per_step(c, scored):
-    """Matrix-multiply FLOPs of forward + backward (3x forward)."""
+    """Matrix-multiply FLOPs of forward + backward (3x forward). With ``kv_heads`` (Llama)
+    the key and value projections are kv_heads / heads as wide and the MLP has three
+    matrices (SwiGLU)."""
     n = c["batch"] * c["seq"]
-    per_layer = 2 * n * (c["d"] * 3 * c["d"] + c["d"] * c["d"] + 2 * c["d"] * c["ff"]) + 4 * n * c["seq"] * c["d"]
+    if "kv_heads" in c:
+        projections = c["d"] * (2 + 2 * c["kv_heads"] / c["heads"]) * c["d"] + 3 * c["d"] * c["ff"]
+    else:
+        projections = c["d"] * 3 * c["d"] + c["d"] * c["d"] + 2 * c["d"] * c["ff"]
+    per_layer = 2 * n * projections + 4 * n * c["seq"] * c["d"]
     head = 2 * scored * c["d"] * c["classes"]
     return 3 * (c["layers"] * per_layer + head)
 

@@ -7,6 +7,9 @@ mlm: batch 128, sequence 20, width 128, 8 heads, 8 pre-norm layers, feed-forward
 vocabulary 40,000, dropout 0.1, 15% of positions scored.
 gpt: nanoGPT's character-level shape (6 layers, 6 heads, width 384, context 256, dropout
 0.2) at batch 16, against transformers' GPT2LMHeadModel of the same config.
+llama: SmolLM-135M's width 576, 9 heads, 3 key/value heads, feed-forward 1536, vocabulary
+49,152 and tied head, with 4 of its 30 layers, at batch 4, sequence 256, against
+transformers' LlamaForCausalLM of the same config (its default attention, PyTorch's SDPA).
 classifier: batch 32, sequence 256, width 256, 4 heads, 4 post-norm layers, feed-forward
 512, vocabulary 30,522, dropout 0.4.
 With --torch the same model runs in PyTorch in the same process, alternating with ours:
@@ -40,7 +43,16 @@ from common import (
 )
 
 from tinygrad_nlp import backend, manual_seed
-from tinygrad_nlp.models import GPT, BertConfig, BertForSequenceClassification, GPTConfig, MaskedLanguageModel, TextClassifier
+from tinygrad_nlp.models import (
+    GPT,
+    BertConfig,
+    BertForSequenceClassification,
+    GPTConfig,
+    Llama,
+    LlamaConfig,
+    MaskedLanguageModel,
+    TextClassifier,
+)
 from tinygrad_nlp.nn import DataParallel
 from tinygrad_nlp.optim import Adam
 from tinygrad_nlp.testing import TUTORIAL_SHAPES
@@ -61,12 +73,22 @@ CONFIGS = {  # the tutorials' settings (tinygrad_nlp/tutorials.py): pre-norm MLM
     # dropout 0.2, 65 characters) at batch 16: a causal LM, every position scored
     "gpt": dict(batch=16, seq=256, d=384, heads=6, ff=1536, layers=6, vocab=65, scored=16 * 256, classes=65,
                 dropout=0.2, norm_first=True),
+    # SmolLM-135M's width, heads and key/value heads (HuggingFaceTB/SmolLM-135M), 4 of its 30 layers: a causal LM
+    "llama": dict(batch=4, seq=256, d=576, heads=9, kv_heads=3, ff=1536, layers=4, vocab=49152, scored=4 * 256,
+                  classes=49152, dropout=0.0, norm_first=True),
 }
+DECODERS = ("gpt", "llama")  # causal LMs: (batch, seq + 1) ids, every position scored
 
 
 def gpt_config(c):
     return GPTConfig(vocab_size=c["vocab"], n_positions=c["seq"], n_embd=c["d"], n_layer=c["layers"], n_head=c["heads"],
                      resid_pdrop=c["dropout"], embd_pdrop=c["dropout"], attn_pdrop=c["dropout"])
+
+
+def llama_config(c):
+    return LlamaConfig(vocab_size=c["vocab"], max_position_embeddings=2048, hidden_size=c["d"], intermediate_size=c["ff"],
+                       num_hidden_layers=c["layers"], num_attention_heads=c["heads"], num_key_value_heads=c["kv_heads"],
+                       rms_norm_eps=1e-5, tie_word_embeddings=True, bos_token_id=0, eos_token_id=0)
 
 
 def gpt_ids(c):
@@ -92,6 +114,8 @@ def build(c, device, name):
         return model.to(device), (ids, xp.zeros_like(ids), mask, labels)
     if name == "gpt":
         return GPT(gpt_config(c)).to(device), (xp.asarray(gpt_ids(c)),)
+    if name == "llama":
+        return Llama(llama_config(c)).to(device), (xp.asarray(gpt_ids(c)),)
     model = TextClassifier(c["vocab"], 2, c["d"], c["heads"], c["ff"], c["layers"], c["seq"], c["dropout"])
     return model.to(device), (ids, mask, labels)
 
@@ -194,6 +218,17 @@ def huggingface_gpt2_loss(c, dev):
                                                             ids[:, 1:].reshape(-1))
 
 
+def huggingface_llama_loss(c, dev):
+    """transformers' LlamaForCausalLM with the same config, the next-token loss of every
+    position as ours."""
+    import torch
+    import transformers
+    model = transformers.LlamaForCausalLM(transformers.LlamaConfig(**llama_config(c).to_dict())).to(dev)
+    ids = torch.tensor(gpt_ids(c), device=dev)
+    return model, lambda: torch.nn.functional.cross_entropy(model(ids[:, :-1]).logits.reshape(-1, c["vocab"]),
+                                                            ids[:, 1:].reshape(-1))
+
+
 def torch_step(c, device, name, full_head, compiled=False):
     import torch
     torch.manual_seed(0)
@@ -201,6 +236,8 @@ def torch_step(c, device, name, full_head, compiled=False):
     ids, targets, mask, labels = (torch.tensor(a, device=dev) for a in inputs(c))
     if name == "gpt":
         modules, loss_of = huggingface_gpt2_loss(c, dev)
+    elif name == "llama":
+        modules, loss_of = huggingface_llama_loss(c, dev)
     elif name.startswith(("bert-base", "minilm")) and available("transformers"):
         modules, loss_of = huggingface_bert_loss(c, dev, ids, mask, labels)
     else:  # for bert-base without transformers: PyTorch's encoder with its shapes (post-norm, ReLU)
@@ -327,7 +364,8 @@ def main(argv=None):
     # their idle threads still spin, and a product then runs at half speed)
     peak = 2 * 2048 ** 3 / min(times.pop(PEAK) + alone) / 1e9
     del contenders[PEAK]
-    scored = int(0.15 * c["batch"] * c["seq"]) if args.config == "mlm" else c["batch"]
+    scored = int(0.15 * c["batch"] * c["seq"]) if args.config == "mlm" else c["scored"] if args.config in DECODERS \
+        else c["batch"]
     flops = flops_per_step(c, scored)
     tokens = c["batch"] * c["seq"]
     print(f"{args.config} training step on {args.device}: {c}")

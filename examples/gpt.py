@@ -1,42 +1,43 @@
-"""Train a small GPT-style causal language model and sample from it as it trains, or
-sample from a GPT-2 folder.
+"""Train a small GPT-style (or Llama) causal language model and sample from it as it
+trains, or sample from a GPT-2 or Llama folder.
 
     python examples/gpt.py                                  # built-in corpus, about a minute on 2 cores
-    python examples/gpt.py --corpus europarl.fr.txt --steps 2000 --tokenizer bpe
-    python examples/gpt.py --model runs/gpt/model --prompt "alice ate"    # or a GPT-2 folder
+    python examples/gpt.py --corpus europarl.fr.txt --steps 2000 --tokenizer bpe --out runs/europarl
+    python examples/gpt.py --model runs/gpt/model --prompt "alice ate"    # or a GPT-2 or Llama folder
+    python examples/gpt.py --arch llama --out runs/llama    # RMSNorm, RoPE, grouped-query attention, SwiGLU
     mpirun -n 2 python -m mpi4py examples/gpt.py            # data-parallel: each process half of every batch
 
 The text is one stream of ids (characters, as nanoGPT's shakespeare_char, or GPT-2's
 byte-level BPE trained on it); each batch is random windows of --context + 1 ids. Outputs in
 --out: metrics.json (held-out perplexity), loss.png, samples.txt, and the model as a
-GPT2LMHeadModel folder (--out/model) that transformers loads.
+GPT2LMHeadModel (or LlamaForCausalLM) folder (--out/model) that transformers loads.
 """
 import os
 
 import numpy as np
 
 from tinygrad_nlp import backend, checkpoint, cli, manual_seed, report
-from tinygrad_nlp.data import BPETokenizer, CharTokenizer, read_text
+from tinygrad_nlp.data import BPETokenizer, CharTokenizer, folder_tokenizer, read_text
 from tinygrad_nlp.data.generated import word_class_corpus
 from tinygrad_nlp.errors import DataError
-from tinygrad_nlp.models import GPT, GPTConfig
+from tinygrad_nlp.models import GPT, GPTConfig, Llama, LlamaConfig, decoder_from_pretrained
 from tinygrad_nlp.nn import DataParallel, evaluating
 from tinygrad_nlp.optim import AdamW, LRScheduler, clip_grad_norm, cosine_schedule
-from tinygrad_nlp.tensor import no_grad
 
 TOKENIZERS = {"chars": CharTokenizer, "bpe": BPETokenizer}
 OPTIONS = [  # and --device, --threads, --seed, --no-progress
+    ("--arch", ["gpt", "llama"], "gpt", "GPT-2's decoder, or Llama's (its --dropout on the attention only)"),
     ("--corpus", "builtin", "a UTF-8 text file, or 'builtin'"), ("--builtin-sentences", 6000, "sentences in 'builtin'"),
     ("--tokenizer", sorted(TOKENIZERS), "chars", "characters, or GPT-2's byte-level BPE trained on the corpus"),
     ("--vocab-size", 2000, "BPE vocabulary size"), ("--steps", 300, "training steps"), ("--batch-size", 32, "rows"),
     ("--context", 64, "tokens the model sees"), ("--d-model", 128, "width"), ("--n-heads", 4, "attention heads"),
     ("--n-layers", 4, "decoder blocks"), ("--dropout", 0.1, "dropout"), ("--lr", 3e-3, "peak learning rate"),
     ("--weight-decay", 0.1, "AdamW weight decay"), ("--warmup", 30, "warm-up steps before the cosine decay"),
-    ("--eval-every", 100, "held-out perplexity and a sample every N steps"),
-    ("--prompt", "", "the start of every sample"), ("--sample-tokens", 60, "tokens a sample adds (within --context)"),
+    ("--eval-every", 100, "held-out perplexity and a sample every N steps"), ("--n-kv-heads", 2, "Llama's key/value heads"),
+    ("--prompt", "", "the start of every sample"), ("--sample-tokens", 60, "tokens a sample adds"),
     ("--temperature", 0.8, "sampling temperature (0: greedy)"), ("--top-k", 40, "keep the k likeliest ids"),
     ("--top-p", 1.0, "keep the fewest likeliest ids whose probability reaches p"),
-    ("--model", None, "sample from this GPT-2 folder (config.json, model.safetensors, tokenizer) and exit"),
+    ("--model", None, "sample from this GPT-2 or Llama folder (config.json, model.safetensors, tokenizer) and exit"),
     ("--out", "runs/gpt", "output folder"), ("--checkpoint", None, "written every --save-every steps and at the end"),
     ("--save-every", 0, "0: at the end"), ("--resume", None, "continue the run saved in this checkpoint, exactly"),
 ] + [row for row in cli.TRAINING_OPTIONS if row[0] != "--graph"]
@@ -70,14 +71,18 @@ def windows(ids, args, step):
 
 
 def build_model(args, vocab_size):
-    config = GPTConfig(vocab_size=vocab_size, n_positions=args.context, n_embd=args.d_model, n_layer=args.n_layers,
-                       n_head=args.n_heads, resid_pdrop=args.dropout, embd_pdrop=args.dropout, attn_pdrop=args.dropout,
-                       bos_token_id=0, eos_token_id=0)
-    return GPT(config).to(args.device)
+    if args.arch == "llama":  # SwiGLU's three matrices 8/3 d wide: as many parameters as GPT's MLP
+        return Llama(LlamaConfig(vocab_size=vocab_size, max_position_embeddings=args.context, hidden_size=args.d_model,
+                                 num_hidden_layers=args.n_layers, num_attention_heads=args.n_heads, bos_token_id=0,
+                                 num_key_value_heads=args.n_kv_heads, intermediate_size=8 * args.d_model // 3,
+                                 attention_dropout=args.dropout, tie_word_embeddings=True, eos_token_id=0)).to(args.device)
+    return GPT(GPTConfig(vocab_size=vocab_size, n_positions=args.context, n_embd=args.d_model, n_layer=args.n_layers,
+                         n_head=args.n_heads, resid_pdrop=args.dropout, embd_pdrop=args.dropout, attn_pdrop=args.dropout,
+                         bos_token_id=0, eos_token_id=0)).to(args.device)
 
 
 def sample(model, tokenizer, args, seed):
-    prompt = tokenizer.ids(args.prompt) if args.prompt else np.zeros(1, dtype=np.int64)  # a prompt too long: ShapeError
+    prompt = tokenizer.ids(args.prompt) if args.prompt else np.zeros(1, dtype=np.int64)  # past --context: its end
     out = model.generate(prompt, args.sample_tokens, args.temperature, args.top_k, args.top_p, seed=seed)
     return tokenizer.decode(out[0] if args.prompt else out[0, 1:])
 
@@ -85,14 +90,13 @@ def sample(model, tokenizer, args, seed):
 def perplexity(model, ids, args):
     """exp of the mean next-token loss over the held-out text's non-overlapping windows."""
     rows = np.stack([ids[s:s + args.context + 1] for s in range(0, len(ids) - args.context, args.context)][:64])
-    with evaluating(model), no_grad():
+    with evaluating(model):  # (no graph)
         return float(np.exp(model.loss(backend.to_device(rows, model.device)).item()))
 
 
 def sample_from_folder(args):
-    tokenizer = CharTokenizer if os.path.isfile(os.path.join(args.model, "chars.json")) else BPETokenizer
-    model = GPT.from_pretrained(args.model, device=args.device)
-    print(sample(model, tokenizer.from_pretrained(args.model), args, args.seed))
+    model = decoder_from_pretrained(args.model, device=args.device)  # by config.json's model_type
+    print(sample(model, folder_tokenizer(args.model), args, args.seed))
 
 
 def train(args):

@@ -5,12 +5,15 @@ import numpy as np
 import pytest
 
 import tinygrad_nlp.functional as F
+from tests.models.decoder_checks import (
+    assert_cached_logits_equal_the_full_recompute,
+    assert_generation_past_the_context_is_the_window_recomputed,
+)
 from tinygrad_nlp import ArgumentError, CheckpointError, ShapeError, manual_seed
 from tinygrad_nlp.gradcheck import gradcheck, max_relative_error
 from tinygrad_nlp.models import GPT, GPTConfig
 from tinygrad_nlp.models.gpt_hf import hf_name
 from tinygrad_nlp.nn import Loss
-from tinygrad_nlp.nn.decoder import new_cache
 from tinygrad_nlp.tensor import no_grad
 
 SMALL = dict(vocab_size=61, n_positions=24, n_embd=24, n_layer=2, n_head=3, resid_pdrop=0.0, embd_pdrop=0.0,
@@ -47,15 +50,7 @@ def test_gradients_match_finite_differences_in_float64():
 @pytest.mark.parametrize("dtype, tol", [(np.float32, 1e-5), (np.float64, 1e-10)])
 def test_logits_with_the_cache_equal_the_full_recompute_at_every_step(dtype, tol):
     model = ours_model(dtype)
-    ids = ids_of(2, B=2, T=12)
-    with no_grad():
-        full = model(ids).numpy()
-        cache = new_cache(list(model.h), 2, 12, model.wte.weight)
-        prompt = model(ids[:, :5], cache).numpy()  # a prompt of 5, then one token at a time
-        steps = [model(ids[:, t:t + 1], cache).numpy() for t in range(5, 12)]
-    cached = np.concatenate([prompt] + steps, axis=1)
-    assert cache.length == 12
-    assert np.abs(cached - full).max() <= tol * np.abs(full).max()
+    assert_cached_logits_equal_the_full_recompute(model, ids_of(2, B=2, T=12), tol)
 
 
 def test_greedy_generation_is_the_same_with_and_without_the_cache_and_sampling_is_seeded():
@@ -70,8 +65,17 @@ def test_greedy_generation_is_the_same_with_and_without_the_cache_and_sampling_i
     assert set(model.generate(prompt, 6, top_k=1, seed=1)[0, 4:]) == set(greedy[0, 4:10])  # top-1 is greedy
 
 
+@pytest.mark.parametrize("prompt_length", [5, 30])  # 30: a prompt longer than the context of 24
+def test_generation_past_the_context_keeps_the_last_context_length_tokens(prompt_length):
+    """The cached logits equal a full recompute over the window at every step, before and
+    after the sequence passes the context (where the cache is rebuilt from the window)."""
+    model = ours_model()
+    prompt = ids_of(10, B=2, T=prompt_length)
+    assert_generation_past_the_context_is_the_window_recomputed(model, prompt)
+
+
 def test_top_p_keeps_the_fewest_likeliest_ids_that_reach_it():
-    from tinygrad_nlp.models.gpt import next_tokens
+    from tinygrad_nlp.models.generation import next_tokens
     scores = np.log(np.array([[0.5, 0.3, 0.15, 0.05]]))
     draws = {int(next_tokens(scores, 1.0, None, 0.7, np.random.default_rng(s))[0]) for s in range(200)}
     assert draws == {0, 1}  # 0.5 < 0.7 <= 0.5 + 0.3
@@ -83,8 +87,8 @@ def test_bad_generation_arguments_are_one_line_errors():
         model.generate(ids_of(), 2, top_p=1.5)
     with pytest.raises(ArgumentError, match="temperature must be >= 0"):
         model.generate(ids_of(), 2, temperature=-1)
-    with pytest.raises(ShapeError, match="9 prompt \\+ 20 new tokens exceed the context of 24"):
-        model.generate(ids_of(), 20)
+    with pytest.raises(ShapeError, match=r"ids must be \(batch, seq_len >= 1\), got shape \(1, 0\)"):
+        model.generate(np.zeros(0, dtype=np.int64), 2)
     with pytest.raises(ShapeError, match="seq_len >= 2"):
         model.loss(ids_of(T=1))
 
@@ -217,7 +221,7 @@ def test_a_configuration_this_model_cannot_be_is_a_one_line_error(config, messag
 def test_the_cache_refuses_more_positions_than_it_holds():
     model = ours_model()
     with no_grad():
-        cache = new_cache(list(model.h), 2, 6, model.wte.weight)
+        cache = model.new_cache(2, 6)
         model(ids_of(T=5), cache)
         with pytest.raises(ShapeError, match="KVCache: 7 positions do not fit its 6"):
             model(ids_of(T=2), cache)

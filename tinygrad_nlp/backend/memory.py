@@ -53,9 +53,14 @@ def out_of_memory(error: MemoryError, where: str) -> DeviceError:
 # A thread's own arena (nn.DataParallel's replicas) is a chain of 64 MiB heaps, and
 # glibc unmaps a heap that falls wholly free whatever the trim threshold, unless the
 # top pad is larger than what it would give back (thousands of faults a step without).
-_M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_THRESHOLD = -1, -2, -3  # mallopt parameters (malloc.h)
+# The mmap threshold stops at 32 MiB, so a block above it (a large vocabulary's weight
+# gradient or logits, 50 to 120 MiB for Llama's 49,152 x 576) would still be mapped and
+# unmapped every step: no block is mapped on its own (M_MMAP_MAX 0), each comes from the
+# kept heap. (Where the heap cannot grow, glibc still maps memory for it.)
+_M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_THRESHOLD, _M_MMAP_MAX = -1, -2, -3, -4  # mallopt parameters (malloc.h)
 _GLIBC_MAX_MMAP_THRESHOLD = 32 << 20  # the largest glibc accepts on 64-bit machines
 _GLIBC_DEFAULT_THRESHOLD = 128 << 10
+_GLIBC_DEFAULT_MMAP_MAX = 65536
 _KEPT_TOP_PAD, _GLIBC_DEFAULT_TOP_PAD = 64 << 20, 128 << 10
 
 
@@ -64,8 +69,8 @@ def keep_host_memory(keep: bool | None = None) -> bool:
     returning it to the kernel, or restore glibc's defaults (``keep=False``). Training
     code calls it once before its loop; nothing calls it at import.
 
-    Blocks up to 32 MiB come from the heap and a freed heap is not trimmed, so memory
-    freed by one step serves the next without page faults; the process's resident size
+    Every block comes from the heap (none is mapped on its own) and a freed heap is not
+    trimmed, so memory freed by one step serves the next without page faults; the process's resident size
     then stays at its peak, as with CuPy's pool on the GPU. ``keep=None`` keeps it unless
     the environment variable ``TINYGRAD_NLP_KEEP_HOST_MEMORY`` is ``0``. Returns
     whether the setting took effect: False where the C library has no ``mallopt``
@@ -78,10 +83,10 @@ def keep_host_memory(keep: bool | None = None) -> bool:
         return False
     if keep:
         settings = ((_M_MMAP_THRESHOLD, _GLIBC_MAX_MMAP_THRESHOLD), (_M_TRIM_THRESHOLD, 2 ** 31 - 1),
-                    (_M_TOP_PAD, _KEPT_TOP_PAD))
+                    (_M_TOP_PAD, _KEPT_TOP_PAD), (_M_MMAP_MAX, 0))
     else:
         settings = ((_M_MMAP_THRESHOLD, _GLIBC_DEFAULT_THRESHOLD), (_M_TRIM_THRESHOLD, _GLIBC_DEFAULT_THRESHOLD),
-                    (_M_TOP_PAD, _GLIBC_DEFAULT_TOP_PAD))
+                    (_M_TOP_PAD, _GLIBC_DEFAULT_TOP_PAD), (_M_MMAP_MAX, _GLIBC_DEFAULT_MMAP_MAX))
     global _kept
     took_effect = all([mallopt(parameter, value) == 1 for parameter, value in settings])
     _kept = keep and took_effect

@@ -8,13 +8,9 @@ read and is not written (transformers ties it again when it loads the folder).
 from __future__ import annotations
 
 import dataclasses
-import os
-import re
 
-import numpy as np
-
-from ..errors import ArgumentError, CheckpointError
-from .hf import HF_ACTIVATIONS, HFConfig, read_weights, write_folder
+from ..errors import ArgumentError
+from .hf import HF_ACTIVATIONS, HFCheckpoint, HFConfig, rename
 
 
 @dataclasses.dataclass
@@ -76,64 +72,25 @@ IGNORED = (r"^lm_head\.weight$", r"\.attn\.(masked_)?bias$")
 
 def hf_name(name: str) -> tuple[str, bool]:
     """(the Hugging Face name of our parameter ``name``, whether it is stored transposed)."""
-    for ours, theirs, transposed in NAMES:
-        match = re.fullmatch(ours, name)
-        if match:
-            return match.expand(theirs), transposed
-    raise CheckpointError(f"no Hugging Face name for parameter {name!r}")
+    return rename(name, NAMES)
 
 
-class GPTHuggingFaceCheckpoint:
+class GPTHuggingFaceCheckpoint(HFCheckpoint):
     """Reading and writing a ``GPT2LMHeadModel`` folder (``config.json`` and
     ``model.safetensors``), for ``models.GPT``."""
 
-    @classmethod
-    def from_pretrained(cls, folder, dtype=np.float32, device: str = "cpu"):
-        """The model of a Hugging Face GPT-2 folder; a missing, unexpected or misshapen
-        tensor is a one-line CheckpointError naming it."""
-        folder = os.fspath(folder)
-        config = GPTConfig.from_json_file(os.path.join(folder, "config.json"))
-        tensors, weights = read_weights(folder, cls.__name__)
-        model = cls(config)
-        model.load_hf_state_dict(tensors, source=weights)
-        return model.to(device, dtype=dtype)
+    config_class, architecture = GPTConfig, "GPT2LMHeadModel"
 
-    def load_hf_state_dict(self, tensors: dict, source: str = "state dict") -> None:
+    def hf_name(self, name: str) -> tuple[str, bool]:
+        return hf_name(name)
+
+    def ignored(self) -> tuple:
+        return IGNORED
+
+    def with_checkpoint_prefix(self, tensors: dict) -> dict:
         if not any(k.startswith("transformer.") for k in tensors):  # a bare GPT2Model's checkpoint
-            tensors = {f"transformer.{k}": v for k, v in tensors.items()}
-        state, used = {}, set()
-        for name, p in self.named_parameters():
-            theirs, transposed = hf_name(name)
-            if theirs not in tensors:
-                raise CheckpointError(f"{source}: {theirs!r} is missing (needed for {name!r} {p.shape})")
-            value = tensors[theirs].T if transposed else tensors[theirs]
-            if tuple(value.shape) != p.shape:
-                raise CheckpointError(f"{source}: {theirs!r} has shape {tuple(tensors[theirs].shape)}, the model's "
-                                      f"{name!r} {p.shape}{' transposed' if transposed else ''} (a config.json that "
-                                      "does not fit the weights?)")
-            state[name] = np.ascontiguousarray(value)
-            used.add(theirs)
-        unexpected = [k for k in tensors if k not in used and not any(re.search(r, k) for r in IGNORED)]
-        if unexpected:
-            raise CheckpointError(f"{source}: unexpected entry {unexpected[0]!r} {tuple(tensors[unexpected[0]].shape)} "
-                                  f"not in {type(self).__name__} (a checkpoint of another architecture?)")
-        self.load_state_dict(state)
-
-    def hf_state_dict(self) -> dict:
-        """This model's parameters under their Hugging Face names (host float32 arrays,
-        the Conv1D weights transposed back to (in, out))."""
-        result = {}
-        for name, value in self.state_dict().items():
-            theirs, transposed = hf_name(name)
-            result[theirs] = np.ascontiguousarray(value.T if transposed else value, dtype=np.float32)
-        return result
-
-    def save_pretrained(self, folder) -> None:
-        """Write ``config.json`` and ``model.safetensors`` as a ``GPT2LMHeadModel`` folder
-        (each atomically), which transformers loads."""
-        config = self.gpt_config.to_dict()
-        config.update(architectures=["GPT2LMHeadModel"], dtype="float32")
-        write_folder(folder, config, self.hf_state_dict())
+            return {f"transformer.{k}": v for k, v in tensors.items()}
+        return tensors
 
 
 __all__ = ["GPTConfig", "GPTHuggingFaceCheckpoint", "NAMES", "hf_name", "as_config"]

@@ -1,10 +1,10 @@
 """Decoder blocks (GPT-2's: pre-norm, causal self-attention, tanh GELU) and the KV cache
-that makes generating a token cost attention over the cached keys, not the whole prefix.
+(GPT's and Llama's) that makes generating a token cost attention over the cached keys,
+not the whole prefix.
 Guide: docs/backward.md#the-kv-cache
 """
 from __future__ import annotations
 
-from .. import backend
 from .. import functional as F
 from ..errors import ShapeError
 from ..tensor import Tensor
@@ -14,8 +14,9 @@ from .module import Module
 
 class KVCache:
     """Each layer's keys and values of the positions seen so far, in buffers of
-    (batch, heads, max_len, head_dim) filled up to ``length``: a decoding step writes its
-    new keys and values after the cached ones and attends over the filled part."""
+    (batch, heads, max_len, head_dim) filled up to ``length`` (``heads``: the key/value
+    heads, fewer than the query heads with grouped-query attention): a decoding step
+    writes its new keys and values after the cached ones and attends over the filled part."""
 
     def __init__(self, n_layers: int, batch: int, n_heads: int, max_len: int, head_dim: int, xp, dtype):
         shape = (batch, n_heads, max_len, head_dim)
@@ -36,6 +37,10 @@ class KVCache:
     def advance(self, n: int) -> None:
         """The ``n`` positions every layer has just written are cached from now on."""
         self.length += n
+
+    def clear(self) -> None:
+        """Forget every cached position (the buffers are kept for the next fill)."""
+        self.length = 0
 
 
 class CausalSelfAttention(Module):
@@ -94,11 +99,4 @@ class DecoderBlock(Module):
         return x + self.dropout(self.mlp(self.ln_2(x)))
 
 
-def new_cache(blocks, batch: int, max_len: int, like) -> KVCache:
-    """An empty cache for ``blocks`` (a list of DecoderBlocks), on ``like``'s device and dtype."""
-    attn = blocks[0].attn
-    xp = backend.get_array_module(like.data)
-    return KVCache(len(blocks), batch, attn.n_heads, max_len, attn.d_model // attn.n_heads, xp, like.dtype)
-
-
-__all__ = ["KVCache", "CausalSelfAttention", "MLP", "DecoderBlock", "new_cache"]
+__all__ = ["KVCache", "CausalSelfAttention", "MLP", "DecoderBlock"]

@@ -41,12 +41,12 @@ class StackedGroupAttention(GroupedQueryAttention):
                                                  None if keep is None else keep.reshape(B, Hkv, G * Tq, Tk))
         wants_grad = any(self.needs_input_grad)
         q, k, v = (Tensor(a, requires_grad=wants_grad) for a in (q.reshape(B, Hkv, G * Tq, Dh), k, v))
-        return self.stacked(q, k, v).data.reshape(B, H, Tq, -1)
+        return self.stacked(q, k, v).data.reshape(B, H, Tq, v.shape[-1])
 
     def backward(self, g):
         B, H, Tq, Dv = g.shape
         grad_q, grad_k, grad_v = self.stacked.backward(g.reshape(B, H // self.group, self.group * Tq, Dv))
-        return grad_q.reshape(B, H, Tq, -1), grad_k, grad_v
+        return grad_q.reshape(B, H, Tq, grad_q.shape[-1]), grad_k, grad_v
 
     def saved_arrays(self) -> dict:
         stacked = getattr(self, "stacked", None)

@@ -3,7 +3,11 @@
 
 - The scored rows go through in blocks of at most ``LOGITS_BLOCK_BYTES`` of logits, and
   each block's softmax is taken in place in one buffer (row_softmax.exp_rows): the
-  (scored rows x vocabulary) logits and probabilities never exist at once.
+  (scored rows x vocabulary) logits and probabilities never exist at once. Each block
+  reads and writes the whole weight gradient once, so where the weight is large (a
+  vocabulary of tens of thousands times a wide model: Llama's, bert-base's) a block holds
+  at least half the weight's bytes of logits, which keeps that traffic within about twice
+  the logits' own and gives the weight-gradient product more rows to work with.
 - The loss is a scalar, so its upstream gradient g is one number: the forward turns each
   block's softmax into (P - onehot) / n and multiplies it out into the three gradients
   for g = 1 while the block is at hand (the weight's summed over the blocks); the
@@ -29,11 +33,11 @@ LOGITS_BLOCK_BYTES = 1 << 24
 PRODUCT_BLOCK_BYTES = 1 << 20
 
 
-def logit_row_blocks(xp, n_rows, n_classes, itemsize):
+def logit_row_blocks(xp, n_rows, n_classes, itemsize, width=0):
     """Row ranges of the (n_rows, n_classes) logits to make at a time: on the CPU equal
-    blocks of at most about ``LOGITS_BLOCK_BYTES`` (at least one row each), on the GPU
-    one block."""
-    most = rows_per_block(xp, n_rows, n_classes * itemsize, LOGITS_BLOCK_BYTES)
+    blocks of at most about ``LOGITS_BLOCK_BYTES``, or half the bytes of the (n_classes,
+    width) weight where that is more (at least one row each), on the GPU one block."""
+    most = rows_per_block(xp, n_rows, n_classes * itemsize, max(LOGITS_BLOCK_BYTES, n_classes * width * itemsize // 2))
     size = -(-n_rows // -(-n_rows // most))  # as many blocks as needed, equally full
     return [slice(start, min(start + size, n_rows)) for start in range(0, n_rows, size)]
 
@@ -84,7 +88,7 @@ class LinearCrossEntropyInBlocks(LinearCrossEntropy):
                 grad_weight[...] = 0
             return xp.zeros((), dtype=dtype)
         total_loss = xp.zeros((), dtype=dtype)
-        blocks = logit_row_blocks(xp, n, classes, xp.dtype(dtype).itemsize)
+        blocks = logit_row_blocks(xp, n, classes, xp.dtype(dtype).itemsize, weight.shape[1])
         buffer = xp.empty((blocks[0].stop - blocks[0].start) * classes, dtype=dtype)
         for block in blocks:
             size = block.stop - block.start
