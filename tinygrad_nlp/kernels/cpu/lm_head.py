@@ -119,7 +119,9 @@ class LinearCrossEntropyInBlocks(LinearCrossEntropy):
         def scaled(grad):  # g times the forward's gradient, in place on the last backward
             if grad is None:
                 return None
-            return xp.multiply(grad, scale, out=grad if self.may_overwrite_saved else None)
+            if self.may_overwrite_saved:  # g = 1 (a plain loss.backward()): the gradient is the forward's
+                return grad if scale == 1 else xp.multiply(grad, scale, out=grad)
+            return xp.multiply(grad, scale)
         grad_x, grad_rows = None, scaled(self.grad_rows)
         if grad_rows is not None and self.scored_rows.size == self.x_shape[0]:
             grad_x = grad_rows
