@@ -3,7 +3,7 @@
     python docs/check.py layer_norm             one check (python docs/check.py all: every one)
     python docs/check.py layer_norm --verbose   and each input's worst entries, analytic beside numerical
     python docs/check.py layer_norm --default   check the default (fast) paths instead
-    python docs/check.py --break list           the break-it exercises (docs/breaks.py)
+    python docs/check.py --break list           the break-it exercises (docs/breaks.py; NAME: its own)
     python docs/check.py layer_norm --break variance   run the check on a broken backward
 
 What is checked: the ops' textbook classes in tinygrad_nlp/ops/, the code that
@@ -116,9 +116,10 @@ def main(argv=None):
     unknown = [n for n in names if n not in CHECKS]
     if unknown:
         return fail(f"unknown check(s) {', '.join(unknown)}; choose from: all, {', '.join(CHECKS)}")
-    if args.break_name == "list":
+    if args.break_name == "list":  # every op's, or those of the checks named
         for b in BREAKS:
-            print(f"{b.check} {b.name}  {b.description}")
+            if b.check in names:
+                print(f"{b.check} {b.name}  {b.description}")
         return 0
     if args.break_name is not None:
         ours = [b.name for b in BREAKS if b.check == args.names[0]] if len(args.names) == 1 else []

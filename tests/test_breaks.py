@@ -63,6 +63,8 @@ def test_break_list_has_one_per_op_family(capsys):
     assert status == 0 and all(len(row) == 3 for row in listed)
     assert set(FAMILIES) <= {check_name for check_name, _, _ in listed}
     assert {("layer_norm", "variance"), ("layer_norm", "mean")} <= {(c, n) for c, n, _ in listed}
+    status, out, _ = run(capsys, "layer_norm", "--break", "list")  # a check named: its own breaks only
+    assert status == 0 and sorted(line.split()[1] for line in out.splitlines()) == ["mean", "variance"]
 
 
 def test_every_real_op_passes_on_the_textbook_ops(capsys):

@@ -93,9 +93,9 @@ def next_draw() -> tuple[int, int]:
 
 def draw_bits(draw: int, start: int, count: int) -> np.ndarray:
     """Numbers ``start .. start + count - 1`` of draw ``draw``'s stream of uniform 16-bit
-    integers: draw d is the stretch of one PCG64 stream from output d * 2^64 on (2^66
-    numbers each, never reached), read by ``advance``, so any stretch costs a jump, not
-    the numbers before it."""
+    integers: draw d is the stretch of one PCG64 stream from 64-bit output d * 2^64 on
+    (2^64 outputs, 2^66 16-bit numbers, each draw's room, never filled), read by
+    ``advance``, so any stretch costs a jump, not the numbers before it."""
     generator = getattr(_replica, "generator", None)
     if generator is None:  # one per thread, moved to each stretch's start (making one costs more)
         generator = _replica.generator = np.random.PCG64(0)

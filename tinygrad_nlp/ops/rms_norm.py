@@ -14,7 +14,7 @@ class RMSNorm(Function):
     Backward, per row, with dxhat = dL/dxhat = g * w. By the product rule on
     xhat_i = x_i rstd, and d rstd / d x_j = -rstd^3 x_j / D (from d mean(x^2) / d x_j = 2 x_j / D),
         d xhat_i / d x_j = rstd (delta_ij - xhat_i xhat_j / D),
-    and summing dxhat_i over i:
+    and multiplying by dxhat_i and summing over i:
         dL/dx = rstd * (dxhat - xhat * mean(dxhat * xhat))
     the two terms being the path through xhat directly and through the mean square
     (layer norm's formula without its path through the mean; docs/backward.md derives it).
