@@ -54,7 +54,7 @@ class GroupedQueryAttention(ScaledDotProductAttention):
             expand_mask(self.mask, q.shape, k.shape)               # the mask against (B, H, Tq, Tk)
 
     def forward(self, q, k, v):
-        self.group = q.shape[1] // k.shape[1]                      # G
+        self.group = q.shape[1] // k.shape[1]                      # G, a number the backward needs (no array)
         return super().forward(q, repeat_heads(k, self.group), repeat_heads(v, self.group))
 
     def backward(self, g):
