@@ -1,4 +1,5 @@
-"""Generating text from a decoder, written once for GPT and Llama: the sampling options
+"""What GPT and Llama share, written once: the LM head on the final states and the
+next-token loss through the chunked LM-head op (``CausalLM``), and generating text: the sampling options
 (temperature, top-k, top-p, a seed, greedy at temperature 0), the KV cache, and the
 window that keeps the last context-length tokens once a sequence runs past the context
 (as nanoGPT's ``generate`` crops ``idx`` to ``block_size``).
@@ -9,8 +10,9 @@ from __future__ import annotations
 import numpy as np
 
 from .. import backend
+from .. import functional as F
 from ..errors import ArgumentError, ShapeError
-from ..nn import evaluating
+from ..nn import Loss, evaluating
 
 
 class GenerationMixin:
@@ -53,6 +55,30 @@ class GenerationMixin:
                 scores = backend.asnumpy(self.head(h[:, -1]).data).astype(np.float64)
                 ids = np.concatenate([ids, next_tokens(scores, temperature, top_k, top_p, rng)[:, None]], axis=1)
         return ids
+
+
+class CausalLM(GenerationMixin):
+    """A decoder's logits and loss, for a model that has ``hidden(ids, cache)`` (the final
+    states) and ``head_weight`` (the LM head's (vocab_size, width) weight), and
+    ``generate`` (``GenerationMixin``)."""
+
+    def head(self, h):
+        return F.linear(h, self.head_weight)
+
+    def forward(self, ids, cache=None):
+        return self.head(self.hidden(ids, cache))
+
+    def loss(self, ids) -> Loss:
+        """The mean cross-entropy of predicting ``ids[:, t + 1]`` from ``ids[:, :t + 1]``,
+        over all B (T - 1) positions (a ``Loss``), through the chunked LM-head op: no
+        (B (T - 1), vocab_size) logits array is kept."""
+        if getattr(ids, "ndim", 0) != 2 or ids.shape[1] < 2:
+            raise ShapeError(f"{type(self).__name__}.loss: ids must be (batch, seq_len >= 2), "
+                             f"got shape {getattr(ids, 'shape', None)}")
+        h = self.hidden(ids[:, :-1])
+        targets = ids[:, 1:].reshape(-1)
+        loss = F.linear_cross_entropy(h.reshape(-1, h.shape[-1]), self.head_weight, targets)
+        return Loss(loss, targets.size)
 
 
 def check_sampling(temperature, top_k, top_p) -> None:

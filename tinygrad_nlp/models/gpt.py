@@ -1,7 +1,7 @@
 """A GPT-2-style decoder (Radford et al., 2019) on this engine's layers: learned token and
 position embeddings, pre-norm decoder blocks with causal self-attention and the tanh GELU,
 a final layer norm and an LM head tied to the token embedding; ``generate`` with a KV
-cache (``generation.GenerationMixin``, shared with Llama). Its Hugging Face checkpoints
+cache (``generation.CausalLM``, shared with Llama). Its Hugging Face checkpoints
 (``GPT2LMHeadModel`` folders) are read and written by ``gpt_hf``.
 
     model = GPT(GPTConfig(vocab_size=65, n_positions=256, n_embd=384, n_layer=6, n_head=6))
@@ -13,14 +13,13 @@ from __future__ import annotations
 import numpy as np
 
 from .. import backend
-from .. import functional as F
 from ..errors import ShapeError
-from ..nn import DecoderBlock, Dropout, Embedding, KVCache, LayerNorm, Loss, Module, ModuleList
-from .generation import GenerationMixin
+from ..nn import DecoderBlock, Dropout, Embedding, KVCache, LayerNorm, Module, ModuleList
+from .generation import CausalLM
 from .gpt_hf import GPTConfig, GPTHuggingFaceCheckpoint, as_config
 
 
-class GPT(GPTHuggingFaceCheckpoint, GenerationMixin, Module):
+class GPT(GPTHuggingFaceCheckpoint, CausalLM, Module):
     """``model(ids)`` gives next-token logits (B, T, vocab_size); ``model.loss(ids)`` the
     mean cross-entropy of each position's prediction of the next id."""
 
@@ -68,11 +67,10 @@ class GPT(GPTHuggingFaceCheckpoint, GenerationMixin, Module):
             cache.advance(ids.shape[1])
         return self.ln_f(x)
 
-    def head(self, h):
-        return F.linear(h, self.wte.weight)  # the LM head is the token embedding
-
-    def forward(self, ids, cache=None):
-        return self.head(self.hidden(ids, cache))
+    @property
+    def head_weight(self):
+        """The LM head's weight: the token embedding (tied)."""
+        return self.wte.weight
 
     @property
     def context_length(self) -> int:
@@ -84,16 +82,6 @@ class GPT(GPTHuggingFaceCheckpoint, GenerationMixin, Module):
         w, c = self.wte.weight, self.hf_config
         return KVCache(c.n_layer, batch, c.n_head, max_len, c.n_embd // c.n_head, backend.get_array_module(w.data), w.dtype)
 
-    def loss(self, ids) -> Loss:
-        """The mean cross-entropy of predicting ``ids[:, t + 1]`` from ``ids[:, :t + 1]``,
-        over all B (T - 1) positions (a ``Loss``), through the chunked LM-head op: no
-        (B (T - 1), vocab_size) logits array is kept."""
-        if getattr(ids, "ndim", 0) != 2 or ids.shape[1] < 2:
-            raise ShapeError(f"GPT.loss: ids must be (batch, seq_len >= 2), got shape {getattr(ids, 'shape', None)}")
-        h = self.hidden(ids[:, :-1])
-        targets = ids[:, 1:].reshape(-1)
-        loss = F.linear_cross_entropy(h.reshape(-1, h.shape[-1]), self.wte.weight, targets)
-        return Loss(loss, targets.size)
 
 
 __all__ = ["GPT", "GPTConfig"]

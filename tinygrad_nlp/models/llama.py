@@ -2,7 +2,7 @@
 a token embedding, pre-norm decoder blocks (RMSNorm, rotary position embeddings,
 grouped-query attention, the SwiGLU MLP), a final RMSNorm and an LM head, tied to the
 token embedding or not as the config says; ``generate`` with a KV cache sized by the
-key/value heads (``generation.GenerationMixin``, shared with GPT). Its Hugging Face
+key/value heads (``generation.CausalLM``, shared with GPT). Its Hugging Face
 checkpoints (``LlamaForCausalLM`` folders: SmolLM, TinyLlama, Llama 2 and 3 without RoPE
 scaling) are read and written by ``llama_hf``.
 
@@ -16,14 +16,13 @@ from __future__ import annotations
 import numpy as np
 
 from .. import backend
-from .. import functional as F
 from ..errors import ShapeError
-from ..nn import Embedding, KVCache, Linear, LlamaDecoderLayer, Loss, Module, ModuleList, RMSNorm
-from .generation import GenerationMixin
+from ..nn import Embedding, KVCache, Linear, LlamaDecoderLayer, Module, ModuleList, RMSNorm
+from .generation import CausalLM
 from .llama_hf import LlamaConfig, LlamaHuggingFaceCheckpoint, as_config
 
 
-class Llama(LlamaHuggingFaceCheckpoint, GenerationMixin, Module):
+class Llama(LlamaHuggingFaceCheckpoint, CausalLM, Module):
     """``model(ids)`` gives next-token logits (B, T, vocab_size); ``model.loss(ids)`` the
     mean cross-entropy of each position's prediction of the next id."""
 
@@ -75,23 +74,6 @@ class Llama(LlamaHuggingFaceCheckpoint, GenerationMixin, Module):
     def head_weight(self):
         """The LM head's (vocab_size, hidden_size) weight: the token embedding when tied."""
         return self.embed_tokens.weight if self.lm_head is None else self.lm_head.weight
-
-    def head(self, h):
-        return F.linear(h, self.head_weight)
-
-    def forward(self, ids, cache: KVCache | None = None):
-        return self.head(self.hidden(ids, cache))
-
-    def loss(self, ids) -> Loss:
-        """The mean cross-entropy of predicting ``ids[:, t + 1]`` from ``ids[:, :t + 1]``,
-        over all B (T - 1) positions (a ``Loss``), through the chunked LM-head op: no
-        (B (T - 1), vocab_size) logits array is kept."""
-        if getattr(ids, "ndim", 0) != 2 or ids.shape[1] < 2:
-            raise ShapeError(f"Llama.loss: ids must be (batch, seq_len >= 2), got shape {getattr(ids, 'shape', None)}")
-        h = self.hidden(ids[:, :-1])
-        targets = ids[:, 1:].reshape(-1)
-        loss = F.linear_cross_entropy(h.reshape(-1, h.shape[-1]), self.head_weight, targets)
-        return Loss(loss, targets.size)
 
     @property
     def context_length(self) -> int:
