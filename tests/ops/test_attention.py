@@ -486,3 +486,28 @@ def test_ragged_self_attention_errors():
     with pytest.raises(ArgumentError, match=r"ragged_self_attention dropout: probability p must be in \[0, 1\], "
                                             r"got 1.5"):
         F.ragged_self_attention(x, [5], 2, dropout_p=1.5)
+
+
+def test_ragged_positions_that_do_not_fit_the_rows_or_seq_len_are_one_line_errors():
+    qkv = Tensor(np.zeros((5, 12)))
+    for positions, seq_len in [(np.arange(4), 6), (np.array([0, 1, 2, 0, 6]), 6), (np.arange(5), None)]:
+        with pytest.raises(ShapeError, match=r"ragged_self_attention: positions \(\d+,\) must give each of the 5 rows "
+                                             r"its place in 0\.\.seq_len-1"):
+            F.ragged_self_attention(qkv, np.array([3, 2]), 2, dropout_p=0.1, positions=positions, seq_len=seq_len)
+
+
+def test_ragged_attention_with_positions_draws_the_whole_grids_dropout_mask():
+    """Sequences given their positions in a padded (B, T) batch get the entries of the
+    batch's (B, H, T, T) draw at those positions: the padded self_attention's mask."""
+    rng = np.random.default_rng(4)
+    B, T, H, Dh = 3, 5, 2, 2
+    lengths = np.array([5, 3, 4])
+    real = np.arange(T)[None] >= T - lengths[:, None]  # left-padded: a row's positions do not start at 0
+    rows = np.flatnonzero(real)
+    grid = rng.standard_normal((B, T, 3 * H * Dh))
+    manual_seed(8)
+    padded = F.self_attention(Tensor(grid), H, mask=real, dropout_p=0.5)
+    manual_seed(8)
+    packed = F.ragged_self_attention(Tensor(grid.reshape(B * T, -1)[rows]), lengths, H, dropout_p=0.5,
+                                     positions=rows % T, seq_len=T)
+    np.testing.assert_allclose(packed.numpy(), padded.numpy().reshape(B * T, -1)[rows], rtol=1e-12, atol=1e-12)
