@@ -111,14 +111,12 @@ def test_linear_cross_entropy_equals_linear_then_cross_entropy(n, d, c, bias, se
     rng = np.random.default_rng(seed)
     x, w, b = tensor(rng, n, d), tensor(rng, c, d), tensor(rng, c)
     t = np.where(rng.random(n) < 0.3, -100, rng.integers(0, c, n))
-    setting = lm_head.LOGITS_BLOCK_BYTES
-    if block_rows:  # blocks of (at most) that many scored rows
-        lm_head.LOGITS_BLOCK_BYTES = block_rows * c * 8
-    try:
+    with pytest.MonkeyPatch.context() as patch:
+        if block_rows:  # blocks of (at most) that many scored rows
+            patch.setattr(lm_head, "LOGITS_BLOCK_BYTES", block_rows * c * 8)
+            patch.setattr(lm_head, "LOGITS_PER_WEIGHT_BYTE", 0)
         fused = F.linear_cross_entropy(x, w, t, bias=b if bias else None)
         fused.backward(np.array(0.7))
-    finally:
-        lm_head.LOGITS_BLOCK_BYTES = setting
     grads = [p.grad for p in (x, w, b)]
     for p in (x, w, b):
         p.grad = None
@@ -145,7 +143,8 @@ def test_linear_cross_entropy_in_many_row_blocks(with_bias, rng, monkeypatch):
     for p in args:
         p.grad = None
     monkeypatch.setattr(lm_head, "LOGITS_BLOCK_BYTES", 7 * 8)  # one row of 7 float64 logits
-    assert len(lm_head.logit_row_blocks(np, 4, 7, 8)) == 4
+    monkeypatch.setattr(lm_head, "LOGITS_PER_WEIGHT_BYTE", 0)
+    assert len(lm_head.logit_row_blocks(np, 4, 7, 8, 3)) == 4
     chunked = loss(*args)
     chunked.backward()
     assert_close(chunked, whole)
@@ -316,5 +315,6 @@ def test_linear_cross_entropy_fast_path_equals_the_textbook_op(n, d, classes, bi
         with pytest.MonkeyPatch.context() as patch:
             if block_rows:
                 patch.setattr(lm_head, "LOGITS_BLOCK_BYTES", block_rows * classes * 8)
+                patch.setattr(lm_head, "LOGITS_PER_WEIGHT_BYTE", 0)
             return F.linear_cross_entropy(x, w, targets, bias=b)
     compare_paths(loss, _inputs(*arrays), "linear_cross_entropy", float32_rtol=_float32_rtol(offset))

@@ -5,9 +5,11 @@
   each block's softmax is taken in place in one buffer (row_softmax.exp_rows): the
   (scored rows x vocabulary) logits and probabilities never exist at once. Each block
   reads and writes the whole weight gradient once, so where the weight is large (a
-  vocabulary of tens of thousands times a wide model: Llama's, bert-base's) a block holds
-  at least half the weight's bytes of logits, which keeps that traffic within about twice
-  the logits' own and gives the weight-gradient product more rows to work with.
+  vocabulary of tens of thousands times a wide model: Llama's, bert-base's) a block may
+  hold up to twice the weight's bytes of logits: memory of the order of the weight's own
+  gradient, and a training batch's rows often all in one block, where each of the three
+  products is one long BLAS call (many short ones, each adding into the weight's
+  gradient, run slower).
 - The loss is a scalar, so its upstream gradient g is one number: the forward turns each
   block's softmax into (P - onehot) / n and multiplies it out into the three gradients
   for g = 1 while the block is at hand (the weight's summed over the blocks); the
@@ -30,33 +32,35 @@ from . import row_softmax
 from .rowwise import row_sum
 
 LOGITS_BLOCK_BYTES = 1 << 24
+LOGITS_PER_WEIGHT_BYTE = 2  # a block may hold this many times the weight's bytes of logits
 PRODUCT_BLOCK_BYTES = 1 << 20
 
 
 def logit_row_blocks(xp, n_rows, n_classes, itemsize, width=0):
     """Row ranges of the (n_rows, n_classes) logits to make at a time: on the CPU equal
-    blocks of at most about ``LOGITS_BLOCK_BYTES``, or half the bytes of the (n_classes,
-    width) weight where that is more (at least one row each), on the GPU one block."""
-    most = rows_per_block(xp, n_rows, n_classes * itemsize, max(LOGITS_BLOCK_BYTES, n_classes * width * itemsize // 2))
+    blocks of at most about ``LOGITS_BLOCK_BYTES``, or ``LOGITS_PER_WEIGHT_BYTE`` times the
+    bytes of the (n_classes, width) weight where that is more (at least one row each), on the GPU one block."""
+    block_bytes = max(LOGITS_BLOCK_BYTES, LOGITS_PER_WEIGHT_BYTE * n_classes * width * itemsize)
+    most = rows_per_block(xp, n_rows, n_classes * itemsize, block_bytes)
     size = -(-n_rows // -(-n_rows // most))  # as many blocks as needed, equally full
     return [slice(start, min(start + size, n_rows)) for start in range(0, n_rows, size)]
 
 
 def add_transposed_product(out, a, b, first=False):
-    """out (C, d) += a^T b for a (R, C) and b (R, d) (``first``: out = a^T b), a range of
-    out's rows at a time: on the CPU ranges of about ``PRODUCT_BLOCK_BYTES``, each
-    product added while it is in the cache, with no (C, d) temporary; on the GPU one."""
+    """out (C, d) += a^T b for a (R, C) and b (R, d) (``first``: out = a^T b, one product),
+    a range of out's rows at a time: on the CPU ranges of about ``PRODUCT_BLOCK_BYTES``,
+    each product added while it is in the cache, with no (C, d) temporary; on the GPU one."""
     xp = get_array_module(out, a, b)
+    if first:
+        xp.matmul(a.T, b, out=out)
+        return
     step = rows_per_block(xp, out.shape[0], out.shape[1] * out.itemsize, PRODUCT_BLOCK_BYTES)
-    scratch = None if first else xp.empty((min(step, out.shape[0]), out.shape[1]), dtype=out.dtype)
+    scratch = xp.empty((min(step, out.shape[0]), out.shape[1]), dtype=out.dtype)
     for start in range(0, out.shape[0], step):
         span = slice(start, min(start + step, out.shape[0]))
-        if first:
-            xp.matmul(a[:, span].T, b, out=out[span])
-        else:
-            product = scratch[: span.stop - start]
-            xp.matmul(a[:, span].T, b, out=product)
-            out[span] += product
+        product = scratch[: span.stop - start]
+        xp.matmul(a[:, span].T, b, out=product)
+        out[span] += product
 
 
 def column_sums(a):
