@@ -6,7 +6,8 @@ from hypothesis import strategies as st
 import tinygrad_nlp.functional as F
 from tests.helpers import assert_close, assert_same_backward_as_torch, check_both_modes, needs_torch, tensor, to_torch, torch
 from tinygrad_nlp import ShapeError, Tensor, backend, manual_seed, reference_ops
-from tinygrad_nlp.kernels.cpu.grouped_attention import StackedGroupAttention
+from tinygrad_nlp.kernels.cpu import grouped_attention
+from tinygrad_nlp.kernels.cpu.grouped_attention import StackedGroupAttention, query_chunks
 from tinygrad_nlp.ops.attention import ScaledDotProductAttention
 from tinygrad_nlp.ops.grouped_attention import GroupedQueryAttention
 
@@ -139,6 +140,63 @@ def test_equals_repeat_then_attention_on_random_shapes(B, Hkv, G, Tq, extra, Dh,
     for a, b in zip(grouped, repeated, strict=True):
         assert np.all(np.isfinite(a))
         assert_close(a, b, rtol=1e-10, atol=1e-12)
+
+
+def test_query_chunks_cover_the_queries_and_only_causal_attention_is_cut():
+    assert query_chunks(256, 256, True) == [(0, 64), (64, 128), (128, 192), (192, 256)]
+    assert query_chunks(100, 300, True) == [(0, 33), (33, 66), (66, 100)]  # a cached step: the last of the keys
+    assert query_chunks(63, 63, True) == [(0, 63)]  # fewer than two chunks of LEAST_CHUNK positions
+    assert query_chunks(256, 256, False) == [(0, 256)]
+    assert query_chunks(256, 100, True) == [(0, 256)]  # more queries than keys: the first see none of them
+
+
+def chunked(monkeypatch, chunks):
+    """The CPU path cutting any causal attention of at least ``chunks`` positions into that many."""
+    monkeypatch.setattr(grouped_attention, "LEAST_CHUNK", 1)
+    monkeypatch.setattr(grouped_attention, "CAUSAL_CHUNKS", chunks)
+
+
+@given(B=st.integers(1, 2), Hkv=st.integers(1, 2), G=st.integers(1, 3), Tq=st.integers(1, 9), extra=st.integers(0, 3),
+       Dh=st.integers(1, 3), padded=st.booleans(), dropout=st.sampled_from([0.0, 0.3]), chunks=st.integers(2, 4),
+       seed=st.integers(0, 999))
+def test_causal_chunks_equal_the_textbook(B, Hkv, G, Tq, extra, Dh, padded, dropout, chunks, seed):
+    """Causal attention cut into query chunks, each against the keys it may see (uneven
+    chunks, cached keys before the queries, padding, dropout): the textbook op's values,
+    gradients and dropout mask."""
+    rng = np.random.default_rng(seed)
+    Tk = Tq + extra
+    q, k, v = qkv(rng, B, Hkv * G, Hkv, Tq, Tk, Dh)
+    mask = rng.random((B, Tk)) < 0.7 if padded else None
+    g = rng.standard_normal((B, Hkv * G, Tq, Dh))
+    run = lambda *t: F.grouped_query_attention(*t, mask=mask, is_causal=True, dropout_p=dropout)  # noqa: E731
+    with pytest.MonkeyPatch.context() as patch:
+        chunked(patch, chunks)
+        out, fast = results(run, [q, k, v], g, seed=seed)
+        assert type(out.creator) is StackedGroupAttention and len(out.creator.chunks) == min(chunks, Tq)
+    with reference_ops():
+        _, textbook = results(run, [q, k, v], g, seed=seed)
+    for a, b in zip(fast, textbook, strict=True):
+        assert_close(a, b, rtol=1e-10, atol=1e-12)
+
+
+def test_causal_chunks_gradients(rng, monkeypatch):
+    """Float64 finite differences of the chunked path: 3 uneven chunks, 2 cached keys, padding."""
+    chunked(monkeypatch, 3)
+    q, k, v = qkv(rng, B=2, H=4, Hkv=2, Tq=5, Tk=7, Dh=2)
+    padding = np.array([[True] * 7, [True, False, True, True, True, False, True]])
+    check_both_modes(lambda q, k, v: F.grouped_query_attention(q, k, v, mask=padding, is_causal=True), [q, k, v])
+
+
+def test_causal_chunks_keep_the_probabilities_of_the_keys_each_chunk_sees(rng):
+    """At 128 positions the CPU path cuts a causal attention into 4 chunks: each keeps P for
+    its 32 queries and the keys up to its last one (5/8 of the whole grid), k and v once."""
+    q, k, v = qkv(rng, B=1, H=4, Hkv=2, Tq=128, Tk=128, Dh=4)
+    out = F.grouped_query_attention(q, k, v, is_causal=True)
+    saved = out.creator.saved_arrays()
+    probs = [a for name, a in saved.items() if name.startswith("probs")]
+    assert [p.shape for p in probs] == [(1, 2, 2 * 32, keys) for keys in (32, 64, 96, 128)]
+    assert saved["k"].shape == k.shape and saved["v"].shape == v.shape
+    assert sum(p.size for p in probs) * 8 == 5 * (1 * 4 * 128 * 128)
 
 
 @pytest.mark.parametrize("shapes,message", [
