@@ -199,6 +199,18 @@ def test_causal_chunks_keep_the_probabilities_of_the_keys_each_chunk_sees(rng):
     assert sum(p.size for p in probs) * 8 == 5 * (1 * 4 * 128 * 128)
 
 
+def test_a_causal_attention_whose_probabilities_would_be_made_again_is_one_piece(rng, monkeypatch):
+    """Where the CPU attention keeps each row's log-sum-exp instead of P (long sequences), the
+    chunks, which would each keep their P, are not taken: one piece, the same values."""
+    from tinygrad_nlp.kernels.cpu import attention
+    q, k, v = qkv(rng, B=1, H=4, Hkv=2, Tq=128, Tk=128, Dh=4)
+    monkeypatch.setattr(attention, "KEEP_PROBABILITIES_UP_TO", 1 << 10)
+    out = F.grouped_query_attention(q, k, v, is_causal=True)
+    assert out.creator.chunks == [(0, 128)] and "lse" in out.creator.saved_arrays()
+    with reference_ops():
+        assert_close(out, F.grouped_query_attention(q, k, v, is_causal=True), rtol=1e-10, atol=1e-12)
+
+
 @pytest.mark.parametrize("shapes,message", [
     (((2, 6, 3, 4), (2, 4, 3, 4), (2, 4, 3, 4)), r"the H=6 query heads must be a multiple of the Hkv=4 key/value heads"),
     (((2, 6, 3, 4), (2, 0, 3, 4), (2, 0, 3, 4)), r"the H=6 query heads must be a multiple of the Hkv=0"),
